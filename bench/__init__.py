@@ -1,0 +1,1 @@
+"""Measures the other packages: latency, throughput and accuracy across backends; the paper's table."""

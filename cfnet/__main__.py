@@ -1,0 +1,5 @@
+"""`python -m cfnet` is the `cfnet` command."""
+
+from cfnet.cli import main
+
+main()
