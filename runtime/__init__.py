@@ -1,1 +1,47 @@
-"""Torch-free serving: artifacts, backends (ONNX Runtime, TensorRT), pre/post-processing, video streams."""
+"""Torch-free serving: artifacts, backends (ONNX Runtime, TensorRT), pre/post-processing, video streams.
+
+Needs numpy, OpenCV and ONNX Runtime (TensorRT + pycuda for engines); never torch or the train-time packages.
+The names below load on first use, so `import runtime.cli` (the CLI's face) stays light. Pre/post-processing
+lives in `runtime.preprocess.preprocess` and `runtime.postprocess` (module and function share those names).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from runtime.artifact import ModelMetadata, Overrides, read_metadata
+    from runtime.backend import Backend, open_backend
+    from runtime.errors import UserError
+    from runtime.segmentation import segment
+    from runtime.stream import StreamStats, run_stream
+
+_HOMES = {
+    "ModelMetadata": "runtime.artifact",
+    "Overrides": "runtime.artifact",
+    "read_metadata": "runtime.artifact",
+    "Backend": "runtime.backend",
+    "open_backend": "runtime.backend",
+    "UserError": "runtime.errors",
+    "segment": "runtime.segmentation",
+    "StreamStats": "runtime.stream",
+    "run_stream": "runtime.stream",
+}
+__all__ = [
+    "Backend",
+    "ModelMetadata",
+    "Overrides",
+    "StreamStats",
+    "UserError",
+    "open_backend",
+    "read_metadata",
+    "run_stream",
+    "segment",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'runtime' has no attribute '{name}'")
+    return getattr(importlib.import_module(_HOMES[name]), name)

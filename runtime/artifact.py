@@ -1,0 +1,244 @@
+"""Model metadata of a deployable artifact: an ONNX file's `cfnet.*` metadata_props or an engine's sidecar."""
+
+from __future__ import annotations
+
+import colorsys
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from runtime.errors import UserError
+
+PREFIX = "cfnet."
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What the runtime needs to feed a model and read its output.
+
+    `mean`/`std` are RGB on the 0..1 scale; `input_size` is (H, W), the box frames are resized into
+    (aspect kept); inputs are padded bottom/right to a multiple of `size_divisor`.
+    """
+
+    classes: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    input_size: tuple[int, int]
+    size_divisor: int = 32
+    model: str = "unknown"
+    preset: str = "unknown"
+    precision: str = "fp32"
+    version: str = "unknown"
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """User-supplied metadata (CLI `--classes/--mean/--std/--input-size`); replaces what the artifact says."""
+
+    classes: tuple[str, ...] | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    input_size: tuple[int, int] | None = None
+    size_divisor: int | None = None
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in (self.classes, self.mean, self.std, self.input_size, self.size_divisor))
+
+
+def read_metadata(path: str | Path, overrides: Overrides | None = None) -> ModelMetadata:
+    """Metadata of an ONNX file (through ONNX Runtime, no `onnx` import) or of an engine (its `.json` sidecar)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("model not found", str(path))
+    if path.suffix == ".onnx":
+        from runtime.onnxruntime_backend import load_session
+
+        session = load_session(path, ["CPUExecutionProvider"])
+        return metadata_from_props(session.get_modelmeta().custom_metadata_map, str(path), overrides)
+    return metadata_from_props(read_sidecar(path), str(path), overrides)
+
+
+def sidecar_path(engine: Path) -> Path:
+    """`model.engine` -> `model.engine.json`."""
+    return engine.with_name(engine.name + ".json")
+
+
+def read_sidecar(engine: Path) -> dict[str, Any]:
+    """The engine's JSON sidecar as a dict (refused when missing or malformed)."""
+    side = sidecar_path(engine)
+    if not side.is_file():
+        raise UserError("engine sidecar not found (it holds the model metadata)", str(side))
+    try:
+        data = json.loads(side.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"malformed engine sidecar: {exc}", str(side)) from None
+    if not isinstance(data, dict):
+        raise UserError("malformed engine sidecar: expected a JSON object", str(side))
+    nested = data.get("metadata")
+    return {**data, **nested} if isinstance(nested, dict) else data
+
+
+def metadata_from_props(
+    props: Mapping[str, Any], where: str, overrides: Overrides | None = None, static_size: tuple[int, int] | None = None
+) -> ModelMetadata:
+    """Build `ModelMetadata` from `cfnet.*` properties (JSON strings, or decoded values from a sidecar).
+
+    Without cfnet metadata the artifact is refused unless `overrides` name at least the classes;
+    `static_size` (a model with fixed H and W) then serves as the input size.
+    """
+    overrides = overrides or Overrides()
+    if not any(str(k).startswith(PREFIX) for k in props):
+        return _from_overrides(props, where, overrides, static_size)
+    try:
+        classes = tuple(str(c) for c in _value(props, "classes"))
+        raw_palette = _value(props, "palette", None)
+        meta = ModelMetadata(
+            classes=classes,
+            palette=_palette(raw_palette, len(classes)),
+            mean=_triple(_value(props, "mean")),
+            std=_triple(_value(props, "std")),
+            input_size=parse_size(str(_value(props, "input_size"))),
+            size_divisor=int(_value(props, "size_divisor", 32)),
+            model=str(_value(props, "model", "unknown")),
+            preset=str(_value(props, "preset", "unknown")),
+            precision=str(_value(props, "precision", "fp32")),
+            version=str(_value(props, "version", "unknown")),
+            extra={k: v for k, v in props.items() if not str(k).startswith(PREFIX)},
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise UserError(f"malformed cfnet metadata: {exc}", where) from None
+    return _checked(_apply(meta, overrides), where)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """`512x1024` -> (512, 1024), height first."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"malformed size '{text}': expected HxW like 512x1024")
+    return int(parts[0]), int(parts[1])
+
+
+def parse_triple(text: str) -> tuple[float, float, float]:
+    """`0.485,0.456,0.406` -> three floats (RGB)."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise ValueError(f"malformed value '{text}': expected three comma-separated numbers (R,G,B)")
+    return values[0], values[1], values[2]
+
+
+def parse_classes(text: str) -> tuple[str, ...]:
+    """`--classes`: a count (`19`, names `class0..`) or a JSON file holding a list of names."""
+    if text.isdigit() and int(text) > 0:
+        return tuple(f"class{i}" for i in range(int(text)))
+    path = Path(text)
+    try:
+        names = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--classes takes a count or a JSON list of names: {exc}") from None
+    if not isinstance(names, list) or not names:
+        raise ValueError(f"--classes file must hold a non-empty JSON list of names ({path})")
+    return tuple(str(n) for n in names)
+
+
+def default_palette(count: int) -> tuple[tuple[int, int, int], ...]:
+    """Distinct RGB colours for `count` classes (golden-ratio hues), for artifacts without a palette."""
+    colours = []
+    for i in range(count):
+        r, g, b = colorsys.hsv_to_rgb((i * 0.618033988749895) % 1.0, 0.65 + 0.35 * (i % 2), 0.95 - 0.25 * (i % 3) / 2)
+        colours.append((round(r * 255), round(g * 255), round(b * 255)))
+    return tuple(colours)
+
+
+def _value(props: Mapping[str, Any], key: str, default: Any = KeyError) -> Any:
+    if PREFIX + key in props:
+        raw = props[PREFIX + key]
+    elif key in props:
+        raw = props[key]
+    elif default is KeyError:
+        raise KeyError(f"{PREFIX}{key} missing")
+    else:
+        return default
+    if isinstance(raw, str) and key in ("classes", "palette", "mean", "std"):
+        return json.loads(raw)
+    if key == "input_size" and isinstance(raw, list | tuple):
+        return "x".join(str(v) for v in raw)
+    return raw
+
+
+def _triple(value: Any) -> tuple[float, float, float]:
+    values = [float(v) for v in value]
+    if len(values) != 3:
+        raise ValueError(f"expected 3 values, got {len(values)}")
+    return values[0], values[1], values[2]
+
+
+def _palette(value: Any, count: int) -> tuple[tuple[int, int, int], ...]:
+    if value is None:
+        return default_palette(count)
+    colours = tuple((int(c[0]), int(c[1]), int(c[2])) for c in value)
+    if len(colours) < count:
+        raise ValueError(f"palette has {len(colours)} colours for {count} classes")
+    return colours
+
+
+def _from_overrides(
+    props: Mapping[str, Any], where: str, overrides: Overrides, static_size: tuple[int, int] | None
+) -> ModelMetadata:
+    hint = "pass --classes N|names.json (and --mean, --std, --input-size)"
+    if overrides.classes is None:
+        raise UserError(f"the model has no cfnet metadata; {hint}", where)
+    input_size = overrides.input_size or static_size
+    if input_size is None:
+        raise UserError("the model has no cfnet metadata and a dynamic input size; pass --input-size HxW", where)
+    return _checked(
+        ModelMetadata(
+            classes=overrides.classes,
+            palette=default_palette(len(overrides.classes)),
+            mean=overrides.mean or IMAGENET_MEAN,
+            std=overrides.std or IMAGENET_STD,
+            input_size=input_size,
+            size_divisor=overrides.size_divisor or 32,
+            extra=dict(props),
+        ),
+        where,
+    )
+
+
+def _checked(meta: ModelMetadata, where: str) -> ModelMetadata:
+    if not meta.classes:
+        raise UserError("malformed cfnet metadata: no classes", where)
+    if meta.size_divisor <= 0:
+        raise UserError(f"malformed cfnet metadata: size divisor {meta.size_divisor} must be positive", where)
+    if min(meta.std) <= 0:
+        raise UserError(f"malformed cfnet metadata: std {list(meta.std)} must be positive", where)
+    return meta
+
+
+def _apply(meta: ModelMetadata, overrides: Overrides) -> ModelMetadata:
+    if not overrides:
+        return meta
+    palette = meta.palette
+    if overrides.classes is not None and len(overrides.classes) > len(palette):
+        palette = default_palette(len(overrides.classes))
+    return replace(
+        meta,
+        classes=overrides.classes or meta.classes,
+        palette=palette,
+        mean=overrides.mean or meta.mean,
+        std=overrides.std or meta.std,
+        input_size=overrides.input_size or meta.input_size,
+        size_divisor=overrides.size_divisor or meta.size_divisor,
+    )

@@ -1,0 +1,79 @@
+"""The `Backend` protocol every runtime implements (as Polygraphy's runners), and `open_backend` by artifact type."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol, TypeVar, runtime_checkable
+
+import numpy as np
+
+from runtime.artifact import ModelMetadata, Overrides
+from runtime.errors import UserError
+
+DEVICES = ("auto", "cpu", "cuda")
+T = TypeVar("T")
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A loaded model: `infer(images)` maps normalised `N x 3 x H x W` float32 to `N x C x H x W` float32 logits."""
+
+    metadata: ModelMetadata
+    name: str
+
+    def infer(self, images: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self: T) -> T: ...
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
+class Closing:
+    """Context-manager behaviour shared by the backends: `with open_backend(...) as b:` closes `b` on exit."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: T) -> T:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def open_backend(
+    path: str | Path,
+    device: str = "auto",
+    providers: Sequence[str] | None = None,
+    threads: int | None = None,
+    overrides: Overrides | None = None,
+) -> Backend:
+    """Load an artifact: `.onnx` -> ONNX Runtime, `.engine`/`.plan` -> native TensorRT.
+
+    `device`: `auto` (best available), `cpu` or `cuda`; `providers` overrides ONNX Runtime's provider list;
+    `threads` sets ONNX Runtime's intra-op threads; `overrides` replaces or supplies model metadata.
+    """
+    path = Path(path)
+    if device not in DEVICES:
+        raise UserError(f"unknown device '{device}'", f"choose from {', '.join(DEVICES)}")
+    if not path.is_file():
+        raise UserError("model not found", str(path))
+    if path.suffix == ".onnx":
+        from runtime.onnxruntime_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(path, device=device, providers=providers, threads=threads, overrides=overrides)
+    if path.suffix in (".engine", ".plan"):
+        if device == "cpu":
+            raise UserError("a TensorRT engine runs on a GPU only; use the ONNX model for --device cpu", str(path))
+        from runtime.tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend(path, overrides=overrides)
+    raise UserError(f"unknown model file type '{path.suffix}': expected .onnx or .engine", str(path))

@@ -1,0 +1,66 @@
+"""Logits -> masks (uint8 trainIds) at the frame's size; palette colouring, alpha overlay, class legend."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from runtime.preprocess import FrameInfo
+
+
+def postprocess(logits: np.ndarray, infos: Sequence[FrameInfo]) -> list[np.ndarray]:
+    """`N x C x h x w` logits -> one `H x W` uint8 mask per frame: argmax, unpad, nearest resize to the frame.
+
+    Logits at a fraction of the padded input size are handled too (the unpadded region scales with them).
+    """
+    masks = []
+    for scores, info in zip(logits, infos, strict=True):
+        labels = scores.argmax(axis=0).astype(np.uint8)
+        rows = -(-info.resized_size[0] * labels.shape[0] // info.input_size[0])
+        cols = -(-info.resized_size[1] * labels.shape[1] // info.input_size[1])
+        labels = labels[:rows, :cols]
+        height, width = info.frame_size
+        if labels.shape != (height, width):
+            labels = cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
+        masks.append(np.ascontiguousarray(labels))
+    return masks
+
+
+def palette_lut(palette: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
+    """A 256 x 3 BGR lookup table from RGB palette colours (unlisted ids, e.g. 255 = ignore, are black)."""
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    colours = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)[:256]
+    lut[: len(colours)] = colours[:, ::-1]
+    return lut
+
+
+def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
+    """`H x W` class ids -> `H x W x 3` BGR colours (`palette`: RGB colours, or a lookup from `palette_lut`)."""
+    lut = palette if isinstance(palette, np.ndarray) and palette.shape == (256, 3) else palette_lut(palette)
+    return lut[mask]
+
+
+def overlay(frame_bgr: np.ndarray, colours_bgr: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend the colour mask over the frame: `alpha` = 0 shows the frame only, 1 the mask only."""
+    return cv2.addWeighted(colours_bgr, alpha, frame_bgr, 1.0 - alpha, 0.0)
+
+
+def draw_legend(
+    image_bgr: np.ndarray, mask: np.ndarray, classes: Sequence[str], palette: Sequence[Sequence[int]]
+) -> np.ndarray:
+    """A copy of `image_bgr` with a swatch and name for each class present in `mask`, top-left."""
+    out = image_bgr.copy()
+    present = [int(c) for c in np.unique(mask) if c < len(classes)]
+    scale = max(0.35, min(image_bgr.shape[:2]) / 900)
+    line = max(12, round(24 * scale))
+    for row, cls in enumerate(present):
+        y = 4 + row * line
+        if y + line > out.shape[0]:
+            break
+        r, g, b = (int(v) for v in palette[cls])
+        cv2.rectangle(out, (4, y), (4 + line - 4, y + line - 4), (b, g, r), thickness=-1)
+        cv2.putText(out, classes[cls], (8 + line, y + line - 6), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3)
+        cv2.putText(out, classes[cls], (8 + line, y + line - 6), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1)
+    return out

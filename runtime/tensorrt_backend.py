@@ -1,0 +1,168 @@
+"""Native TensorRT backend (TensorRT >= 10 tensor API) with pycuda page-locked buffers and one stream."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from runtime.artifact import ModelMetadata, Overrides, metadata_from_props, read_sidecar, sidecar_path
+from runtime.backend import Closing
+from runtime.errors import UserError
+
+if TYPE_CHECKING:
+    import tensorrt as trt
+
+
+def load_tensorrt() -> trt.ILogger:
+    """A logger of a working TensorRT, or `UserError("TensorRT is not available", reason)`.
+
+    A real TensorRT is recognised by a working `Runtime(logger)`: `import tensorrt` alone also succeeds on the
+    namespace package that `tensorrt-stubs` leaves behind.
+    """
+    try:
+        import tensorrt
+
+        logger = tensorrt.Logger(tensorrt.Logger.WARNING)
+        tensorrt.Runtime(logger)
+    except ImportError:
+        raise UserError("TensorRT is not available", "no tensorrt module; pip install 'cfnet[tensorrt]'") from None
+    except AttributeError:
+        raise UserError("TensorRT is not available", "the tensorrt module has no Runtime: stubs only?") from None
+    except Exception as exc:  # TensorRT reports a missing driver or GPU as a plain runtime error
+        raise UserError("TensorRT is not available", f"{type(exc).__name__}: {exc}") from None
+    return logger
+
+
+def load_cuda() -> tuple[Any, Any]:
+    """`(pycuda.driver, context on GPU 0)` with the context popped, or `UserError("TensorRT is not available", ...)`."""
+    try:
+        import pycuda.driver as cuda
+    except ImportError:
+        raise UserError("TensorRT is not available", "pycuda is not installed; pip install 'cfnet[tensorrt]'") from None
+    try:
+        cuda.init()
+        if cuda.Device.count() == 0:
+            raise RuntimeError("no CUDA device")
+        context = cuda.Device(0).make_context()
+    except Exception as exc:  # pycuda raises its own LogicError/RuntimeError without a driver or GPU
+        raise UserError("TensorRT is not available", f"no usable CUDA GPU: {exc}") from None
+    context.pop()
+    return cuda, context
+
+
+def check_compatible(sidecar: Mapping[str, Any], tensorrt_version: str, gpu_name: str, compute_capability: str) -> None:
+    """Refuse an engine built by another TensorRT version or for another GPU, naming both sides."""
+    built_version = str(sidecar.get("tensorrt_version", ""))
+    if built_version and built_version != tensorrt_version:
+        raise UserError(
+            f"engine was built with TensorRT {built_version}, this is TensorRT {tensorrt_version}; "
+            "rebuild it with `cfnet build-engine` on this machine",
+            "sidecar",
+        )
+    built_gpu = str(sidecar.get("gpu_name", ""))
+    built_cc = _capability(sidecar.get("compute_capability", ""))
+    if (built_gpu and built_gpu != gpu_name) or (built_cc and built_cc != compute_capability):
+        raise UserError(
+            f"engine was built for {built_gpu or '?'} (compute {built_cc or '?'}), this GPU is {gpu_name} "
+            f"(compute {compute_capability}); rebuild it with `cfnet build-engine` on this machine",
+            "sidecar",
+        )
+
+
+def _capability(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ".".join(str(v) for v in value)
+    return str(value)
+
+
+class TensorRTBackend(Closing):
+    """A serialized TensorRT engine with its `.engine.json` sidecar (metadata, TensorRT version, GPU)."""
+
+    def __init__(self, path: str | Path, overrides: Overrides | None = None) -> None:
+        path = Path(path)
+        sidecar = read_sidecar(path)
+        self.metadata: ModelMetadata = metadata_from_props(sidecar, str(path), overrides)
+        logger = load_tensorrt()
+        import tensorrt as trt
+
+        self._cuda, self._context = load_cuda()
+        self._context.push()
+        try:
+            device = self._context.get_device()
+            major, minor = device.compute_capability()
+            try:
+                check_compatible(sidecar, trt.__version__, device.name(), f"{major}.{minor}")
+            except UserError as exc:
+                raise UserError(exc.what, str(sidecar_path(path))) from None
+            self._engine: trt.ICudaEngine = trt.Runtime(logger).deserialize_cuda_engine(path.read_bytes())
+            if self._engine is None:
+                raise UserError(
+                    f"TensorRT {trt.__version__} cannot deserialize the engine (built with TensorRT "
+                    f"{sidecar.get('tensorrt_version', '?')} on {sidecar.get('gpu_name', '?')})",
+                    str(path),
+                )
+            self._exec: trt.IExecutionContext = self._engine.create_execution_context()
+            names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
+            inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+            outputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+            self.input_name = "images" if "images" in inputs else inputs[0]
+            self.output_name = "logits" if "logits" in outputs else outputs[0]
+            self._in_dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(self.input_name)))
+            self._out_dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(self.output_name)))
+            self._stream = self._cuda.Stream()
+        except BaseException:
+            self._context.pop()
+            self._context.detach()
+            raise
+        self._context.pop()
+        self._buffers: dict[str, tuple[Any, Any, int]] = {}
+        self.name = f"tensorrt[{trt.__version__}]"
+        self.path = path
+
+    def _buffer(self, name: str, count: int, dtype: np.dtype) -> tuple[Any, Any]:
+        """Page-locked host and device buffers for `name`, grown when a larger shape arrives."""
+        host, dev, capacity = self._buffers.get(name, (None, None, 0))
+        if capacity < count:
+            host = self._cuda.pagelocked_empty(count, dtype)
+            dev = self._cuda.mem_alloc(count * dtype.itemsize)
+            self._buffers[name] = (host, dev, count)
+        return host, dev
+
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        """`N x 3 x H x W` float32 -> `N x C x H x W` float32 logits (within the engine's profile)."""
+        images = np.ascontiguousarray(images, dtype=self._in_dtype)
+        self._context.push()
+        try:
+            if not self._exec.set_input_shape(self.input_name, images.shape):
+                raise UserError(f"input shape {images.shape} is outside the engine's profile", str(self.path))
+            dims = self._exec.get_tensor_shape(self.output_name)
+            out_shape = tuple(int(dims[i]) for i in range(len(dims)))
+            host_in, dev_in = self._buffer(self.input_name, images.size, self._in_dtype)
+            host_out, dev_out = self._buffer(self.output_name, int(np.prod(out_shape)), self._out_dtype)
+            np.copyto(host_in[: images.size], images.ravel())
+            self._cuda.memcpy_htod_async(dev_in, host_in[: images.size], self._stream)
+            self._exec.set_tensor_address(self.input_name, int(dev_in))
+            self._exec.set_tensor_address(self.output_name, int(dev_out))
+            if not self._exec.execute_async_v3(self._stream.handle):
+                raise UserError("TensorRT execution failed", str(self.path))
+            count = int(np.prod(out_shape))
+            self._cuda.memcpy_dtoh_async(host_out[:count], dev_out, self._stream)
+            self._stream.synchronize()
+            return host_out[:count].reshape(out_shape).astype(np.float32)
+        finally:
+            self._context.pop()
+
+    def close(self) -> None:
+        """Free the buffers, the engine and the CUDA context."""
+        if getattr(self, "_context", None) is None:
+            return
+        self._context.push()
+        self._buffers.clear()
+        self.__dict__.pop("_exec", None)
+        self.__dict__.pop("_engine", None)
+        self._context.pop()
+        self._context.detach()
+        self._context = None

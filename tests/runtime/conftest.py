@@ -1,0 +1,116 @@
+"""Fixtures of the runtime tests: a tiny ONNX segmentation model with cfnet metadata, small synthetic videos."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+CLASSES = ["road", "car", "sky", "tree"]
+PALETTE = [[128, 64, 128], [0, 0, 142], [70, 130, 180], [107, 142, 35]]
+MEAN = [0.485, 0.456, 0.406]
+STD = [0.229, 0.224, 0.225]
+
+
+def export_tiny(path: Path, metadata: dict[str, str] | None) -> Path:
+    """A 2-conv net (3 -> 8 -> 4 classes, logits at the input size), dynamic N/H/W, opset 17."""
+    import onnx
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, len(CLASSES), 1)
+    ).eval()
+    dynamic = {0: "n", 2: "h", 3: "w"}
+    torch.onnx.export(
+        model,
+        (torch.zeros(1, 3, 32, 32),),
+        str(path),
+        input_names=["images"],
+        output_names=["logits"],
+        dynamic_axes={"images": dynamic, "logits": dynamic},
+        opset_version=17,
+        dynamo=False,
+    )
+    proto = onnx.load(str(path))
+    for key, value in (metadata or {}).items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(path))
+    return path
+
+
+def tiny_metadata(input_size: str = "48x64", size_divisor: int = 8) -> dict[str, str]:
+    return {
+        "cfnet.model": "tiny-conv",
+        "cfnet.preset": "tiny",
+        "cfnet.classes": json.dumps(CLASSES),
+        "cfnet.palette": json.dumps(PALETTE),
+        "cfnet.mean": json.dumps(MEAN),
+        "cfnet.std": json.dumps(STD),
+        "cfnet.input_size": input_size,
+        "cfnet.size_divisor": str(size_divisor),
+        "cfnet.precision": "fp32",
+        "cfnet.version": "0.1.0",
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Input size 48x64 with divisor 8: frames of 48x64 go through unresized and unpadded."""
+    return export_tiny(tmp_path_factory.mktemp("models") / "tiny.onnx", tiny_metadata())
+
+
+@pytest.fixture(scope="session")
+def bare_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same net without cfnet metadata."""
+    return export_tiny(tmp_path_factory.mktemp("models") / "bare.onnx", None)
+
+
+def synthetic_frames(count: int, size: tuple[int, int] = (48, 64), seed: int = 0) -> list[np.ndarray]:
+    """Moving coloured rectangles over a gradient (BGR uint8), enough texture for a varied argmax."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    base = np.zeros((h, w, 3), np.uint8)
+    base[..., 0] = np.linspace(0, 255, w, dtype=np.uint8)[None, :]
+    base[..., 1] = np.linspace(0, 255, h, dtype=np.uint8)[:, None]
+    frames = []
+    for i in range(count):
+        frame = base.copy()
+        x = (i * 5) % max(1, w - 16)
+        cv2.rectangle(frame, (x, h // 4), (x + 16, h // 4 + 14), tuple(int(c) for c in rng.integers(0, 255, 3)), -1)
+        frames.append(frame)
+    return frames
+
+
+@pytest.fixture
+def write_video() -> Callable[..., Path]:
+    """`write_video(path, frames, fps=10, color=True)` -> path, with OpenCV's mp4v encoder."""
+
+    def write(path: Path, frames: list[np.ndarray], fps: float = 10.0, color: bool = True) -> Path:
+        h, w = frames[0].shape[:2]
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h), color)
+        assert writer.isOpened()
+        for frame in frames:
+            writer.write(frame)
+        writer.release()
+        return path
+
+    return write
+
+
+def read_video(path: Path) -> tuple[list[np.ndarray], float]:
+    """Every frame OpenCV decodes from `path`, and its FPS."""
+    capture = cv2.VideoCapture(str(path))
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return frames, fps
