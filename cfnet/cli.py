@@ -61,3 +61,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # --- commands of the other packages ---
+from bench.cli import bench_command, demo_command  # noqa: E402
+
+cli.add_command(bench_command)
+cli.add_command(demo_command)

@@ -1,0 +1,59 @@
+"""Accuracy beside speed: each backend's mIoU on a labelled split and its argmax agreement with PyTorch eager."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from bench.backends import Runner
+
+
+def pad_to_multiple(images: np.ndarray, divisor: int) -> np.ndarray:
+    """Zero-pad `N x C x H x W` at the bottom and right to a multiple of `divisor` (zero is the mean colour)."""
+    h, w = images.shape[-2:]
+    ph, pw = -h % divisor, -w % divisor
+    if ph == 0 and pw == 0:
+        return images
+    return np.pad(images, ((0, 0), (0, 0), (0, ph), (0, pw)))
+
+
+def predict(runner: Runner, image: np.ndarray, divisor: int) -> np.ndarray:
+    """Class map `H x W` of one normalised `3 x H x W` image, padded for the model and cropped back."""
+    h, w = image.shape[-2:]
+    logits = runner.infer(np.ascontiguousarray(pad_to_multiple(image[None].astype(np.float32), divisor)))
+    return np.asarray(logits[0, :, :h, :w].argmax(axis=0), dtype=np.int64)
+
+
+def measure_accuracy(
+    runners: Mapping[str, Runner],
+    samples: Iterable[tuple[np.ndarray, np.ndarray]],
+    num_classes: int,
+    divisor: int,
+    reference: str = "torch",
+) -> dict[str, dict[str, Any]]:
+    """mIoU (cfnet.metrics) of every runner over `samples` (image, label) and pixel agreement with `reference`.
+
+    Agreement is the share of pixels whose argmax equals the reference runner's (1.0 for the reference
+    itself; None when the reference is not among the runners).
+    """
+    from cfnet.metrics import ConfusionMatrix
+
+    matrices = {name: ConfusionMatrix(num_classes) for name in runners}
+    agree = dict.fromkeys(runners, 0)
+    pixels = 0
+    for image, label in samples:
+        preds = {name: predict(runner, image, divisor) for name, runner in runners.items()}
+        for name, pred in preds.items():
+            matrices[name].update(pred, np.asarray(label))
+            if reference in preds:
+                agree[name] += int((pred == preds[reference]).sum())
+        pixels += int(np.asarray(label).size)
+    results: dict[str, dict[str, Any]] = {}
+    for name, matrix in matrices.items():
+        agreement = agree[name] / pixels if reference in runners and pixels else None
+        miou = matrix.scores()["miou"]
+        assert isinstance(miou, float)
+        results[name] = {"miou": miou, "agreement": agreement}
+    return results

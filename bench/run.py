@@ -1,0 +1,273 @@
+"""`run_bench(config)`: per model, parameters and GFLOPs; per backend, latency, throughput, speed-up and GFLOP/s,
+optionally accuracy and stream FPS; the paper's figures beside ours. The report is written by `bench.report`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.backends import BACKENDS, ArtifactCache, Exporter, Runner, Skipped, open_runner
+from bench.paper import PAPER
+from bench.timing import interleaved
+from cfnet.errors import UserError
+
+QUICK_MODELS = ("hrnet", "segformer", "cfnet-pspnet")
+DEFAULT_BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "onnxruntime-fp16", "tensorrt")
+CALIB_BATCHES = 8
+
+
+@dataclass
+class BenchConfig:
+    """What to measure; `out` receives the report and, under `out/cache`, the exported artifacts."""
+
+    models: tuple[str, ...]
+    preset: str = "paper"
+    size: tuple[int, int] = (512, 512)
+    backends: tuple[str, ...] = DEFAULT_BACKENDS
+    device: str = "cpu"
+    warmup: int = 3
+    iters: int = 20
+    threads: int | None = None
+    checkpoints: Path | None = None
+    data: Path | None = None
+    split: str = "val"
+    images: int | None = None
+    stream: Path | None = None
+    out: Path = Path("bench-report")
+    num_classes: int = 19
+    seed: int = 0
+    command: str = field(default_factory=lambda: " ".join(["cfnet", *sys.argv[1:]]))
+
+
+Progress = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_bench(config: BenchConfig, *, exporter: Exporter | None = None, progress: Progress = _stderr) -> dict[str, Any]:
+    """Measure every model on every backend; returns the result that `bench.report.write_report` writes."""
+    import torch
+
+    from bench.machine import machine_info
+
+    _validate(config)
+    threads = config.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    dataset = _dataset(config) if config.data is not None else None
+    cache = ArtifactCache(config.out / "cache", config.size, exporter, _calibration(config, dataset))
+    result: dict[str, Any] = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": config.command,
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        "machine": machine_info(threads),
+        "models": [],
+        "rows": [],
+    }
+    for name in config.models:
+        model_info, rows = _bench_model(name, config, cache, threads, dataset, progress)
+        result["models"].append(model_info)
+        result["rows"].extend(rows)
+    return result
+
+
+def _validate(config: BenchConfig) -> None:
+    from cfnet.models import MODEL_NAMES
+
+    for name in config.models:
+        if name not in MODEL_NAMES:
+            raise UserError(f"unknown model '{name}'", f"choose from {', '.join(MODEL_NAMES)}")
+    for backend in config.backends:
+        if backend not in BACKENDS:
+            raise UserError(f"unknown backend '{backend}'", f"choose from {', '.join(BACKENDS)}")
+    if not config.models or not config.backends:
+        raise UserError("nothing to measure", "--models and --backends need at least one name each")
+    if config.checkpoints is not None and config.data is None:
+        raise UserError("--checkpoints needs --data (the split to measure accuracy on)", str(config.checkpoints))
+    if config.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda but torch sees no CUDA device", "use --device cpu")
+    if config.stream is not None and not Path(config.stream).is_file():
+        raise UserError("video not found", str(config.stream))
+    if config.iters < 1 or config.warmup < 0:
+        raise UserError("--iters must be >= 1 and --warmup >= 0", f"iters={config.iters}, warmup={config.warmup}")
+
+
+def _dataset(config: BenchConfig) -> Any:
+    from cfnet.data.cityscapes import CityscapesDataset
+    from cfnet.data.transforms import eval_transform
+
+    assert config.data is not None
+    if not Path(config.data).is_dir():
+        raise UserError("data folder not found", str(config.data))
+    return CityscapesDataset(config.data, config.split, transform=eval_transform())
+
+
+def _samples(dataset: Any, limit: int | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(normalised `3 x H x W` float32 image, `H x W` trainId label) pairs of the split."""
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    for index in range(count):
+        image, label = dataset[index]
+        yield np.asarray(image, dtype=np.float32), np.asarray(label)
+
+
+def _calibration(config: BenchConfig, dataset: Any) -> Callable[[], list[np.ndarray]]:
+    """int8 calibration batches: images of the split when there is one, else seeded noise at the bench size."""
+
+    def batches() -> list[np.ndarray]:
+        if dataset is not None:
+            return [image[None] for image, _ in _samples(dataset, CALIB_BATCHES)]
+        rng = np.random.default_rng(config.seed)
+        return [rng.standard_normal((1, 3, *config.size), dtype=np.float32) for _ in range(CALIB_BATCHES)]
+
+    return batches
+
+
+def _load(name: str, config: BenchConfig) -> tuple[Any, str]:
+    """The model to measure (random weights, or the checkpoint in `--checkpoints`) and its cache key."""
+    import torch
+
+    torch.manual_seed(config.seed)
+    if config.checkpoints is None:
+        from cfnet.models import build_model
+
+        return build_model(name, config.num_classes, config.preset).eval(), f"{name}-{config.preset}"
+    from cfnet.checkpoint import load_model
+
+    candidates = [config.checkpoints / f"{name}.pt", config.checkpoints / name / "best.pt",
+                  config.checkpoints / name / "last.pt"]
+    for path in candidates:
+        if path.is_file():
+            model = load_model(path, expect_model=name).eval()
+            stamp = int(path.stat().st_mtime)
+            return model, f"{name}-{model.config.get('preset', 'ckpt')}-{path.stem}-{stamp}"
+    raise UserError(f"no checkpoint for {name}", f"looked for {', '.join(str(p) for p in candidates)}")
+
+
+def _bench_model(
+    name: str, config: BenchConfig, cache: ArtifactCache, threads: int, dataset: Any, progress: Progress
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    from cfnet.models.profile import count_gflops, count_parameters
+
+    model, key = _load(name, config)
+    params_m = count_parameters(model) / 1e6
+    gflops = float(count_gflops(model, config.size))
+    progress(f"[bench] {name}: {params_m:.2f} M parameters, {gflops:.1f} GFLOPs at {config.size[0]}x{config.size[1]}")
+    paper = PAPER.get(name)
+    model_info = {
+        "model": name,
+        "preset": model.config.get("preset", config.preset),
+        "params_m": params_m,
+        "gflops": gflops,
+        "paper_params_m": paper.params_m if paper else None,
+        "paper_time_s": paper.time_s if paper else None,
+        "paper_miou": paper.miou if paper else None,
+    }
+    images = np.random.default_rng(config.seed).standard_normal((1, 3, *config.size), dtype=np.float32)
+    runners: dict[str, Runner] = {}
+    reasons: dict[str, str] = {}
+    for backend in config.backends:
+        try:
+            progress(f"[bench] {name}: preparing {backend}")
+            runner = open_runner(backend, model, key, cache, config.device, threads)
+            runner.infer(images)  # a first call proves it runs (fp16 kernels may be missing on CPU)
+            runners[backend] = runner
+        except Skipped as exc:
+            reasons[backend] = str(exc)
+        except Exception as exc:  # an inference that fails at run time is reported, not fatal to the bench
+            reasons[backend] = f"inference failed: {str(exc).strip().splitlines()[0][:200] if str(exc) else exc!r}"
+        if backend in reasons:
+            progress(f"[bench] {name}: {backend} skipped: {reasons[backend]}")
+    progress(f"[bench] {name}: timing {', '.join(runners)} ({config.warmup} warm-up + {config.iters} rounds)")
+    timings = interleaved({b: partial(r.infer, images) for b, r in runners.items()}, config.warmup, config.iters)
+    accuracy = {}
+    if dataset is not None and runners:
+        progress(f"[bench] {name}: accuracy on {config.split}")
+        from bench.accuracy import measure_accuracy
+
+        accuracy = measure_accuracy(runners, _samples(dataset, config.images), config.num_classes,
+                                    int(getattr(model, "size_divisor", 32)))
+    streams = _streams(name, config, cache, model, key, runners, threads, progress) if config.stream is not None else {}
+    for runner in runners.values():
+        runner.close()
+    rows = [_row(model_info, backend, timings, reasons, accuracy, streams) for backend in config.backends]
+    del model
+    gc.collect()
+    return model_info, rows
+
+
+def _row(
+    model_info: dict[str, Any],
+    backend: str,
+    timings: dict[str, Any],
+    reasons: dict[str, str],
+    accuracy: dict[str, dict[str, Any]],
+    streams: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "model": model_info["model"],
+        "backend": backend,
+        "status": reasons.get(backend, "ok"),
+        "params_m": model_info["params_m"],
+        "gflops": model_info["gflops"],
+        "median_ms": None,
+        "p90_ms": None,
+        "images_per_s": None,
+        "speedup": None,
+        "gflop_per_s": None,
+        "paper_params_m": model_info["paper_params_m"],
+        "paper_time_s": model_info["paper_time_s"],
+        "paper_miou": model_info["paper_miou"],
+    }
+    if backend in timings:
+        timing = timings[backend]
+        row["median_ms"] = timing.median * 1e3
+        row["p90_ms"] = timing.p90 * 1e3
+        row["images_per_s"] = 1.0 / timing.median
+        row["gflop_per_s"] = model_info["gflops"] / timing.median
+        if "torch" in timings:
+            row["speedup"] = timings["torch"].median / timing.median
+    if accuracy:
+        row["miou"] = accuracy.get(backend, {}).get("miou")
+        row["agreement"] = accuracy.get(backend, {}).get("agreement")
+    if streams:
+        row.update(streams.get(backend, {"stream_fps": None, "backend_fps": None, "stream_note": None}))
+    return row
+
+
+def _streams(
+    name: str, config: BenchConfig, cache: ArtifactCache, model: Any, key: str, runners: dict[str, Runner],
+    threads: int, progress: Progress,
+) -> dict[str, dict[str, Any]]:
+    """End-to-end FPS of `runtime`'s video stream beside the backend-only FPS, per runtime-servable backend."""
+    from bench.streaming import stream_fps
+
+    results: dict[str, dict[str, Any]] = {}
+    for backend in runners:
+        if backend == "torch":
+            results[backend] = {"stream_fps": None, "backend_fps": None,
+                                "stream_note": "the stream runs on runtime backends (torch-free)"}
+            continue
+        progress(f"[bench] {name}: streaming {Path(str(config.stream)).name} on {backend}")
+        path = cache.engine(model, key) if backend == "tensorrt" else cache.onnx(model, key, _precision(backend))
+        out = config.out / "streams" / f"{name}-{backend}.mp4"
+        stats = stream_fps(Path(str(config.stream)), path, config.device, out, threads)
+        results[backend] = {"stream_fps": stats["stream_fps"], "backend_fps": stats["backend_fps"], "stream_note": None}
+    return results
+
+
+def _precision(backend: str) -> str:
+    from bench.backends import ONNX_PRECISION
+
+    return ONNX_PRECISION[backend]
