@@ -32,7 +32,7 @@ class VideoSource:
             self.live, what = True, "cannot open stream URL"
             self.capture = cv2.VideoCapture(spec)
         else:
-            self.live, what = False, "cannot open video (unreadable or unsupported format)"
+            self.live, what = False, "cannot open video (unreadable, unsupported format or no frames)"
             if not Path(spec).is_file():
                 raise UserError("video not found", spec)
             self.capture = cv2.VideoCapture(spec)

@@ -1,0 +1,102 @@
+"""Pre-processing against a numpy reference; post-processing, colouring, overlay, legend; `segment`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from runtime.artifact import ModelMetadata
+from runtime.backend import open_backend
+from runtime.errors import UserError
+from runtime.postprocess import colorize, draw_legend, overlay, postprocess
+from runtime.preprocess import preprocess
+from runtime.segmentation import segment
+from tests.runtime.conftest import CLASSES, MEAN, PALETTE, STD, synthetic_frames
+
+META = ModelMetadata(
+    classes=tuple(CLASSES),
+    palette=tuple(tuple(c) for c in PALETTE),  # type: ignore[misc]
+    mean=(MEAN[0], MEAN[1], MEAN[2]),
+    std=(STD[0], STD[1], STD[2]),
+    input_size=(64, 64),
+    size_divisor=16,
+)
+
+
+def _normalised(frame_bgr: np.ndarray) -> np.ndarray:
+    rgb = frame_bgr[..., ::-1].astype(np.float64) / 255.0
+    return ((rgb - np.array(MEAN)) / np.array(STD)).transpose(2, 0, 1)
+
+
+def test_preprocess_resizes_keeping_aspect_pads_and_normalises() -> None:
+    frame = np.random.default_rng(0).integers(0, 256, (30, 100, 3), dtype=np.uint8)
+    batch, infos = preprocess(frame, META)
+    # 30x100 fits 64x64 at scale 0.64 -> 19x64, padded to 32x64 (divisor 16)
+    assert batch.shape == (1, 3, 32, 64) and batch.dtype == np.float32
+    assert infos[0].frame_size == (30, 100) and infos[0].resized_size == (19, 64) and infos[0].input_size == (32, 64)
+    expected = _normalised(cv2.resize(frame, (64, 19), interpolation=cv2.INTER_LINEAR))
+    np.testing.assert_allclose(batch[0, :, :19, :], expected, atol=1e-5)
+    assert not batch[0, :, 19:, :].any()
+
+
+def test_preprocess_upscales_small_frames_and_batches_several() -> None:
+    frames = [np.full((16, 16, 3), 90, np.uint8), np.full((8, 32, 3), 200, np.uint8)]
+    batch, infos = preprocess(frames, META)
+    assert [i.resized_size for i in infos] == [(64, 64), (16, 64)]
+    assert batch.shape == (2, 3, 64, 64)
+    np.testing.assert_allclose(batch[1, :, :16, :], _normalised(np.full((16, 64, 3), 200, np.uint8)), atol=1e-5)
+    assert not batch[1, :, 16:, :].any()
+
+
+def test_grayscale_and_bgra_frames_are_adapted_to_bgr() -> None:
+    gray = np.random.default_rng(1).integers(0, 256, (32, 32), dtype=np.uint8)
+    bgr = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+    bgra = cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA)
+    reference, _ = preprocess(bgr, META)
+    for variant in (gray, gray[..., None], bgra):
+        np.testing.assert_array_equal(preprocess(variant, META)[0], reference)
+    with pytest.raises(UserError, match="unsupported frame shape"):
+        preprocess(np.zeros((8, 8, 2), np.uint8), META)
+
+
+def test_postprocess_unpads_and_resizes_nearest_to_the_frame() -> None:
+    frame = np.zeros((30, 100, 3), np.uint8)
+    _, infos = preprocess(frame, META)
+    labels = np.random.default_rng(2).integers(0, 4, (32, 64))
+    logits = np.eye(4, dtype=np.float32)[labels].transpose(2, 0, 1)[None]  # one-hot: argmax == labels
+    mask = postprocess(logits, infos)[0]
+    assert mask.shape == (30, 100) and mask.dtype == np.uint8
+    expected = cv2.resize(labels[:19, :64].astype(np.uint8), (100, 30), interpolation=cv2.INTER_NEAREST)
+    np.testing.assert_array_equal(mask, expected)
+
+
+def test_colours_overlay_and_legend() -> None:
+    mask = np.array([[0, 1], [2, 3]], np.uint8)
+    colours = colorize(mask, PALETTE)
+    assert colours[1, 0].tolist() == PALETTE[2][::-1]  # BGR
+    frame = np.full((2, 2, 3), 100, np.uint8)
+    np.testing.assert_array_equal(overlay(frame, colours, 0.0), frame)
+    np.testing.assert_array_equal(overlay(frame, colours, 1.0), colours)
+    half = overlay(frame, colours, 0.5).astype(int)
+    assert np.abs(half - (frame.astype(int) + colours.astype(int)) / 2).max() <= 1
+    canvas = np.zeros((120, 160, 3), np.uint8)
+    drawn = draw_legend(canvas, np.array([[1, 3]], np.uint8), CLASSES, PALETTE)
+    swatches = {tuple(int(v) for v in c) for c in drawn.reshape(-1, 3)}
+    assert tuple(PALETTE[1][::-1]) in swatches and tuple(PALETTE[3][::-1]) in swatches
+    assert tuple(PALETTE[0][::-1]) not in swatches
+    assert not canvas.any()  # drawn on a copy
+
+
+def test_segment_mask_equals_onnxruntime_argmax(tiny_onnx: Path) -> None:
+    frame = synthetic_frames(1, (48, 64))[0]  # the model's input size, divisible by 8: no resize, no pad
+    with open_backend(tiny_onnx, device="cpu") as backend:
+        mask, blended = segment(frame, backend, alpha=0.4)
+    session = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"images": _normalised(frame)[None].astype(np.float32)})[0]
+    np.testing.assert_array_equal(mask, logits[0].argmax(axis=0))
+    assert len(np.unique(mask)) > 1
+    assert blended.shape == frame.shape and blended.dtype == np.uint8
