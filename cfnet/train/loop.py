@@ -1,0 +1,386 @@
+"""The training loop: `train(config) -> Path`, on CPU, one GPU or several processes (DDP).
+
+Iteration-based: Adam (optionally poly-decayed lr), CE + Dice (+ InfoNCE for the fused models), AMP on
+CUDA, validation and checkpoints every K iterations, `last.pt` / `best.pt` (by val mIoU), exact `--resume`.
+Only rank 0 writes files and shows the progress bar.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from cfnet.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from cfnet.errors import UserError
+from cfnet.train.batches import EpochOrder, SeededSamples, SeededTransform, batches_per_epoch
+from cfnet.train.config import TrainConfig
+from cfnet.train.curves import RunLog
+from cfnet.train.distributed import DistContext, in_launched_env, launch, setup, teardown
+from cfnet.train.syncbn import convert_sync_batchnorm
+
+LAST, BEST = "last.pt", "best.pt"
+
+
+class TrainForward(nn.Module):
+    """Routes `forward` to the model's `forward_train`, so DDP's hooks see the training forward."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        return self.model.forward_train(images)  # type: ignore[operator]
+
+
+def seed_all(seed: int) -> None:
+    """Seed python `random`, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def wrap_model(model: nn.Module, ctx: DistContext) -> nn.Module:
+    """Move to the device; with several processes synchronise BatchNorm across them and wrap in DDP."""
+    if ctx.distributed:
+        model = convert_sync_batchnorm(model, ctx.device)
+    net: nn.Module = TrainForward(model).to(ctx.device)
+    if ctx.distributed:
+        device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        net = DistributedDataParallel(net, device_ids=device_ids)
+    return net
+
+
+def unwrap(net: nn.Module) -> nn.Module:
+    """The model inside `wrap_model`'s wrappers."""
+    inner = net.module if isinstance(net, DistributedDataParallel) else net
+    return inner.model if isinstance(inner, TrainForward) else inner
+
+
+def poly_lr(base: float, iteration: int, total: int, power: float) -> float:
+    """`base * (1 - iteration / total) ** power`."""
+    return base * (1.0 - iteration / total) ** power
+
+
+@dataclass
+class Amp:
+    """Mixed precision of a run: autocast dtype (None = off) and the GradScaler (fp16 only)."""
+
+    dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler = field(default_factory=lambda: torch.amp.GradScaler("cuda", enabled=False))
+
+    @classmethod
+    def for_run(cls, config: TrainConfig, device: torch.device) -> Amp:
+        if not config.amp:
+            return cls(None)
+        if device.type != "cuda":
+            warnings.warn("--amp needs CUDA: training in fp32 on the CPU", stacklevel=2)
+            return cls(None)
+        if config.amp_dtype == "bf16":
+            return cls(torch.bfloat16)
+        return cls(torch.float16, torch.amp.GradScaler("cuda"))
+
+
+def train_step(
+    net: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    amp: Amp,
+    ctx: DistContext,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """One optimisation step; returns the loss and its parts. A non-finite loss (on any rank) skips the
+    update and returns it, so the caller can stop with the weights of the previous step intact."""
+    device_type = images.device.type
+    with torch.autocast(device_type, dtype=amp.dtype or torch.float32, enabled=amp.dtype is not None):
+        outputs = net(images)
+    loss, parts = criterion({k: v.float() for k, v in outputs.items()}, labels)
+    finite = torch.isfinite(loss.detach()).float()
+    if ctx.distributed:
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    if finite.item() < 1:
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach(), parts
+    amp.scaler.scale(loss).backward()
+    amp.scaler.step(optimizer)
+    amp.scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach(), parts
+
+
+def _datasets(config: TrainConfig) -> tuple[Any, SeededTransform, Any]:
+    from cfnet.data.cityscapes import CityscapesDataset
+    from cfnet.data.transforms import EvalTransform, TrainTransform
+
+    root = Path(config.data)
+    if not root.is_dir():
+        raise UserError("data folder not found", str(root))
+    augment = SeededTransform(TrainTransform(crop=config.crop))
+    train_set = CityscapesDataset(root, "train", transform=augment)
+    val_set = CityscapesDataset(root, "val", transform=EvalTransform())
+    return train_set, augment, val_set
+
+
+def _gather_rng(ctx: DistContext) -> list[dict[str, Any]]:
+    state = capture_rng()
+    if not ctx.distributed:
+        return [state]
+    states: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(states, state)
+    return states
+
+
+def _total_iterations(config: TrainConfig, per_epoch: int) -> int:
+    if config.iters is not None:
+        return config.iters
+    if config.epochs is not None:
+        return config.epochs * per_epoch
+    raise UserError("give the length of the run", "--iters I or --epochs E")
+
+
+class _Run:
+    """State of one process of a run (the loop is `run`)."""
+
+    def __init__(self, config: TrainConfig, ctx: DistContext, resume: bool) -> None:
+        from cfnet.losses import SegmentationLoss
+        from cfnet.models import build_model
+
+        self.config, self.ctx = config, ctx
+        self.out = Path(config.out)
+        self.train_set, self.augment, self.val_set = _datasets(config)
+        self.per_epoch = batches_per_epoch(len(self.train_set), ctx.world_size, config.batch_size)
+        if self.per_epoch == 0:
+            raise UserError(
+                f"{len(self.train_set)} training images are fewer than one batch per process "
+                f"({config.batch_size} x {ctx.world_size})",
+                str(config.data),
+            )
+        self.total = _total_iterations(config, self.per_epoch)
+        self.val_every = config.val_every or self.per_epoch
+        self.save_every = config.save_every or self.per_epoch
+        seed_all(config.seed)
+        model = build_model(config.model, config.num_classes, config.preset, config.backbone_weights)
+        self.model_config = dict(model.config)
+        self.net = wrap_model(model, ctx)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.amp = Amp.for_run(config, ctx.device)
+        self.criterion = SegmentationLoss(
+            ce=config.loss_ce, dice=config.loss_dice, contrastive=config.loss_contrastive
+        )
+        self.iteration = 0
+        self.best = -math.inf
+        last = self.out / LAST
+        if resume:
+            self._resume(last)
+        else:
+            if last.exists():
+                raise UserError("the run folder already holds a run", f"{self.out}: pass --resume or another --out")
+            seed_all(config.seed + ctx.rank)
+        if ctx.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.log = RunLog(self.out, self.iteration if resume else None) if ctx.is_main else None
+
+    def _resume(self, last: Path) -> None:
+        payload = load_checkpoint(last)
+        try:
+            unwrap(self.net).load_state_dict(payload["model"])
+            if payload["optimizer"] is not None:
+                self.optimizer.load_state_dict(payload["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise UserError("the checkpoint does not fit this run's model", str(last)) from exc
+        if payload["scaler"] is not None:
+            self.amp.scaler.load_state_dict(payload["scaler"])
+        self.iteration = int(payload["iteration"])
+        self.best = float(payload["metrics"].get("best_miou", -math.inf))
+        states = payload["rng"]
+        if len(states) == self.ctx.world_size:
+            restore_rng(states[self.ctx.rank])
+        else:
+            warnings.warn(
+                f"checkpoint saved by {len(states)} processes, resuming with {self.ctx.world_size}: "
+                "random draws are re-seeded, so the run is not bit-identical",
+                stacklevel=2,
+            )
+            seed_all(self.config.seed + self.ctx.rank + self.iteration)
+
+    def _checkpoint_config(self) -> dict[str, Any]:
+        return {**self.config.to_dict(), **self.model_config, "world_size": self.ctx.world_size}
+
+    def _save(self, names: list[str], metrics: dict[str, Any]) -> None:
+        rng = _gather_rng(self.ctx)
+        if not self.ctx.is_main:
+            return
+        for name in names:
+            save_checkpoint(
+                self.out / name,
+                model=unwrap(self.net),
+                optimizer=self.optimizer,
+                scaler=self.amp.scaler,
+                iteration=self.iteration,
+                config=self._checkpoint_config(),
+                metrics=metrics,
+                rng=rng,
+            )
+
+    def _validate(self) -> dict[str, Any]:
+        from cfnet.evaluate import evaluate
+
+        scores: dict[str, Any] = {}
+        if self.ctx.is_main:
+            scores = evaluate(unwrap(self.net), self.val_set, device=self.ctx.device)
+        if self.ctx.distributed:
+            dist.barrier()
+        return scores
+
+    def _loader(self, epoch: int, start_batch: int) -> DataLoader:
+        config, ctx = self.config, self.ctx
+        order = EpochOrder(
+            len(self.train_set),
+            epoch=epoch,
+            seed=config.seed,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            batch_size=config.batch_size,
+            start_batch=start_batch,
+        )
+        return DataLoader(
+            SeededSamples(self.train_set, self.augment, config.seed),
+            batch_size=config.batch_size,
+            sampler=order,
+            num_workers=config.workers,
+            drop_last=True,
+            pin_memory=ctx.device.type == "cuda",
+            generator=torch.Generator().manual_seed(config.seed),
+        )
+
+    def _stop_on(self, loss: Tensor) -> None:
+        kind = "nan" if torch.isnan(loss) else "inf"
+        last = self.out / LAST
+        where = f"last good checkpoint: {last}" if last.exists() else "no checkpoint was written yet"
+        raise UserError(f"loss became {kind} at iteration {self.iteration + 1}", f"{where}; try a lower --lr")
+
+    def run(self) -> Path:
+        """Train from `self.iteration` to `self.total`; returns the path of best.pt (or last.pt)."""
+        config, ctx = self.config, self.ctx
+        self.net.train()
+        bar = tqdm(total=self.total, initial=self.iteration, desc="train", unit="it", disable=not ctx.is_main)
+        sums: dict[str, float] = {}
+        count = 0
+        started = time.perf_counter()
+        try:
+            while self.iteration < self.total:
+                epoch, start_batch = divmod(self.iteration, self.per_epoch)
+                for images, labels in self._loader(epoch, start_batch):
+                    if config.poly:
+                        lr = poly_lr(config.lr, self.iteration, self.total, config.poly_power)
+                        for group in self.optimizer.param_groups:
+                            group["lr"] = lr
+                    images = images.to(ctx.device, non_blocking=True)
+                    labels = labels.to(ctx.device, non_blocking=True)
+                    loss, parts = train_step(self.net, images, labels, self.criterion, self.optimizer, self.amp, ctx)
+                    if not torch.isfinite(loss):
+                        self._stop_on(loss)
+                    self.iteration += 1
+                    values = {"loss": float(loss), **{f"loss_{k}": float(v) for k, v in parts.items()}}
+                    for key, value in values.items():
+                        sums[key] = sums.get(key, 0.0) + value
+                    count += 1
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{values['loss']:.4f}", epoch=epoch)
+                    row = {"iteration": self.iteration, "epoch": epoch, "seconds": time.perf_counter() - started}
+                    due = self.iteration % config.log_every == 0 or self.iteration == self.total
+                    if self.log is not None and due:
+                        lr_now = self.optimizer.param_groups[0]["lr"]
+                        averaged = {k: v / count for k, v in sums.items() if k in _LOGGED}
+                        self.log.add({**row, "lr": lr_now, **averaged})
+                        sums, count = {}, 0
+                    self._after_step(row)
+                    if self.iteration >= self.total:
+                        break
+        finally:
+            bar.close()
+            if self.log is not None:
+                self.log.close()
+        best = self.out / BEST
+        return best if best.exists() else self.out / LAST
+
+    def _after_step(self, row: dict[str, Any]) -> None:
+        end = self.iteration == self.total
+        metrics: dict[str, Any] = {"best_miou": self.best} if math.isfinite(self.best) else {}
+        names: list[str] = []
+        if self.iteration % self.val_every == 0 or end:
+            scores = self._validate()
+            if self.ctx.is_main:
+                val = {f"val_{k}": scores[k] for k in ("miou", "mdice", "pixel_accuracy")}
+                if self.log is not None:
+                    self.log.add({**row, **val})
+                    self.log.plot()
+                metrics.update(val)
+                if scores["miou"] > self.best:
+                    self.best = float(scores["miou"])
+                    metrics["best_miou"] = self.best
+                    names.append(BEST)
+            improved = torch.tensor(float(BEST in names))
+            if self.ctx.distributed:
+                dist.broadcast(improved, src=0)
+            if improved.item() and not self.ctx.is_main:
+                names.append(BEST)
+        if self.iteration % self.save_every == 0 or end:
+            names[:0] = [LAST, f"iter_{self.iteration:06d}.pt"]
+        if names:
+            self._save(names, metrics)
+
+
+_LOGGED = ("loss", "loss_ce", "loss_dice", "loss_contrastive")
+
+
+def run_process(config: TrainConfig, resume: bool) -> Path | None:
+    """Train as one process of the run the environment describes (single, our launcher's, or torchrun's)."""
+    ctx = setup(config.device)
+    if ctx.distributed and ctx.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+    try:
+        path = _Run(config, ctx, resume).run()
+    finally:
+        teardown()
+    return path if ctx.is_main else None
+
+
+def launched_worker(config: TrainConfig, resume: bool) -> dict[str, Any]:
+    """Entry of a worker started by `train`'s launcher: expected failures come back as values."""
+    try:
+        path = run_process(config, resume)
+    except UserError as exc:
+        return {"error": (exc.what, exc.where)}
+    return {"path": str(path) if path is not None else None}
+
+
+def train(config: TrainConfig, *, resume: bool = False) -> Path:
+    """Run training as `config` says; with `nproc > 1` (and no launcher around) start the workers.
+
+    Returns the path of `best.pt` (by val mIoU) in the run folder, or `last.pt` when no validation improved.
+    """
+    if config.nproc > 1 and not in_launched_env():
+        results = launch(launched_worker, config.nproc, config, resume)
+        for rank in sorted(results):
+            if "error" in results[rank]:
+                what, where = results[rank]["error"]
+                raise UserError(what, where)
+        return Path(results[0]["path"])
+    path = run_process(config, resume)
+    return path if path is not None else Path(config.out) / LAST
