@@ -105,6 +105,95 @@ def models_command(model_name: str | None, preset: str | None, size: tuple[int, 
         click.echo(f"{row.name:<14} {row.preset:<7} {row.params_m:>10.2f} {row.gflops:>18.1f} {row.size_divisor:>12}")
 
 
+@cli.command("train")
+@click.option("--model", "model_name", metavar="NAME", help="Zoo model to train (see `cfnet models`).")
+@click.option("--preset", default="paper", show_default=True, help="Model preset (`tiny` for tests and demos).")
+@click.option("--data", type=click.Path(file_okay=False), help="Dataset root in the Cityscapes layout.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder (checkpoints, logs).")
+@click.option("--epochs", type=int, help="Length of the run in epochs.")
+@click.option("--iters", type=int, help="Length of the run in iterations (wins over --epochs).")
+@click.option("--batch-size", default=1, show_default=True, help="Images per process and iteration.")
+@click.option("--crop", type=SIZE, default="512x512", show_default=True, help="Training crop, HxW.")
+@click.option("--lr", default=1e-4, show_default=True, help="Adam learning rate (the paper's 1e-4).")
+@click.option("--poly", is_flag=True, help="Poly learning-rate decay (power 0.9) to 0 at the last iteration.")
+@click.option("--nproc", default=1, show_default=True, help="Processes on this machine (DDP; one per GPU).")
+@click.option("--amp", is_flag=True, help="Mixed precision on CUDA (ignored with a warning on the CPU).")
+@click.option("--amp-dtype", type=click.Choice(["fp16", "bf16"]), default="fp16", show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt, exactly.")
+@click.option("--seed", default=0, show_default=True, help="Seed of weights, data order and augmentation.")
+@click.option("--backbone-weights", type=click.Path(dir_okay=False), help="Pretrained encoder weights file.")
+@click.option("--val-every", default=0, show_default=True, help="Iterations between validations (0: each epoch).")
+@click.option("--save-every", default=0, show_default=True, help="Iterations between checkpoints (0: each epoch).")
+@click.option("--workers", default=2, show_default=True, help="DataLoader worker processes per training process.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.pass_context
+def train_command(ctx: click.Context, model_name: str | None, data: str | None, **options: object) -> None:
+    """Train a model: Adam, CE + Dice (+ InfoNCE for the fused models), checkpoints and curves in --out.
+
+    Writes last.pt, best.pt (by val mIoU), iter_N.pt, metrics.csv and curves.png in --out. With
+    --nproc N (or under torchrun) the processes train with DDP and SyncBatchNorm; --batch-size is per
+    process. With --resume the run's saved options are used; only --iters, --epochs, --workers,
+    --device, --nproc, --val-every and --save-every given on the command line change them.
+
+    \b
+    Example:
+      cfnet data synth data/synth
+      cfnet train --model cfnet-pspnet --preset tiny --data data/synth --out runs/tiny \\
+          --iters 600 --crop 128x256 --lr 1e-3 --poly --workers 0
+      cfnet train --out runs/tiny --resume
+      torchrun --nproc-per-node 2 $(which cfnet) train --model cfnet-pspnet --data cityscapes --out runs/cs
+    """
+    from cfnet.train import TrainConfig, train
+    from cfnet.train.config import resumed_config
+
+    if options["resume"]:
+        given = {
+            name: value
+            for name, value in options.items()
+            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+        }
+        config = resumed_config(str(options["out"]), given)
+    else:
+        if model_name is None or data is None:
+            raise click.UsageError("--model and --data are required (unless --resume)", ctx)
+        fields = {k: v for k, v in options.items() if k != "resume"}
+        config = TrainConfig(model=model_name, data=data, **fields)  # type: ignore[arg-type]
+    path = train(config, resume=bool(options["resume"]))
+    click.echo(f"checkpoint: {path}")
+
+
+@cli.command("evaluate")
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="Checkpoint (.pt) to score.")
+@click.option("--data", required=True, type=click.Path(file_okay=False), help="Dataset root, Cityscapes layout.")
+@click.option("--split", default="val", show_default=True, help="Split to score.")
+@click.option("--model", "expect_model", metavar="NAME", help="Refuse a checkpoint of any other model.")
+@click.option("--save-predictions", type=click.Path(file_okay=False), help="Folder for labelId result PNGs.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the scores as one JSON object on stdout.")
+def evaluate_command(
+    checkpoint: str, data: str, split: str, expect_model: str | None, save_predictions: str | None, device: str,
+    as_json: bool,
+) -> None:
+    """Score a checkpoint on a split: one confusion matrix; mIoU, mean Dice, pixel accuracy, per-class IoU.
+
+    --save-predictions writes `{city}_{seq}_{frame}_leftImg8bit.png` labelId PNGs, the result format of
+    the cityscapesScripts evaluator.
+
+    \b
+    Example:
+      cfnet evaluate --checkpoint runs/tiny/best.pt --data data/synth --json
+    """
+    import json
+
+    from cfnet.evaluate import evaluate_checkpoint, format_scores
+
+    scores = evaluate_checkpoint(
+        checkpoint, data, split=split, expect_model=expect_model, save_predictions=save_predictions,
+        device=device, progress=not as_json,
+    )
+    click.echo(json.dumps(scores, indent=2) if as_json else format_scores(scores))
+
+
 # --- commands of the other packages ---
 from bench.cli import bench_command, demo_command  # noqa: E402
 
