@@ -1,0 +1,110 @@
+"""ContraFusionNet: a Mix Transformer and a CNN encoder side by side, fused scale by scale, all-MLP decoder.
+
+At each of the four transformer scales (1/4 .. 1/32) the CNN feature is bilinearly resampled to the
+transformer feature's exact size, concatenated to it and fused back to the transformer width (1x1 conv, BN,
+ReLU). Training adds projection heads on the deepest features of both encoders, whose embeddings feed the
+pixel InfoNCE loss (`cfnet.losses`); `forward` (the inference and export graph) does not run them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cfnet.models.base import SegmentationModel
+from cfnet.models.segformer import PRESETS as MIT_PRESETS
+from cfnet.models.segformer import AllMLPDecoder, MiTConfig, MixTransformer, load_hf_weights
+
+EMBED_DIM = 128
+HEAD_HIDDEN = 256
+CNN_ENCODERS = {"cfnet-pspnet": "pspnet", "cfnet-hrnet": "hrnet"}
+
+
+def resize_to(x: Tensor, like: Tensor) -> Tensor:
+    """Bilinearly resample `x` to the spatial size of `like` (an exact size, so uneven strides line up)."""
+    return F.interpolate(x, size=like.shape[2:], mode="bilinear", align_corners=False)
+
+
+class ProjectionHead(nn.Module):
+    """1x1 conv, ReLU, 1x1 conv to `dim`; the output is L2-normalised over channels."""
+
+    def __init__(self, in_channels: int, dim: int = EMBED_DIM, hidden: int = HEAD_HIDDEN) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(in_channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, dim, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.normalize(self.net(x), dim=1)
+
+
+def fusion(transformer_channels: int, cnn_channels: int) -> nn.Sequential:
+    """Concatenated transformer + CNN features -> transformer width: 1x1 conv, BN, ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(transformer_channels + cnn_channels, transformer_channels, 1, bias=False),
+        nn.BatchNorm2d(transformer_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ContraFusionNet(SegmentationModel):
+    """MiT + CNN encoder with per-scale fusion and an all-MLP decoder; logits at the input size."""
+
+    def __init__(self, config: MiTConfig, cnn: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.transformer = MixTransformer(config)
+        self.cnn = cnn
+        cnn_channels: tuple[int, int, int, int] = cnn.out_channels  # type: ignore[assignment]
+        self.fusions = nn.ModuleList(fusion(t, c) for t, c in zip(config.widths, cnn_channels, strict=True))
+        self.decoder = AllMLPDecoder(config.widths, config.decoder_dim, num_classes)
+        self.head_transformer = ProjectionHead(config.widths[-1])
+        self.head_cnn = ProjectionHead(cnn_channels[-1])
+
+    def _encode(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        return self.transformer(x), self.cnn(x)
+
+    def _decode(self, x: Tensor, transformer: list[Tensor], cnn: list[Tensor]) -> Tensor:
+        fused = [
+            fuse(torch.cat([t, resize_to(c, t)], dim=1))
+            for fuse, t, c in zip(self.fusions, transformer, cnn, strict=True)
+        ]
+        return resize_to(self.decoder(fused), x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        transformer, cnn = self._encode(x)
+        return self._decode(x, transformer, cnn)
+
+    def forward_train(self, x: Tensor) -> dict[str, Tensor]:
+        """Logits plus `embed_transformer` and `embed_cnn` (`N x 128 x h x w` on the transformer's deepest grid)."""
+        transformer, cnn = self._encode(x)
+        deepest = transformer[-1]
+        return {
+            "logits": self._decode(x, transformer, cnn),
+            "embed_transformer": self.head_transformer(deepest),
+            "embed_cnn": self.head_cnn(resize_to(cnn[-1], deepest)),
+        }
+
+
+def _cnn_encoder(name: str, preset: str) -> nn.Module:
+    if CNN_ENCODERS[name] == "pspnet":
+        from cfnet.models.pspnet import PSPEncoder
+
+        return PSPEncoder(preset)
+    from cfnet.models.hrnet import HRNetEncoder
+
+    return HRNetEncoder(preset)
+
+
+def presets(name: str) -> tuple[str, ...]:
+    """The fused models' presets: `tiny` (tiny MiT + tiny CNN) and `paper` (paper MiT + the paper's CNN)."""
+    return ("tiny", "paper")
+
+
+def build(name: str, preset: str, num_classes: int, backbone_weights: str | Path | None) -> ContraFusionNet:
+    """Build `cfnet-pspnet` or `cfnet-hrnet`; `backbone_weights` is a transformers MiT save for the transformer
+    branch (the CNN branch starts from scratch)."""
+    model = ContraFusionNet(MIT_PRESETS[preset], _cnn_encoder(name, preset), num_classes)
+    if backbone_weights is not None:
+        load_hf_weights(model.transformer, backbone_weights)
+    return model
