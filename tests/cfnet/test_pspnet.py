@@ -13,6 +13,7 @@ from torchvision.models import resnet18, resnet50
 
 from cfnet.errors import UserError
 from cfnet.models import build_model
+from cfnet.models.deeplabv3 import DeepLabv3
 from cfnet.models.pooling import AdaptiveAvgPool2d, adaptive_avg_pool2d
 from cfnet.models.pspnet import PSPEncoder, PSPNet
 
@@ -68,14 +69,17 @@ def test_encoder_gives_four_maps_at_output_stride_8(preset: str) -> None:
 
 def test_backbone_weights_load_from_torchvision_state_dict(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    reference = resnet50(weights=None)
+    reference = resnet50(weights=None).state_dict()
     path = tmp_path / "resnet50.pt"
-    torch.save(reference.state_dict(), path)
-    model = build_model("pspnet", preset="paper", backbone_weights=path)
-    assert isinstance(model, PSPNet)
-    backbone = model.encoder.backbone
-    for key, value in backbone.state_dict().items():
-        assert torch.equal(value, reference.state_dict()[key]), key
+    torch.save(reference, path)
+    pspnet = build_model("pspnet", preset="paper", backbone_weights=path)
+    deeplab = build_model("deeplabv3", preset="paper", backbone_weights=path)  # the same ResNet-50 loader
+    assert isinstance(pspnet, PSPNet) and isinstance(deeplab, DeepLabv3)
+    for backbone in (pspnet.encoder.backbone, deeplab.net.backbone):
+        loaded = backbone.state_dict()
+        assert set(loaded) == {k for k in reference if not k.startswith("fc.")}
+        for key, value in loaded.items():
+            assert torch.equal(value, reference[key]), key
 
 
 def test_bad_backbone_weights_are_user_errors(tmp_path: Path) -> None:
