@@ -17,10 +17,9 @@ def postprocess(logits: np.ndarray, infos: Sequence[FrameInfo]) -> list[np.ndarr
     """
     masks = []
     for scores, info in zip(logits, infos, strict=True):
-        labels = scores.argmax(axis=0).astype(np.uint8)
-        rows = -(-info.resized_size[0] * labels.shape[0] // info.input_size[0])
-        cols = -(-info.resized_size[1] * labels.shape[1] // info.input_size[1])
-        labels = labels[:rows, :cols]
+        rows = -(-info.resized_size[0] * scores.shape[1] // info.input_size[0])
+        cols = -(-info.resized_size[1] * scores.shape[2] // info.input_size[1])
+        labels = scores[:, :rows, :cols].argmax(axis=0).astype(np.uint8)
         height, width = info.frame_size
         if labels.shape != (height, width):
             labels = cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)

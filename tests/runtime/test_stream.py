@@ -155,14 +155,16 @@ class BlockedBackend:
         return self.inner.infer(images)  # type: ignore[attr-defined]
 
 
-def test_live_source_drops_the_oldest_frames_when_inference_lags(tiny_onnx: Path) -> None:
+def test_live_source_drops_the_oldest_frames_when_inference_lags(tiny_onnx: Path, tmp_path: Path) -> None:
     source = ListSource(synthetic_frames(20, (48, 64)), live=True)
     seen: list[int] = []
+    out = tmp_path / "live.mp4"
     with open_backend(tiny_onnx, device="cpu") as backend:
         blocked = BlockedBackend(backend, source.exhausted)
-        stats = run_stream(source, blocked, None, on_frame=lambda i, f, m, o: seen.append(i))  # type: ignore[arg-type]
+        stats = run_stream(source, blocked, out, on_frame=lambda i, f, m, o: seen.append(i))  # type: ignore[arg-type]
     assert stats.read == 20 and stats.frames + stats.dropped == 20
     assert stats.dropped >= 17 and seen == sorted(seen) and seen[-1] == 19  # the newest frames survive
+    assert stats.ended_by == "source lost" and len(read_video(out)[0]) == stats.frames  # finalised on loss
 
 
 @pytest.mark.parametrize(
