@@ -6,6 +6,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
@@ -35,7 +36,6 @@ def test_pooling_equals_adaptive_avg_pool(size: tuple[int, int], bins: int) -> N
 
 
 def test_pspnet_exports_with_dynamic_size(tmp_path: Path) -> None:
-    ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
     model = build_model("pspnet", preset="tiny").eval()
     out = tmp_path / "pspnet.onnx"
