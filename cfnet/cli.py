@@ -124,6 +124,7 @@ def models_command(model_name: str | None, preset: str | None, size: tuple[int, 
 @click.option("--backbone-weights", type=click.Path(dir_okay=False), help="Pretrained encoder weights file.")
 @click.option("--val-every", default=0, show_default=True, help="Iterations between validations (0: each epoch).")
 @click.option("--save-every", default=0, show_default=True, help="Iterations between checkpoints (0: each epoch).")
+@click.option("--log-every", default=10, show_default=True, help="Iterations between rows of metrics.csv.")
 @click.option("--workers", default=2, show_default=True, help="DataLoader worker processes per training process.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.pass_context
@@ -133,7 +134,7 @@ def train_command(ctx: click.Context, model_name: str | None, data: str | None, 
     Writes last.pt, best.pt (by val mIoU), iter_N.pt, metrics.csv and curves.png in --out. With
     --nproc N (or under torchrun) the processes train with DDP and SyncBatchNorm; --batch-size is per
     process. With --resume the run's saved options are used; only --iters, --epochs, --workers,
-    --device, --nproc, --val-every and --save-every given on the command line change them.
+    --device, --nproc, --val-every, --save-every and --log-every given on the command line change them.
 
     \b
     Example:

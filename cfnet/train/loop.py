@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,11 @@ class TrainForward(nn.Module):
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
         return self.model.forward_train(images)  # type: ignore[operator]
+
+
+def notice(message: str) -> None:
+    """A one-line `warning: ...` on stderr (the progress bar's stream)."""
+    tqdm.write(f"warning: {message}", file=sys.stderr)
 
 
 def seed_all(seed: int) -> None:
@@ -83,11 +88,13 @@ class Amp:
     scaler: torch.amp.GradScaler = field(default_factory=lambda: torch.amp.GradScaler("cuda", enabled=False))
 
     @classmethod
-    def for_run(cls, config: TrainConfig, device: torch.device) -> Amp:
+    def for_run(cls, config: TrainConfig, device: torch.device, main: bool = True) -> Amp:
+        """fp16 with a GradScaler, or bf16, on CUDA; on the CPU `--amp` is ignored with a notice (rank 0)."""
         if not config.amp:
             return cls(None)
         if device.type != "cuda":
-            warnings.warn("--amp needs CUDA: training in fp32 on the CPU", stacklevel=2)
+            if main:
+                notice("--amp needs CUDA: training in fp32 on the CPU")
             return cls(None)
         if config.amp_dtype == "bf16":
             return cls(torch.bfloat16)
@@ -177,7 +184,7 @@ class _Run:
         self.model_config = dict(model.config)
         self.net = wrap_model(model, ctx)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.amp = Amp.for_run(config, ctx.device)
+        self.amp = Amp.for_run(config, ctx.device, ctx.is_main)
         self.criterion = SegmentationLoss(
             ce=config.loss_ce, dice=config.loss_dice, contrastive=config.loss_contrastive
         )
@@ -210,11 +217,11 @@ class _Run:
         if len(states) == self.ctx.world_size:
             restore_rng(states[self.ctx.rank])
         else:
-            warnings.warn(
-                f"checkpoint saved by {len(states)} processes, resuming with {self.ctx.world_size}: "
-                "random draws are re-seeded, so the run is not bit-identical",
-                stacklevel=2,
-            )
+            if self.ctx.is_main:
+                notice(
+                    f"checkpoint saved by {len(states)} processes, resuming with {self.ctx.world_size}: "
+                    "random draws are re-seeded, so the run is not bit-identical"
+                )
             seed_all(self.config.seed + self.ctx.rank + self.iteration)
 
     def _checkpoint_config(self) -> dict[str, Any]:
