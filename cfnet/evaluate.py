@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +35,11 @@ def predict_logits(model: nn.Module, images: Tensor) -> Tensor:
     return logits[..., :height, :width]
 
 
-def _image_paths(dataset: Any) -> Sequence[Path] | None:
+def _result_names(dataset: Any) -> list[str] | None:
     samples = getattr(dataset, "samples", None)
-    if samples is None:
+    if samples is None or not all(hasattr(s, "result_name") for s in samples):
         return None
-    return [Path(s[0]) if isinstance(s, (tuple, list)) else Path(s) for s in samples]
+    return [str(s.result_name) for s in samples]
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
@@ -77,10 +76,10 @@ def evaluate(
     if len(dataset) == 0:
         raise UserError("nothing to evaluate: the split has no images", str(getattr(dataset, "root", "dataset")))
     out_dir = None
-    paths = None
+    names = None
     if save_predictions is not None:
-        paths = _image_paths(dataset)
-        if paths is None:
+        names = _result_names(dataset)
+        if names is None:
             raise UserError("the dataset does not expose image paths to name predictions", "--save-predictions")
         out_dir = Path(save_predictions)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -93,8 +92,8 @@ def evaluate(
             logits = predict_logits(model, image.unsqueeze(0).to(device))
             pred = logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
             matrix.update(pred, np.asarray(label))
-            if out_dir is not None and paths is not None:
-                _write_png(out_dir / paths[index].name, TRAIN_ID_TO_ID[pred])
+            if out_dir is not None and names is not None:
+                _write_png(out_dir / names[index], TRAIN_ID_TO_ID[pred])
     finally:
         model.train(was_training)
     result = matrix.scores()
