@@ -100,3 +100,15 @@ def test_segment_mask_equals_onnxruntime_argmax(tiny_onnx: Path) -> None:
     np.testing.assert_array_equal(mask, logits[0].argmax(axis=0))
     assert len(np.unique(mask)) > 1
     assert blended.shape == frame.shape and blended.dtype == np.uint8
+
+
+def test_argmax_classes_equals_numpy_argmax_with_ties_and_crops() -> None:
+    from runtime.postprocess import argmax_classes
+
+    rng = np.random.default_rng(4)
+    scores = rng.standard_normal((19, 40, 70)).astype(np.float32)
+    cropped = scores[:, :33, :51]
+    np.testing.assert_array_equal(argmax_classes(cropped), cropped.argmax(axis=0))
+    ties = rng.integers(0, 3, (5, 16, 16)).astype(np.float32)  # many equal maxima: the first one wins
+    np.testing.assert_array_equal(argmax_classes(ties), ties.argmax(axis=0))
+    assert argmax_classes(ties).dtype == np.uint8
