@@ -105,6 +105,98 @@ def models_command(model_name: str | None, preset: str | None, size: tuple[int, 
         click.echo(f"{row.name:<14} {row.preset:<7} {row.params_m:>10.2f} {row.gflops:>18.1f} {row.size_divisor:>12}")
 
 
+@cli.group("data")
+def data_group() -> None:
+    """Datasets in the Cityscapes layout.
+
+    \b
+    Example:
+      cfnet data synth data/synth
+    """
+
+
+@data_group.command("synth")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--train", "train_count", default=200, show_default=True, help="Training images.")
+@click.option("--val", "val_count", default=50, show_default=True, help="Validation images.")
+@click.option("--size", type=SIZE, default="256x512", show_default=True, help="Image size, HxW.")
+@click.option("--seed", default=0, show_default=True, help="Seed: the same seed writes identical bytes.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists and is not empty.")
+@click.option("--video", type=click.Path(dir_okay=False), help="Also write a driving video (.mp4) here.")
+@click.option("--frames", default=150, show_default=True, help="Frames of --video (0.7 m of travel each).")
+@click.option("--fps", default=15.0, show_default=True, help="Frame rate of --video.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout.")
+def data_synth_command(
+    out: str, train_count: int, val_count: int, size: tuple[int, int], seed: int, overwrite: bool,
+    video: str | None, frames: int, fps: float, as_json: bool,
+) -> None:
+    """Write procedural urban street scenes in the Cityscapes layout (and optionally a driving video).
+
+    OUT gets leftImg8bit/{train,val}/{city}/{city}_{seq}_{frame}_leftImg8bit.png and
+    gtFine/.../*_gtFine_labelIds.png (labelIds) plus *_gtFine_color.png; 17 of the 19 classes appear.
+    --train 0 --val 0 writes only the video. Files are written to a temporary name, then renamed.
+
+    \b
+    Example:
+      cfnet data synth data/synth
+      cfnet data synth data/small --train 20 --val 5 --size 128x256 --seed 1
+      cfnet data synth data/synth --overwrite --video data/drive.mp4 --frames 300
+    """
+    import json
+    import time
+
+    from cfnet.data.synth import synthesize, synthesize_video
+
+    start = time.perf_counter()
+    result: dict[str, object] = {"train": train_count, "val": val_count, "size": list(size), "seed": seed}
+    if train_count or val_count or video is None:
+        result["data"] = str(synthesize(out, train_count, val_count, size, seed, overwrite=overwrite))
+    if video is not None:
+        result["video"] = str(synthesize_video(video, frames, size, seed, fps))
+        result["frames"] = frames
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    if "data" in result:
+        click.echo(f"data: {result['data']} ({train_count} train, {val_count} val, {size[0]}x{size[1]})")
+    if "video" in result:
+        click.echo(f"video: {result['video']} ({frames} frames)")
+
+
+@data_group.command("check")
+@click.argument("data", type=click.Path())
+@click.option("--split", "splits", multiple=True, default=("train", "val"), show_default=True,
+              help="Split to check (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON on stdout.")
+def data_check_command(data: str, splits: tuple[str, ...], as_json: bool) -> None:
+    """Validate a Cityscapes-layout folder and count it: images, cities, sizes, class pixel shares.
+
+    Checks what training checks when it scans a split: every image has a label, sizes match, PNGs are
+    readable and complete, label ids are in the Cityscapes table. The first problem is reported with
+    the file it concerns (exit 2).
+
+    \b
+    Example:
+      cfnet data check data/synth
+      cfnet data check /datasets/cityscapes --split val --json
+    """
+    import json
+
+    from cfnet.data.cityscapes import describe
+
+    reports = [describe(data, split) for split in splits]
+    if as_json:
+        click.echo(json.dumps(reports, indent=2))
+        return
+    for r in reports:
+        click.echo(f"{r['split']}: {r['images']} images, cities {', '.join(r['cities'])}, "  # type: ignore[arg-type]
+                   f"sizes {', '.join(r['sizes'])}, ignored {r['ignored']:.1%}")  # type: ignore[arg-type]
+        shares = r["classes"]
+        assert isinstance(shares, dict)
+        click.echo("  " + ", ".join(f"{name} {share:.1%}" for name, share in shares.items()))
+
+
 @cli.command("train")
 @click.option("--model", "model_name", metavar="NAME", help="Zoo model to train (see `cfnet models`).")
 @click.option("--preset", default="paper", show_default=True, help="Model preset (`tiny` for tests and demos).")
@@ -196,6 +288,10 @@ def evaluate_command(
 
 
 # --- commands of the other packages ---
+from export.cli import build_engine_command, export_group  # noqa: E402
+
+cli.add_command(export_group)
+cli.add_command(build_engine_command)
 from bench.cli import bench_command, demo_command  # noqa: E402
 
 cli.add_command(bench_command)

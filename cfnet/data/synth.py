@@ -1,0 +1,147 @@
+"""`cfnet data synth`: procedural urban scenes in the Cityscapes layout, and a synthetic driving video.
+
+Each image is its own random street (`cfnet.data.scene`), seeded by (seed, split, index), so the same
+arguments give byte-identical files. Files follow Cityscapes' names: `{city}_{seq:06d}_{frame:06d}` with
+frame 19 (Cityscapes' annotated frame), images `_leftImg8bit.png` and labels `_gtFine_labelIds.png`
+(labelIds, not trainIds) plus `_gtFine_color.png` for viewing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from cfnet.data.labels import COLOR_BY_ID
+from cfnet.data.scene import Renderer, random_scene
+from cfnet.errors import UserError
+
+CITIES = {"train": "synthville", "val": "renderdorf"}
+SPLIT_INDEX = {"train": 0, "val": 1}
+FRAME = 19
+VIDEO_STEP = 0.7  # metres the camera moves per frame
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def render_image(size: tuple[int, int], seed: int, split: str, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """The RGB image and labelId map of image `index` of `split` for `seed`."""
+    scene = random_scene(np.random.default_rng([seed, SPLIT_INDEX[split], index]))
+    return Renderer(size).render(scene)
+
+
+def _write_png(path: Path, array: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), array):
+        raise UserError("cannot write image", str(path))
+
+
+def _write_item(args: tuple[Path, tuple[int, int], int, str, int]) -> None:
+    root, size, seed, split, index = args
+    city = CITIES[split]
+    name = f"{city}_{index:06d}_{FRAME:06d}"
+    image, label = render_image(size, seed, split, index)
+    _write_png(root / "leftImg8bit" / split / city / f"{name}_leftImg8bit.png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    gt = root / "gtFine" / split / city
+    _write_png(gt / f"{name}_gtFine_labelIds.png", label)
+    _write_png(gt / f"{name}_gtFine_color.png", cv2.cvtColor(COLOR_BY_ID[label], cv2.COLOR_RGB2BGR))
+
+
+def synthesize(
+    out: str | Path,
+    train: int = 200,
+    val: int = 50,
+    size: tuple[int, int] = (256, 512),
+    seed: int = 0,
+    overwrite: bool = False,
+    workers: int | None = None,
+) -> Path:
+    """Write `train` + `val` synthetic scenes under `out` in the Cityscapes layout; returns `out`.
+
+    The set is built in a temporary folder beside `out` and renamed into place, so `out` is either
+    complete or absent. An existing non-empty `out` is an error unless `overwrite`. `workers` processes
+    render in parallel (default: the CPU count, at most 4); the bytes do not depend on it.
+    """
+    out = Path(out)
+    if train < 0 or val < 0 or train + val == 0:
+        raise UserError("nothing to write: --train and --val must be >= 0 and not both 0", str(out))
+    h, w = size
+    if h < 32 or w < 32:
+        raise UserError(f"image size {h}x{w} too small: at least 32x32", str(out))
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise UserError("output exists and is not empty (use --overwrite)", str(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the set is an ordinary folder
+    try:
+        jobs = []
+        for split, count in (("train", train), ("val", val)):
+            if count:
+                for kind in ("leftImg8bit", "gtFine"):
+                    (tmp / kind / split / CITIES[split]).mkdir(parents=True)
+            jobs += [(tmp, (h, w), seed, split, i) for i in range(count)]
+        n = workers if workers is not None else min(4, os.cpu_count() or 1)
+        if n > 1 and len(jobs) > 8:
+            with ProcessPoolExecutor(n) as pool:
+                list(pool.map(_write_item, jobs, chunksize=4))
+        else:
+            for job in jobs:
+                _write_item(job)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+            tmp.rename(out)
+            if old.is_dir():
+                shutil.rmtree(old)
+            else:
+                old.unlink()
+        else:
+            tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out
+
+
+def synthesize_video(
+    out: str | Path, frames: int = 150, size: tuple[int, int] = (256, 512), seed: int = 0, fps: float = 15.0
+) -> Path:
+    """Write an MP4 (mp4v) of a camera driving `frames * 0.7` m down one synthetic street; returns `out`.
+
+    Cars move, the camera moves forward, things grow as they approach. Written to a temporary `.mp4`
+    beside `out` (VideoWriter picks the container by extension), then renamed.
+    """
+    out = Path(out)
+    if frames <= 0:
+        raise UserError("--frames must be positive", str(out))
+    if out.suffix.lower() != ".mp4":
+        raise UserError("the video must be an .mp4 file", str(out))
+    h, w = size
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scene = random_scene(np.random.default_rng([seed, 2]), length=frames * VIDEO_STEP + 110.0)
+    renderer = Renderer(size)
+    fd, name = tempfile.mkstemp(prefix=f".{out.stem}.tmp-", suffix=".mp4", dir=out.parent)
+    os.close(fd)
+    tmp = Path(name)
+    tmp.chmod(0o666 & ~_umask())
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
+    try:
+        if not writer.isOpened():
+            raise UserError("OpenCV cannot open an mp4v video writer", str(out))
+        for i in range(frames):
+            image, _ = renderer.render(scene, cam_z=i * VIDEO_STEP, frame=i)
+            writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        writer.release()
+        os.replace(tmp, out)
+    finally:
+        writer.release()
+        tmp.unlink(missing_ok=True)
+    return out
