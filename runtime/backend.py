@@ -49,6 +49,25 @@ class Closing:
         self.close()
 
 
+def pad_batch(images: np.ndarray, min_size: tuple[int, int]) -> np.ndarray:
+    """Zero-pad `N x 3 x H x W` bottom/right to at least `min_size` (H, W): for models with a fixed input size."""
+    h, w = images.shape[2:]
+    if h >= min_size[0] and w >= min_size[1]:
+        return images
+    padded = np.zeros((*images.shape[:2], max(h, min_size[0]), max(w, min_size[1])), dtype=images.dtype)
+    padded[:, :, :h, :w] = images
+    return padded
+
+
+def crop_logits(logits: np.ndarray, size: tuple[int, int], padded: tuple[int, int]) -> np.ndarray:
+    """The logits of the top-left `size` of an input that `pad_batch` grew to `padded` (logits may be smaller)."""
+    if size == padded:
+        return logits
+    rows = -(-size[0] * logits.shape[2] // padded[0])
+    cols = -(-size[1] * logits.shape[3] // padded[1])
+    return np.ascontiguousarray(logits[:, :, :rows, :cols])
+
+
 def open_backend(
     path: str | Path,
     device: str = "auto",

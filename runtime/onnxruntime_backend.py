@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.artifact import ModelMetadata, Overrides, metadata_from_props
-from runtime.backend import Closing
+from runtime.backend import Closing, crop_logits, pad_batch
 from runtime.errors import UserError
 
 PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -81,6 +81,7 @@ class OnnxRuntimeBackend(Closing):
         self.output_name = next((o.name for o in outputs if o.name == "logits"), outputs[0].name)
         shape = next(i.shape for i in inputs if i.name == self.input_name)
         static = (shape[2], shape[3]) if len(shape) == 4 and all(isinstance(d, int) for d in shape[2:]) else None
+        self.fixed_size: tuple[int, int] | None = static
         props = self.session.get_modelmeta().custom_metadata_map
         self.metadata: ModelMetadata = metadata_from_props(props, str(path), overrides, static)
         on_gpu = self.providers[0] in GPU_PROVIDERS
@@ -90,16 +91,30 @@ class OnnxRuntimeBackend(Closing):
         self.path = path
 
     def infer(self, images: np.ndarray) -> np.ndarray:
-        """`N x 3 x H x W` float32 -> `N x C x H x W` float32 logits."""
+        """`N x 3 x H x W` float32 -> `N x C x H x W` float32 logits.
+
+        A model with a fixed input size gets the batch zero-padded to it, and the logits cropped back.
+        """
         images = np.ascontiguousarray(images, dtype=np.float32)
+        size = (images.shape[2], images.shape[3])
+        if self.fixed_size is not None:
+            if size[0] > self.fixed_size[0] or size[1] > self.fixed_size[1]:
+                raise UserError(
+                    f"input {size[0]}x{size[1]} exceeds the model's fixed input size "
+                    f"{self.fixed_size[0]}x{self.fixed_size[1]}; lower --input-size",
+                    str(self.path),
+                )
+            images = pad_batch(images, self.fixed_size)
         if not self.io_binding:
             out: Any = self.session.run([self.output_name], {self.input_name: images})[0]
-            return np.asarray(out, dtype=np.float32)
-        binding = self.session.io_binding()
-        binding.bind_cpu_input(self.input_name, images)
-        binding.bind_output(self.output_name, self._device)
-        self.session.run_with_iobinding(binding)
-        return np.asarray(binding.copy_outputs_to_cpu()[0], dtype=np.float32)
+            logits = np.asarray(out, dtype=np.float32)
+        else:
+            binding = self.session.io_binding()
+            binding.bind_cpu_input(self.input_name, images)
+            binding.bind_output(self.output_name, self._device)
+            self.session.run_with_iobinding(binding)
+            logits = np.asarray(binding.copy_outputs_to_cpu()[0], dtype=np.float32)
+        return crop_logits(logits, size, (images.shape[2], images.shape[3]))
 
     def close(self) -> None:
         """Release the session."""

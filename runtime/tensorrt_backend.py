@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from runtime.artifact import ModelMetadata, Overrides, metadata_from_props, read_sidecar, sidecar_path
-from runtime.backend import Closing
+from runtime.backend import Closing, crop_logits, pad_batch
 from runtime.errors import UserError
 
 if TYPE_CHECKING:
@@ -54,16 +54,19 @@ def load_cuda() -> tuple[Any, Any]:
 
 
 def check_compatible(sidecar: Mapping[str, Any], tensorrt_version: str, gpu_name: str, compute_capability: str) -> None:
-    """Refuse an engine built by another TensorRT version or for another GPU, naming both sides."""
-    built_version = str(sidecar.get("tensorrt_version", ""))
+    """Refuse an engine built by another TensorRT version or for another GPU, naming both sides.
+
+    Fields the sidecar lacks or records as `unknown...` (the builder could not query the GPU) are not compared.
+    """
+    built_version = _recorded(sidecar.get("tensorrt_version"))
     if built_version and built_version != tensorrt_version:
         raise UserError(
             f"engine was built with TensorRT {built_version}, this is TensorRT {tensorrt_version}; "
             "rebuild it with `cfnet build-engine` on this machine",
             "sidecar",
         )
-    built_gpu = str(sidecar.get("gpu_name", ""))
-    built_cc = _capability(sidecar.get("compute_capability", ""))
+    built_gpu = _recorded(sidecar.get("gpu_name"))
+    built_cc = _recorded(sidecar.get("compute_capability"))
     if (built_gpu and built_gpu != gpu_name) or (built_cc and built_cc != compute_capability):
         raise UserError(
             f"engine was built for {built_gpu or '?'} (compute {built_cc or '?'}), this GPU is {gpu_name} "
@@ -72,10 +75,12 @@ def check_compatible(sidecar: Mapping[str, Any], tensorrt_version: str, gpu_name
         )
 
 
-def _capability(value: Any) -> str:
+def _recorded(value: Any) -> str:
+    """A sidecar field as text; empty when absent or unknown. A capability list `[8, 6]` becomes `8.6`."""
     if isinstance(value, list | tuple):
-        return ".".join(str(v) for v in value)
-    return str(value)
+        value = ".".join(str(v) for v in value)
+    text = "" if value is None else str(value)
+    return "" if text.startswith("unknown") else text
 
 
 class TensorRTBackend(Closing):
@@ -110,6 +115,9 @@ class TensorRTBackend(Closing):
             outputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
             self.input_name = "images" if "images" in inputs else inputs[0]
             self.output_name = "logits" if "logits" in outputs else outputs[0]
+            low, _, high = self._engine.get_tensor_profile_shape(self.input_name, 0)
+            self._min_size = (int(low[2]), int(low[3]))
+            self._max_size = (int(high[2]), int(high[3]))
             self._in_dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(self.input_name)))
             self._out_dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(self.output_name)))
             self._stream = self._cuda.Stream()
@@ -133,7 +141,14 @@ class TensorRTBackend(Closing):
 
     def infer(self, images: np.ndarray) -> np.ndarray:
         """`N x 3 x H x W` float32 -> `N x C x H x W` float32 logits (within the engine's profile)."""
-        images = np.ascontiguousarray(images, dtype=self._in_dtype)
+        size = (images.shape[2], images.shape[3])
+        if size[0] > self._max_size[0] or size[1] > self._max_size[1]:
+            raise UserError(
+                f"input {size[0]}x{size[1]} exceeds the engine's profile "
+                f"(max {self._max_size[0]}x{self._max_size[1]}); lower --input-size or rebuild with larger --max-shape",
+                str(self.path),
+            )
+        images = np.ascontiguousarray(pad_batch(images, self._min_size), dtype=self._in_dtype)
         self._context.push()
         try:
             if not self._exec.set_input_shape(self.input_name, images.shape):
@@ -151,7 +166,8 @@ class TensorRTBackend(Closing):
             count = int(np.prod(out_shape))
             self._cuda.memcpy_dtoh_async(host_out[:count], dev_out, self._stream)
             self._stream.synchronize()
-            return host_out[:count].reshape(out_shape).astype(np.float32)
+            logits = host_out[:count].reshape(out_shape).astype(np.float32)
+            return crop_logits(logits, size, (images.shape[2], images.shape[3]))
         finally:
             self._context.pop()
 

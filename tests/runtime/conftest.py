@@ -16,8 +16,8 @@ MEAN = [0.485, 0.456, 0.406]
 STD = [0.229, 0.224, 0.225]
 
 
-def export_tiny(path: Path, metadata: dict[str, str] | None) -> Path:
-    """A 2-conv net (3 -> 8 -> 4 classes, logits at the input size), dynamic N/H/W, opset 17."""
+def export_tiny(path: Path, metadata: dict[str, str] | None, fixed_size: tuple[int, int] | None = None) -> Path:
+    """A 2-conv net (3 -> 8 -> 4 classes, logits at the input size), opset 17; dynamic N/H/W unless `fixed_size`."""
     import onnx
     import torch
 
@@ -28,11 +28,11 @@ def export_tiny(path: Path, metadata: dict[str, str] | None) -> Path:
     dynamic = {0: "n", 2: "h", 3: "w"}
     torch.onnx.export(
         model,
-        (torch.zeros(1, 3, 32, 32),),
+        (torch.zeros(1, 3, *(fixed_size or (32, 32))),),
         str(path),
         input_names=["images"],
         output_names=["logits"],
-        dynamic_axes={"images": dynamic, "logits": dynamic},
+        dynamic_axes=None if fixed_size else {"images": dynamic, "logits": dynamic},
         opset_version=17,
         dynamo=False,
     )

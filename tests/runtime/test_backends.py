@@ -13,7 +13,7 @@ from runtime.backend import Backend, open_backend
 from runtime.errors import UserError
 from runtime.onnxruntime_backend import OnnxRuntimeBackend, choose_providers
 from runtime.tensorrt_backend import check_compatible
-from tests.runtime.conftest import tiny_metadata
+from tests.runtime.conftest import export_tiny, synthetic_frames, tiny_metadata
 
 
 def _reference(model: Path, images: np.ndarray) -> np.ndarray:
@@ -36,6 +36,19 @@ def test_io_binding_gives_the_same_logits(tiny_onnx: Path) -> None:
     bound = OnnxRuntimeBackend(tiny_onnx, device="cpu", io_binding=True)
     plain = OnnxRuntimeBackend(tiny_onnx, device="cpu", io_binding=False)
     np.testing.assert_array_equal(bound.infer(images), plain.infer(images))
+
+
+def test_a_fixed_size_model_gets_padded_input_and_cropped_logits(tiny_onnx: Path, tmp_path: Path) -> None:
+    from runtime.segmentation import segment
+
+    fixed = export_tiny(tmp_path / "fixed.onnx", tiny_metadata(), fixed_size=(48, 64))
+    frame = synthetic_frames(1, (30, 100))[0]  # letterboxed to 19x64, padded to 24x64 < the fixed 48x64
+    with open_backend(fixed, device="cpu") as static, open_backend(tiny_onnx, device="cpu") as dynamic:
+        assert static.fixed_size == (48, 64)  # type: ignore[attr-defined]
+        mask, _ = segment(frame, static)
+        np.testing.assert_array_equal(mask, segment(frame, dynamic)[0])
+        with pytest.raises(UserError, match="exceeds the model's fixed input size 48x64"):
+            static.infer(np.zeros((1, 3, 64, 64), np.float32))
 
 
 def test_provider_preference() -> None:
@@ -104,3 +117,5 @@ def test_sidecar_naming_another_tensorrt_or_gpu_is_refused() -> None:
         check_compatible(sidecar, "10.13.0.35", "NVIDIA T4", "7.5")
     with pytest.raises(UserError, match=r"compute 8\.6\).*compute 8\.9"):
         check_compatible({"compute_capability": "8.6"}, "10.13.0.35", "NVIDIA A2", "8.9")
+    unknown = {"tensorrt_version": "10.13.0.35", "gpu_name": "unknown (ImportError)", "compute_capability": "unknown"}
+    check_compatible(unknown, "10.13.0.35", "NVIDIA T4", "7.5")  # the builder could not query its GPU
