@@ -6,6 +6,7 @@ the commands, so `cfnet stream --help` never loads torch.
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 
@@ -252,7 +253,8 @@ def train_command(ctx: click.Context, model_name: str | None, data: str | None, 
         fields = {k: v for k, v in options.items() if k != "resume"}
         config = TrainConfig(model=model_name, data=data, **fields)  # type: ignore[arg-type]
     path = train(config, resume=bool(options["resume"]))
-    click.echo(f"checkpoint: {path}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank runs this command; one reports
+        click.echo(f"checkpoint: {path}")
 
 
 @cli.command("evaluate")

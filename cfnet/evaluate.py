@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from tqdm import tqdm
 
 from cfnet.data.labels import IGNORE_INDEX, TRAIN_CLASSES, TRAIN_ID_TO_ID
 from cfnet.errors import UserError
-from cfnet.metrics import ConfusionMatrix
+from cfnet.metrics import ConfusionMatrix, scores
 
 
 def predict_logits(model: nn.Module, images: Tensor) -> Tensor:
@@ -59,6 +60,61 @@ def _write_png(path: Path, array: np.ndarray) -> None:
 
 
 @torch.inference_mode()
+def confusion(
+    model: nn.Module,
+    dataset: Any,
+    *,
+    device: str | torch.device = "cpu",
+    indices: Sequence[int] | None = None,
+    save_predictions: str | Path | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """The confusion matrix (rows truth, columns prediction) of `model` over `dataset` (or its `indices`)."""
+    num_classes = _num_classes(model)
+    out_dir = None
+    names = None
+    if save_predictions is not None:
+        names = _result_names(dataset)
+        if names is None:
+            raise UserError("the dataset does not expose image paths to name predictions", "--save-predictions")
+        out_dir = Path(save_predictions)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    model.eval()
+    matrix = ConfusionMatrix(num_classes, IGNORE_INDEX)
+    order = range(len(dataset)) if indices is None else indices
+    try:
+        for index in tqdm(order, desc="evaluate", unit="img", disable=not progress, leave=False):
+            image, label = dataset[index]
+            logits = predict_logits(model, image.unsqueeze(0).to(device))
+            pred = logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
+            matrix.update(pred, np.asarray(label))
+            if out_dir is not None and names is not None:
+                _write_png(out_dir / names[index], TRAIN_ID_TO_ID[pred])
+    finally:
+        model.train(was_training)
+    return matrix.matrix
+
+
+def summarize(matrix: np.ndarray, images: int) -> dict[str, Any]:
+    """mIoU, mean Dice, pixel accuracy, per-class IoU and Dice (None: class absent) of a confusion matrix."""
+    result = scores(matrix)
+    count = matrix.shape[0]
+    names = list(TRAIN_CLASSES) if count == len(TRAIN_CLASSES) else [str(i) for i in range(count)]
+
+    def per_class(values: Any) -> dict[str, float | None]:
+        return {n: None if math.isnan(v) else v for n, v in zip(names, values, strict=True)}
+
+    return {
+        "miou": result["miou"],
+        "mdice": result["mdice"],
+        "pixel_accuracy": result["pixel_accuracy"],
+        "iou": per_class(result["iou"]),
+        "dice": per_class(result["dice"]),
+        "images": images,
+    }
+
+
 def evaluate(
     model: nn.Module,
     dataset: Any,
@@ -72,44 +128,14 @@ def evaluate(
     Returns `miou`, `mdice`, `pixel_accuracy`, `iou` and `dice` (class name -> score, None for classes
     absent from both labels and predictions) and `images`. `save_predictions`: a folder for labelId PNGs.
     """
-    num_classes = int(getattr(model, "config", {}).get("num_classes", len(TRAIN_CLASSES)))
     if len(dataset) == 0:
         raise UserError("nothing to evaluate: the split has no images", str(getattr(dataset, "root", "dataset")))
-    out_dir = None
-    names = None
-    if save_predictions is not None:
-        names = _result_names(dataset)
-        if names is None:
-            raise UserError("the dataset does not expose image paths to name predictions", "--save-predictions")
-        out_dir = Path(save_predictions)
-        out_dir.mkdir(parents=True, exist_ok=True)
-    was_training = model.training
-    model.eval()
-    matrix = ConfusionMatrix(num_classes, IGNORE_INDEX)
-    try:
-        for index in tqdm(range(len(dataset)), desc="evaluate", unit="img", disable=not progress, leave=False):
-            image, label = dataset[index]
-            logits = predict_logits(model, image.unsqueeze(0).to(device))
-            pred = logits.argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
-            matrix.update(pred, np.asarray(label))
-            if out_dir is not None and names is not None:
-                _write_png(out_dir / names[index], TRAIN_ID_TO_ID[pred])
-    finally:
-        model.train(was_training)
-    result = matrix.scores()
-    names = list(TRAIN_CLASSES) if num_classes == len(TRAIN_CLASSES) else [str(i) for i in range(num_classes)]
+    matrix = confusion(model, dataset, device=device, save_predictions=save_predictions, progress=progress)
+    return summarize(matrix, len(dataset))
 
-    def per_class(values: Any) -> dict[str, float | None]:
-        return {n: None if math.isnan(v) else v for n, v in zip(names, values, strict=True)}
 
-    return {
-        "miou": result["miou"],
-        "mdice": result["mdice"],
-        "pixel_accuracy": result["pixel_accuracy"],
-        "iou": per_class(result["iou"]),
-        "dice": per_class(result["dice"]),
-        "images": len(dataset),
-    }
+def _num_classes(model: nn.Module) -> int:
+    return int(getattr(model, "config", {}).get("num_classes", len(TRAIN_CLASSES)))
 
 
 def evaluate_checkpoint(

@@ -244,14 +244,17 @@ class _Run:
             )
 
     def _validate(self) -> dict[str, Any]:
-        from cfnet.evaluate import evaluate
+        """Every rank scores its share of the val split; the confusion matrices are summed over ranks."""
+        from cfnet.evaluate import confusion, summarize
 
-        scores: dict[str, Any] = {}
-        if self.ctx.is_main:
-            scores = evaluate(unwrap(self.net), self.val_set, device=self.ctx.device)
+        size = len(self.val_set)
+        share = range(self.ctx.rank, size, self.ctx.world_size)
+        matrix = confusion(unwrap(self.net), self.val_set, device=self.ctx.device, indices=share)
         if self.ctx.distributed:
-            dist.barrier()
-        return scores
+            total = torch.from_numpy(matrix).to(self.ctx.device)
+            dist.all_reduce(total)
+            matrix = total.cpu().numpy()
+        return summarize(matrix, size)
 
     def _loader(self, epoch: int, start_batch: int) -> DataLoader:
         config, ctx = self.config, self.ctx
@@ -331,20 +334,14 @@ class _Run:
         names: list[str] = []
         if self.iteration % self.val_every == 0 or end:
             scores = self._validate()
-            if self.ctx.is_main:
-                val = {f"val_{k}": scores[k] for k in ("miou", "mdice", "pixel_accuracy")}
-                if self.log is not None:
-                    self.log.add({**row, **val})
-                    self.log.plot()
-                metrics.update(val)
-                if scores["miou"] > self.best:
-                    self.best = float(scores["miou"])
-                    metrics["best_miou"] = self.best
-                    names.append(BEST)
-            improved = torch.tensor(float(BEST in names))
-            if self.ctx.distributed:
-                dist.broadcast(improved, src=0)
-            if improved.item() and not self.ctx.is_main:
+            val = {f"val_{k}": scores[k] for k in ("miou", "mdice", "pixel_accuracy")}
+            if self.log is not None:
+                self.log.add({**row, **val})
+                self.log.plot()
+            metrics.update(val)
+            if scores["miou"] > self.best:
+                self.best = float(scores["miou"])
+                metrics["best_miou"] = self.best
                 names.append(BEST)
         if self.iteration % self.save_every == 0 or end:
             names[:0] = [LAST, f"iter_{self.iteration:06d}.pt"]
