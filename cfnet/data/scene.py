@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from cfnet.data.labels import ID_BY_NAME, LABELS
+from cfnet.data.labels import ID_BY_NAME
 
 Color = tuple[float, float, float]
 Texture = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -42,7 +42,6 @@ for _name, _amp in {
     "ego vehicle": (0.02, 0.05),
 }.items():
     _NOISE[ID_BY_NAME[_name]] = _amp
-assert all(label.id < 256 for label in LABELS)
 
 
 @dataclass
@@ -107,6 +106,7 @@ class Scene:
     """The street layout, the light and the things of one scene."""
 
     road_half: float
+    verge: tuple[float, float]  # widths of the grass strips between road and sidewalk, left and right
     sidewalk: tuple[float, float]  # widths, left and right
     building_line: tuple[float, float]  # |X| of the facades, left and right
     heights: tuple[np.ndarray, np.ndarray]  # building height along Z per metre (0 in gaps), left and right
@@ -455,9 +455,12 @@ def building(rng: np.random.Generator, x_face: float, side: int, z0: float, z1: 
 def random_scene(rng: np.random.Generator, length: float = 110.0, start: float = 0.0) -> Scene:
     """Sample a street of `length` metres ahead of Z = start, with its buildings and things."""
     road_half = rng.uniform(3.5, 7.0)
+    verge = (float(rng.uniform(1.0, 2.5)) if rng.random() < 0.4 else 0.0,
+             float(rng.uniform(1.0, 2.5)) if rng.random() < 0.4 else 0.0)
     sidewalk = (rng.uniform(2.0, 4.5), rng.uniform(2.0, 4.5))
-    terrain = tuple(float(rng.uniform(2.0, 6.0)) if rng.random() < 0.7 else 0.0 for _ in range(2))
-    line = (road_half + sidewalk[0] + terrain[0], road_half + sidewalk[1] + terrain[1])
+    terrain = (float(rng.uniform(2.0, 6.0)) if rng.random() < 0.6 else 0.0,
+               float(rng.uniform(2.0, 6.0)) if rng.random() < 0.6 else 0.0)
+    line = (road_half + verge[0] + sidewalk[0] + terrain[0], road_half + verge[1] + sidewalk[1] + terrain[1])
     overcast = rng.random() < 0.3
     sky = ((165, 172, 182), (205, 210, 215)) if overcast else ((60, 115, 190), (175, 200, 225))
     elev, azim = rng.uniform(0.3, 1.1), rng.uniform(-np.pi, np.pi)
@@ -467,7 +470,7 @@ def random_scene(rng: np.random.Generator, length: float = 110.0, start: float =
     n = int(np.ceil(end)) + 1
     heights = (np.zeros(n), np.zeros(n))
     scene = Scene(
-        road_half=road_half, sidewalk=sidewalk, building_line=line, heights=heights,
+        road_half=road_half, verge=verge, sidewalk=sidewalk, building_line=line, heights=heights,
         road_color=_jitter(rng, (88, 88, 92), 8), sidewalk_color=_pick(rng, [(185, 170, 165), (200, 190, 178),
                                                                              (165, 160, 160)], 8),
         terrain_color=_pick(rng, [(140, 165, 90), (155, 170, 100), (125, 150, 85)], 8),
@@ -494,7 +497,8 @@ def random_scene(rng: np.random.Generator, length: float = 110.0, start: float =
             lo, hi = int(np.clip(z, 0, n - 1)), int(np.clip(z + span, 0, n - 1))
             heights[s][lo:hi] = height
             z += span
-        edge = side * (road_half + sidewalk[s])  # sidewalk / terrain border
+        walk_in = road_half + verge[s]  # where the sidewalk begins
+        edge = side * (walk_in + sidewalk[s])  # sidewalk / terrain border
         z = start + rng.uniform(0, 10)
         while z < end:  # walls, fences and hedges at the back of the sidewalk
             span = rng.uniform(5.0, 20.0)
@@ -510,11 +514,12 @@ def random_scene(rng: np.random.Generator, length: float = 110.0, start: float =
         curb = side * (road_half + 0.45)
         for z in np.arange(start + rng.uniform(3, 12), start + near_span, rng.uniform(9.0, 18.0)):
             things.append(pole(rng, curb, float(z), side))
+        tree_x = road_half + verge[s] / 2 if verge[s] else walk_in + sidewalk[s] * 0.6
         for z in np.arange(start + rng.uniform(4, 14), end, rng.uniform(11.0, 20.0)):
-            things.append(tree(rng, side * (road_half + sidewalk[s] * 0.6), float(z) + rng.uniform(-2, 2)))
-        walk_lo, walk_hi = road_half + 0.7, road_half + sidewalk[s] - 0.3
+            things.append(tree(rng, side * tree_x, float(z) + rng.uniform(-2, 2)))
+        walk_lo, walk_hi = walk_in + 0.5, walk_in + sidewalk[s] - 0.3
         for _ in range(int(rng.integers(3, 9) * near_span / 60)):
-            z = float(rng.uniform(start + 4, start + near_span))
+            z = start + 4 + (near_span - 4) * float(rng.random()) ** 1.5  # more of them near the camera
             x = side * rng.uniform(walk_lo, max(walk_lo, walk_hi))
             things.append(person(rng, x, z) if rng.random() < 0.7 else parked_bicycle(rng, x, z))
         for z in np.arange(start + rng.uniform(5, 25), start + near_span, rng.uniform(7.0, 30.0)):  # parked cars
@@ -526,15 +531,17 @@ def random_scene(rng: np.random.Generator, length: float = 110.0, start: float =
         x = lanes[lane] + rng.normal(0, 0.3)
         z = float(rng.uniform(start + 7, start + near_span))
         speed = (0.6 if lane == 0 else -0.7) * rng.uniform(0.5, 1.2)
-        kind = rng.choice(["car", "truck", "bus", "cyclist"], p=[0.4, 0.15, 0.15, 0.3])
+        kind = rng.choice(["car", "truck", "bus"], p=[0.6, 0.2, 0.2])
         if kind == "car":
             things.append(car(rng, x, z, lane == 1, speed))
         elif kind == "truck":
             things.append(truck(rng, x, z, speed))
-        elif kind == "bus":
-            things.append(bus(rng, x, z, speed))
         else:
-            things.append(cyclist(rng, np.sign(x) * (road_half - 0.8), z, speed * 0.4))
+            things.append(bus(rng, x, z, speed))
+    for _ in range(int(rng.integers(1, 4) * near_span / 60)):  # cyclists near the curbs
+        side = int(rng.choice([-1, 1]))
+        z = start + 5 + (near_span - 5) * float(rng.random()) ** 1.5
+        things.append(cyclist(rng, side * (road_half - 0.8), z, side * 0.3 * rng.uniform(0.5, 1.0)))
     for z in scene.crossings:  # people on the zebra crossings
         for _ in range(int(rng.integers(0, 4))):
             things.append(person(rng, float(rng.uniform(-road_half, road_half)), z + rng.uniform(0.5, 3.0)))
@@ -606,8 +613,9 @@ class Renderer:
         z = cam_z + zr
         ax = np.abs(x)
         left = x < 0
-        walk = np.where(left, s.sidewalk[0], s.sidewalk[1])
-        label = np.where(ax <= s.road_half, ROAD, np.where(ax <= s.road_half + walk, SIDEWALK, TERRAIN))
+        walk_in = s.road_half + np.where(left, s.verge[0], s.verge[1])
+        walk_out = walk_in + np.where(left, s.sidewalk[0], s.sidewalk[1])
+        label = np.where(ax <= s.road_half, ROAD, np.where((ax > walk_in) & (ax <= walk_out), SIDEWALK, TERRAIN))
         label = label.astype(np.uint8)
         color = np.empty(v.shape + (3,), np.float32)
         for lid, c in ((ROAD, s.road_color), (SIDEWALK, s.sidewalk_color), (TERRAIN, s.terrain_color)):
@@ -621,9 +629,10 @@ class Renderer:
             white |= (np.abs(z - zc - 2.0) < 2.0) & (np.mod(x, 1.0) < 0.5) & (ax < s.road_half - 0.3)
         white |= (np.abs(ax - s.road_half + 0.25) < 0.08) & (label == ROAD)
         color[white] = (215, 215, 205)
-        curb = (label == SIDEWALK) & (ax - s.road_half < 0.2)
-        color[curb] *= 1.2
-        tiles = (label == SIDEWALK) & ((np.mod(z, 0.6) < 0.04) | (np.mod(ax - s.road_half, 0.6) < 0.04))
+        curb = (ax > s.road_half) & (ax - s.road_half < 0.2)  # curb stones belong to the sidewalk
+        label[curb] = SIDEWALK
+        color[curb] = np.asarray(s.sidewalk_color, np.float32) * 1.2
+        tiles = (label == SIDEWALK) & ((np.mod(z, 0.6) < 0.04) | (np.mod(ax - walk_in, 0.6) < 0.04))
         color[tiles] *= 0.85
         # shadows of the buildings on the side away from the sun
         zi = np.clip(z, 0, len(s.heights[0]) - 1).astype(np.int64)
