@@ -1,0 +1,156 @@
+"""`cfnet export onnx` and `cfnet build-engine` (attached to the `cfnet` group by `cfnet/cli.py`)."""
+
+from __future__ import annotations
+
+import click
+
+from cfnet.sizes import SHAPE, SIZE
+
+
+@click.group("export")
+def export_group() -> None:
+    """Export models for deployment.
+
+    \b
+    Example:
+      cfnet export onnx --model cfnet-pspnet --out cfnet-pspnet.onnx --size 512x1024
+    """
+
+
+@export_group.command("onnx")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Trained checkpoint (.pt) to export.")
+@click.option("--model", "model_name", metavar="NAME", help="Zoo model (random weights without --checkpoint).")
+@click.option("--preset", default=None, help="Model preset with --model alone [default: paper].")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output ONNX file.")
+@click.option("--size", type=SIZE, default="512x1024", show_default=True, help="Export size HxW (the runtime's box).")
+@click.option("--batch", default=1, show_default=True, help="Batch size of the traced example.")
+@click.option("--static", is_flag=True, help="Fixed batch, H and W instead of dynamic axes.")
+@click.option("--opset", default=17, show_default=True, help="ONNX opset (>= 17).")
+@click.option("--no-simplify", is_flag=True, help="Skip onnxslim.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@click.option("--calib-data", type=click.Path(file_okay=False), help="Image folder: int8 calibration, parity.")
+@click.option("--calib-images", default=32, show_default=True, help="Images of --calib-data to calibrate on.")
+@click.option("--json", "as_json", is_flag=True, help="Print the export report as JSON on stdout.")
+def onnx_command(
+    checkpoint: str | None,
+    model_name: str | None,
+    preset: str | None,
+    out: str,
+    size: tuple[int, int],
+    batch: int,
+    static: bool,
+    opset: int,
+    no_simplify: bool,
+    precision: str,
+    calib_data: str | None,
+    calib_images: int,
+    as_json: bool,
+) -> None:
+    """Export a model to ONNX: input `images` (N x 3 x H x W), output `logits`, cfnet metadata.
+
+    After every export ONNX Runtime (CPU) is compared with PyTorch on random inputs (and on --calib-data
+    images): max |Δ|, relative error, argmax agreement. An fp32 graph below 99.99% agreement or above 1e-4
+    relative error is refused (exit 1, nothing written). fp16: convolutions and matrix products in fp16,
+    normalisation, softmax, reductions and resizing in fp32 (for TensorRT 11's strongly typed builds).
+    int8: static QDQ quantisation calibrated on --calib-data, per-channel weights.
+
+    \b
+    Example:
+      cfnet export onnx --model segformer --preset tiny --out segformer.onnx --size 256x512
+      cfnet export onnx --checkpoint runs/cfnet/best.pt --out cfnet.onnx --size 512x1024
+      cfnet export onnx --checkpoint best.pt --out cfnet-int8.onnx --precision int8 --calib-data data/synth
+    """
+    import json
+    import sys
+
+    from export.onnx import ParityError, export_report
+
+    model = _load_model(checkpoint, model_name, preset)
+    try:
+        report = export_report(
+            model,
+            out,
+            size=size,
+            dynamic=not static,
+            simplify=not no_simplify,
+            precision=precision,
+            calib_images=calib_data,
+            opset=opset,
+            batch=batch,
+            calib_count=calib_images,
+        )
+    except ParityError as exc:
+        print(f"error: {exc} ({out} not written)", file=sys.stderr)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+
+
+def _load_model(checkpoint: str | None, model_name: str | None, preset: str | None):  # noqa: ANN202 - a torch model
+    from cfnet.errors import UserError
+
+    if checkpoint is None and model_name is None:
+        raise UserError("give --checkpoint or --model", "cfnet export onnx --help")
+    if checkpoint is not None:
+        if preset is not None:
+            raise UserError("--preset comes from the checkpoint", "drop --preset or --checkpoint")
+        from cfnet.checkpoint import load_model
+
+        return load_model(checkpoint, expect_model=model_name)
+    from cfnet.models import build_model
+
+    return build_model(str(model_name), preset=preset or "paper").eval()
+
+
+@click.command("build-engine")
+@click.argument("onnx_path", metavar="MODEL.onnx", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Engine file (.engine); + .engine.json.")
+@click.option("--fp16/--fp32", default=True, show_default=True, help="FP16 engine (normalisation kept in FP32).")
+@click.option("--min-shape", type=SHAPE, help="Smallest input NxCxHxW [default: half the metadata size].")
+@click.option("--opt-shape", type=SHAPE, help="Input NxCxHxW to tune for [default: 1x3x<cfnet.input_size>].")
+@click.option("--max-shape", type=SHAPE, help="Largest input NxCxHxW [default: twice the metadata size].")
+@click.option("--workspace-gb", default=4.0, show_default=True, help="Builder workspace limit, GB.")
+@click.option("--timing-cache", type=click.Path(dir_okay=False), help="Timing cache file, read and written.")
+@click.option("--json", "as_json", is_flag=True, help="Print the sidecar as JSON on stdout.")
+def build_engine_command(
+    onnx_path: str,
+    out: str,
+    fp16: bool,
+    min_shape: tuple[int, int, int, int] | None,
+    opt_shape: tuple[int, int, int, int] | None,
+    max_shape: tuple[int, int, int, int] | None,
+    workspace_gb: float,
+    timing_cache: str | None,
+    as_json: bool,
+) -> None:
+    """Build a TensorRT engine from an ONNX file, with one optimisation profile and a JSON sidecar.
+
+    TensorRT 10 builds an fp32 ONNX with the FP16 flag, normalisation, softmax and reductions pinned to
+    FP32; TensorRT 11 (no FP16 flag) builds a strongly typed network from the mixed fp16 ONNX, made on
+    the fly from an fp32 one. fp16 and int8 ONNX files build strongly typed on both. Needs an NVIDIA GPU.
+
+    \b
+    Example:
+      cfnet build-engine cfnet.onnx --out cfnet.engine
+      cfnet build-engine cfnet.onnx --out cfnet.engine --min-shape 1x3x256x512 --opt-shape 1x3x512x1024 \\
+          --max-shape 1x3x1024x2048 --timing-cache trt.cache
+    """
+
+    from export.engine_config import sidecar_path
+    from export.tensorrt import build_engine
+
+    engine = build_engine(
+        onnx_path,
+        out,
+        fp16=fp16,
+        min_shape=min_shape,
+        opt_shape=opt_shape,
+        max_shape=max_shape,
+        workspace_gb=workspace_gb,
+        timing_cache=timing_cache,
+    )
+    side = sidecar_path(engine)
+    if as_json:
+        click.echo(side.read_text())
+    else:
+        click.echo(f"wrote {engine} and {side}")

@@ -1,0 +1,306 @@
+"""`export_onnx`: a zoo model -> a parity-checked ONNX file (fp32, mixed fp16 or int8 QDQ) with cfnet metadata.
+
+The torch graph is traced by the TorchScript exporter (`dynamo=False`) with dynamic batch, H and W, checked,
+simplified with onnxslim, then compared with PyTorch in ONNX Runtime on the CPU. The file is written to a
+temp name in the output folder and renamed, so an interrupted export leaves nothing at `out`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from cfnet.errors import UserError
+from cfnet.models.base import SegmentationModel
+from export.metadata import PRECISIONS, build_metadata, set_metadata
+from export.parity import FP32_MAX_RELATIVE_ERROR, FP32_MIN_AGREEMENT, Parity, compare, fp32_ok
+
+INPUT, OUTPUT = "images", "logits"
+PARITY_SEED = 0
+REAL_PARITY_IMAGES = 4
+
+
+class ParityError(Exception):
+    """The exported fp32 graph disagrees with PyTorch: the export is refused (exit 1)."""
+
+
+@dataclass
+class ExportReport:
+    """What an export produced and measured."""
+
+    path: Path
+    precision: str
+    metadata: dict[str, str]
+    parity: dict[str, Parity] = field(default_factory=dict)
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    nodes: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "precision": self.precision,
+            "metadata": self.metadata,
+            "parity": {k: v.as_dict() for k, v in self.parity.items()},
+            "latency_ms": self.latency_ms,
+            "nodes": self.nodes,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def export_onnx(
+    model: SegmentationModel,
+    out: str | Path,
+    *,
+    size: tuple[int, int] = (512, 512),
+    dynamic: bool = True,
+    simplify: bool = True,
+    precision: str = "fp32",
+    calib_images: str | Path | Iterable[np.ndarray] | None = None,
+    opset: int = 17,
+    batch: int = 1,
+    calib_count: int = 32,
+) -> Path:
+    """Export `model` to `out` and return the path; parity lines are printed on stderr.
+
+    `calib_images`: a folder of images or an iterable of preprocessed `N x 3 x H x W` float32 arrays, used
+    for int8 calibration (required then) and for parity on real images. Raises `ParityError` when the fp32
+    graph disagrees with PyTorch, `UserError` on bad arguments.
+    """
+    return export_report(
+        model,
+        out,
+        size=size,
+        dynamic=dynamic,
+        simplify=simplify,
+        precision=precision,
+        calib_images=calib_images,
+        opset=opset,
+        batch=batch,
+        calib_count=calib_count,
+    ).path
+
+
+def export_report(
+    model: SegmentationModel,
+    out: str | Path,
+    *,
+    size: tuple[int, int] = (512, 512),
+    dynamic: bool = True,
+    simplify: bool = True,
+    precision: str = "fp32",
+    calib_images: str | Path | Iterable[np.ndarray] | None = None,
+    opset: int = 17,
+    batch: int = 1,
+    calib_count: int = 32,
+    log: Callable[[str], None] | None = None,
+) -> ExportReport:
+    """`export_onnx` returning the full `ExportReport` (parity per check, latencies); `log` gets progress lines."""
+    started = time.perf_counter()
+    say = log or (lambda line: print(line, file=sys.stderr))
+    out = Path(out)
+    divisor = int(getattr(model, "size_divisor", 1))
+    _check_arguments(out, size, divisor, precision, opset, batch, calib_images)
+    model = model.eval()
+    metadata = build_metadata(model, size, precision)
+
+    proto = trace(model, size, batch=batch, dynamic=dynamic, opset=opset)
+    if simplify:
+        proto = simplify_graph(proto)
+    set_metadata(proto, {**metadata, "cfnet.precision": "fp32"})
+    onnx.checker.check_model(proto, full_check=True)
+
+    real = []
+    if calib_images is not None:
+        from export.calibration import load_batches
+
+        count = calib_count if precision == "int8" else REAL_PARITY_IMAGES
+        real = load_batches(calib_images, metadata, count)
+    groups = _parity_inputs(size, divisor, batch, dynamic, real[:REAL_PARITY_IMAGES])
+    references = {kind: _torch_outputs(model, xs) for kind, xs in groups.items()}
+    report = ExportReport(out, precision, metadata)
+
+    fp32_session = _session(proto)
+    fp32 = _check_parity(report, "fp32", fp32_session, groups, references, say)
+    if not fp32_ok(fp32):
+        raise ParityError(
+            f"fp32 export disagrees with PyTorch ({fp32.line()}; needs agreement >= {100 * FP32_MIN_AGREEMENT}% "
+            f"and relative error <= {FP32_MAX_RELATIVE_ERROR})"
+        )
+
+    final = proto
+    if precision == "fp16":
+        from export.fp16 import convert_to_mixed_fp16
+
+        final = convert_to_mixed_fp16(proto)
+    elif precision == "int8":
+        from export.int8 import quantize_int8
+
+        final = quantize_int8(proto, real)
+    if precision != "fp32":
+        set_metadata(final, metadata)
+        onnx.checker.check_model(final, full_check=True)
+        session = _session(final)
+        _check_parity(report, precision, session, groups, references, say)
+        timing_input = groups["random"][0][:1]
+        report.latency_ms["fp32"] = _latency_ms(fp32_session, timing_input)
+        report.latency_ms[precision] = _latency_ms(session, timing_input)
+        ratio = report.latency_ms[precision] / report.latency_ms["fp32"]
+        say(
+            f"latency ONNX Runtime CPU {precision} {report.latency_ms[precision]:.1f} ms vs fp32 "
+            f"{report.latency_ms['fp32']:.1f} ms: {ratio:.2f}x"
+        )
+
+    report.nodes = len(final.graph.node)
+    write_atomic(final, out)
+    report.seconds = time.perf_counter() - started
+    say(f"wrote {out} ({precision}, {report.nodes} nodes, {out.stat().st_size / 1e6:.1f} MB)")
+    return report
+
+
+def trace(model: SegmentationModel, size: tuple[int, int], *, batch: int, dynamic: bool, opset: int) -> onnx.ModelProto:
+    """The inference graph of `model` from the TorchScript exporter: input `images`, output `logits`."""
+    example = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(PARITY_SEED))
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with tempfile.TemporaryDirectory(prefix="cfnet-trace-") as tmp, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = Path(tmp, "traced.onnx")
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            opset_version=opset,
+            dynamo=False,
+            dynamic_axes={INPUT: axes, OUTPUT: axes} if dynamic else None,
+            do_constant_folding=True,
+        )
+        return onnx.load(str(path))
+
+
+def simplify_graph(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxslim: constant folding, dead-code and shape-op elimination, Conv+BN fusion; dynamic axes survive."""
+    import onnxslim
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        slim = onnxslim.slim(proto)
+    if not isinstance(slim, onnx.ModelProto):
+        raise RuntimeError("onnxslim returned no model")
+    return slim
+
+
+def write_atomic(proto: onnx.ModelProto, out: Path) -> None:
+    """Serialise `proto` to a temp file next to `out`, then rename it to `out`."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(proto.SerializeToString())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _check_arguments(
+    out: Path,
+    size: tuple[int, int],
+    divisor: int,
+    precision: str,
+    opset: int,
+    batch: int,
+    calib_images: object,
+) -> None:
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision '{precision}'", f"choose from {', '.join(PRECISIONS)}")
+    if opset < 17:
+        raise UserError(f"opset {opset} is too old", "LayerNormalization needs opset >= 17")
+    if batch < 1 or min(size) < 1:
+        raise UserError(f"batch {batch} and size {size[0]}x{size[1]} must be positive", "export")
+    if size[0] % divisor or size[1] % divisor:
+        raise UserError(
+            f"export size {size[0]}x{size[1]} is not a multiple of the model's size divisor {divisor}", "--size"
+        )
+    if precision == "int8" and calib_images is None:
+        raise UserError("int8 export needs calibration images", "--calib-data DIR")
+    if out.is_dir():
+        raise UserError("output path is a folder", str(out))
+
+
+def _parity_inputs(
+    size: tuple[int, int], divisor: int, batch: int, dynamic: bool, real: list[np.ndarray]
+) -> dict[str, list[np.ndarray]]:
+    """`random`: normalised noise at the export size and, for dynamic graphs, at a second size with batch 2;
+    `real`: the given preprocessed images (those of the export size only, for static graphs)."""
+    rng = np.random.default_rng(PARITY_SEED)
+    noise = [rng.standard_normal((batch, 3, *size), dtype=np.float32)]
+    if dynamic:
+        step = max(divisor, 8)
+        other = (max(step, size[0] - step), size[1] + step)
+        noise.append(rng.standard_normal((2, 3, *other), dtype=np.float32))
+    images = [r for r in real if dynamic or (r.shape[0] == batch and r.shape[2:] == tuple(size))]
+    return {"random": noise, "real": images} if images else {"random": noise}
+
+
+def _check_parity(
+    report: ExportReport,
+    precision: str,
+    session: Any,
+    groups: dict[str, list[np.ndarray]],
+    references: dict[str, list[np.ndarray]],
+    say: Callable[[str], None],
+) -> Parity:
+    """Compare `session` with PyTorch per input group; record and print each; return the pooled figure."""
+    outputs = {kind: _ort_outputs(session, xs) for kind, xs in groups.items()}
+    for kind in groups:
+        parity = compare(zip(references[kind], outputs[kind], strict=True))
+        report.parity[f"{precision} {kind}"] = parity
+        say(f"parity {precision} ONNX Runtime vs PyTorch, {kind} inputs: {parity.line()}")
+    return compare(
+        zip(
+            [r for kind in groups for r in references[kind]], [o for kind in groups for o in outputs[kind]], strict=True
+        )
+    )
+
+
+def _torch_outputs(model: SegmentationModel, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    with torch.no_grad():
+        return [model(torch.from_numpy(x)).numpy() for x in inputs]
+
+
+def _session(proto: onnx.ModelProto) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _ort_outputs(session: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    return [session.run([OUTPUT], {INPUT: x})[0] for x in inputs]
+
+
+def _latency_ms(session: Any, x: np.ndarray, runs: int = 5) -> float:
+    """Median of `runs` timed runs after one warm-up."""
+    session.run([OUTPUT], {INPUT: x})
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run([OUTPUT], {INPUT: x})
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))

@@ -1,0 +1,186 @@
+"""`build_engine`: an ONNX file -> a serialized TensorRT engine and its `.engine.json` sidecar.
+
+A thin layer over TensorRT's Python API (10.x and 11.x); every decision it takes (profile, precision
+path, sidecar) comes from `export.engine_config`, which is tested on the CPU.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cfnet.errors import UserError
+from export.engine_config import (
+    FP32_LAYER_TYPES,
+    BuildPlan,
+    Profile,
+    Shape,
+    plan_build,
+    read_onnx_input,
+    resolve_profile,
+    sidecar,
+    write_bytes_atomic,
+    write_sidecar,
+)
+
+if TYPE_CHECKING:  # the stubs of tensorrt-stubs; at run time TensorRT is imported inside the functions
+    import tensorrt as trt
+
+INSTALL_HINT = (
+    "it needs an NVIDIA GPU with its driver: pip install 'cfnet[tensorrt]' (tensorrt, pycuda), "
+    "see https://docs.nvidia.com/deeplearning/tensorrt/latest/installing-tensorrt/installing.html"
+)
+
+
+def open_builder() -> tuple[trt.ILogger, trt.Builder]:
+    """`(logger, builder)` of a working TensorRT; a `UserError` when TensorRT or a GPU is missing.
+
+    Detected by a working `tensorrt.Builder`: `import tensorrt` alone succeeds with the type stubs installed.
+    """
+    try:
+        import tensorrt as trt
+
+        logger = trt.Logger(trt.Logger.WARNING)
+        builder = trt.Builder(logger)
+    except Exception as exc:  # ImportError, AttributeError (stub namespace), TypeError/RuntimeError (no GPU)
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
+        raise UserError("TensorRT is not available", f"{reason}; {INSTALL_HINT}") from None
+    if builder is None:
+        raise UserError("TensorRT is not available", f"no CUDA device; {INSTALL_HINT}")
+    return logger, builder
+
+
+def build_engine(
+    onnx_path: str | Path,
+    out: str | Path,
+    *,
+    fp16: bool = True,
+    min_shape: Shape | None = None,
+    opt_shape: Shape | None = None,
+    max_shape: Shape | None = None,
+    workspace_gb: float = 4,
+    timing_cache: str | Path | None = None,
+) -> Path:
+    """Build a TensorRT engine from `onnx_path` into `out` (+ `out.json` sidecar) and return `out`.
+
+    Shapes are `(N, C, H, W)`; missing ones default from the ONNX metadata (`cfnet.input_size`).
+    `timing_cache` is read when it exists and written back after the build.
+    """
+    onnx_path, out = Path(onnx_path), Path(out)
+    onnx_input = read_onnx_input(onnx_path)
+    profile = resolve_profile(onnx_input, min_shape, opt_shape, max_shape)
+    if workspace_gb <= 0:
+        raise UserError(f"workspace of {workspace_gb} GB must be positive", "--workspace-gb")
+    logger, builder = open_builder()
+    import tensorrt as trt
+
+    plan = plan_build(trt.__version__, hasattr(trt.BuilderFlag, "FP16"), fp16, onnx_input.precision)
+    print(f"TensorRT {trt.__version__}: {plan.describe()}", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="cfnet-engine-") as tmp:
+        source = onnx_path
+        if plan.convert_to_fp16:
+            source = _fp16_copy(onnx_path, Path(tmp, "model.fp16.onnx"))
+        network, parser = _parse(logger, builder, plan, source, onnx_path)
+        config = _config(builder, network, plan, profile, workspace_gb)
+        cache = _timing_cache(config, timing_cache)
+        serialized = builder.build_serialized_network(network, config)
+        del parser
+    if serialized is None:
+        raise UserError("TensorRT failed to build the engine (its log above says why)", str(onnx_path))
+    write_bytes_atomic(bytes(serialized), out)
+    if timing_cache is not None:
+        write_bytes_atomic(bytes(cache.serialize()), Path(timing_cache))
+    gpu_name, capability = gpu_identity()
+    content = sidecar(
+        onnx_input,
+        onnx_path,
+        profile,
+        plan,
+        tensorrt_version=trt.__version__,
+        gpu_name=gpu_name,
+        compute_capability=capability,
+    )
+    write_sidecar(content, out)
+    return out
+
+
+def gpu_identity() -> tuple[str, str]:
+    """Name and compute capability (`8.6`) of CUDA device 0, through pycuda."""
+    try:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        device = cuda.Device(0)
+        major, minor = device.compute_capability()
+        return str(device.name()), f"{major}.{minor}"
+    except Exception as exc:  # pycuda missing or failing: the engine is still usable, the sidecar says so
+        return f"unknown ({type(exc).__name__})", "unknown"
+
+
+def _fp16_copy(onnx_path: Path, target: Path) -> Path:
+    import onnx
+
+    from export.fp16 import convert_to_mixed_fp16
+    from export.metadata import get_metadata, set_metadata
+
+    model = onnx.load(str(onnx_path))
+    half = convert_to_mixed_fp16(model)
+    set_metadata(half, {**get_metadata(model), "cfnet.precision": "fp16"})
+    onnx.save_model(half, str(target))
+    return target
+
+
+def _parse(
+    logger: trt.ILogger, builder: trt.Builder, plan: BuildPlan, source: Path, shown: Path
+) -> tuple[trt.INetworkDefinition, trt.OnnxParser]:
+    """The parsed network and its parser (which must outlive the network's use)."""
+    import tensorrt as trt
+
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan.strongly_typed else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(source)):
+        errors = [parser.get_error(i) for i in range(parser.num_errors)]
+        rejected = (
+            "; ".join(f"node {e.node()} '{e.node_name()}' ({e.node_operator()}): {e.desc()}" for e in errors)
+            or "no details"
+        )
+        raise UserError(f"TensorRT rejected the ONNX model: {rejected}", str(shown))
+    return network, parser
+
+
+def _config(
+    builder: trt.Builder, network: trt.INetworkDefinition, plan: BuildPlan, profile: Profile, workspace_gb: float
+) -> trt.IBuilderConfig:
+    import tensorrt as trt
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    if plan.fp16_flag:
+        config.set_flag(trt.BuilderFlag.FP16)
+    if plan.fp32_layers:
+        kept = {getattr(trt.LayerType, name) for name in FP32_LAYER_TYPES}
+        floats = {trt.float32, trt.float16}
+        for i in range(network.num_layers):
+            layer = network.get_layer(i)
+            if layer.type in kept:
+                layer.precision = trt.float32
+                for j in range(layer.num_outputs):
+                    if layer.get_output(j).dtype in floats:
+                        layer.set_output_type(j, trt.float32)
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    optimisation = builder.create_optimization_profile()
+    optimisation.set_shape(
+        profile.name, trt.Dims(list(profile.min)), trt.Dims(list(profile.opt)), trt.Dims(list(profile.max))
+    )
+    config.add_optimization_profile(optimisation)
+    return config
+
+
+def _timing_cache(config: trt.IBuilderConfig, path: str | Path | None) -> trt.ITimingCache:
+    previous = Path(path).read_bytes() if path is not None and Path(path).is_file() else b""
+    cache = config.create_timing_cache(previous)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    return cache
