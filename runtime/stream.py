@@ -10,6 +10,7 @@ leave a finalised video.
 from __future__ import annotations
 
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -202,7 +203,13 @@ def run_stream(
 
 
 def _guard(run: _Run, target: Callable[..., None], *args: Any) -> None:
-    """Thread body: run `target`, turning any exception into a stop of the whole run."""
+    """Thread body: run `target`, turning any exception into a stop of the whole run.
+
+    SIGINT is blocked in the workers so that Ctrl-C reaches the main thread only: delivered to a worker it
+    interrupts the encoder's write() (EINTR) and a frame is lost.
+    """
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         target(*args)
     except BaseException as exc:  # re-raised by run_stream on the caller's thread

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 CLASSES = ["road", "car", "sky", "tree"]
@@ -114,3 +115,26 @@ def read_video(path: Path) -> tuple[list[np.ndarray], float]:
         frames.append(frame)
     capture.release()
     return frames, fps
+
+
+class Reference:
+    """ONNX Runtime's argmax of a frame, with the letterbox written independently of `runtime.preprocess`."""
+
+    def __init__(
+        self, model: Path, input_size: tuple[int, int], divisor: int, mean: list[float] = MEAN, std: list[float] = STD
+    ) -> None:
+        self.session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        self.input_size, self.divisor, self.mean, self.std = input_size, divisor, np.array(mean), np.array(std)
+
+    def mask(self, frame_bgr: np.ndarray) -> np.ndarray:
+        h, w = frame_bgr.shape[:2]
+        scale = min(self.input_size[0] / h, self.input_size[1] / w)
+        rh, rw = round(h * scale), round(w * scale)
+        resized = frame_bgr if (rh, rw) == (h, w) else cv2.resize(frame_bgr, (rw, rh), interpolation=cv2.INTER_LINEAR)
+        rgb = resized[..., ::-1].astype(np.float64) / 255.0
+        chw = ((rgb - self.mean) / self.std).transpose(2, 0, 1)
+        ph, pw = -(-rh // self.divisor) * self.divisor, -(-rw // self.divisor) * self.divisor
+        padded = np.zeros((1, 3, ph, pw), np.float32)
+        padded[0, :, :rh, :rw] = chw
+        labels = self.session.run(None, {"images": padded})[0][0].argmax(axis=0)[:rh, :rw].astype(np.uint8)
+        return cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)

@@ -14,14 +14,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 import pytest
 
 from cfnet.cli import main
 from runtime.backend import open_backend
 from runtime.stream import run_stream
 from runtime.video import VideoSource
-from tests.runtime.conftest import MEAN, STD, read_video, synthetic_frames
+from tests.runtime.conftest import Reference, read_video, synthetic_frames
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,27 +31,6 @@ def cfnet(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str
         main([str(a) for a in args])
     out, err = capsys.readouterr()
     return int(exited.value.code or 0), out, err
-
-
-class Reference:
-    """ONNX Runtime's argmax of a frame, with the letterbox written independently of `runtime.preprocess`."""
-
-    def __init__(self, model: Path, input_size: tuple[int, int], divisor: int) -> None:
-        self.session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-        self.input_size, self.divisor = input_size, divisor
-
-    def mask(self, frame_bgr: np.ndarray) -> np.ndarray:
-        h, w = frame_bgr.shape[:2]
-        scale = min(self.input_size[0] / h, self.input_size[1] / w)
-        rh, rw = round(h * scale), round(w * scale)
-        resized = frame_bgr if (rh, rw) == (h, w) else cv2.resize(frame_bgr, (rw, rh), interpolation=cv2.INTER_LINEAR)
-        rgb = resized[..., ::-1].astype(np.float64) / 255.0
-        chw = ((rgb - np.array(MEAN)) / np.array(STD)).transpose(2, 0, 1)
-        ph, pw = -(-rh // self.divisor) * self.divisor, -(-rw // self.divisor) * self.divisor
-        padded = np.zeros((1, 3, ph, pw), np.float32)
-        padded[0, :, :rh, :rw] = chw
-        labels = self.session.run(None, {"images": padded})[0][0].argmax(axis=0)[:rh, :rw].astype(np.uint8)
-        return cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
 
 
 def test_stream_cli_keeps_every_frame_and_masks_equal_onnxruntime(
