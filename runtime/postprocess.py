@@ -59,7 +59,7 @@ def palette_lut(palette: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
 def colorize(mask: np.ndarray, palette: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
     """`H x W` class ids -> `H x W x 3` BGR colours (`palette`: RGB colours, or a lookup from `palette_lut`)."""
     lut = palette if isinstance(palette, np.ndarray) and palette.shape == (256, 3) else palette_lut(palette)
-    return lut[mask]
+    return cv2.LUT(cv2.merge([mask, mask, mask]), lut.reshape(256, 1, 3))
 
 
 def overlay(frame_bgr: np.ndarray, colours_bgr: np.ndarray, alpha: float = 0.5) -> np.ndarray:

@@ -76,6 +76,9 @@ def preprocess(
         infos.append(FrameInfo(frame_size=(frame.shape[0], frame.shape[1]), resized_size=(h, w), input_size=canvas))
         if (h, w) != frame.shape[:2]:
             frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_LINEAR)
-        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB).astype(np.float32)
-        batch[i, :, :h, :w] = (rgb * scale - shift).transpose(2, 0, 1)
+        bgr_planes = cv2.split(frame)  # planar already: no HWC -> CHW transpose
+        for c in range(3):  # RGB channel c is BGR plane 2 - c
+            target = batch[i, c, :h, :w]
+            np.multiply(bgr_planes[2 - c], scale[c], out=target)
+            np.subtract(target, shift[c], out=target)
     return batch, infos
