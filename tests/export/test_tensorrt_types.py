@@ -1,0 +1,84 @@
+"""`export/tensorrt.py` type-checks against the TensorRT API of the installed `tensorrt-stubs`.
+
+mypy cannot use those stubs as installed: the `tensorrt/` folder has no `py.typed` (so mypy treats the module
+as untyped, `Any`), and `tensorrt_bindings/tensorrt.pyi` has two syntax errors (a parameter named `in`, a
+parameter without default after defaulted ones). The test writes a repaired copy and points mypy at it; a
+probe with a deliberate API misuse proves the stubs are really in force.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PROBE = """import tensorrt as trt
+
+
+def probe(builder: trt.Builder) -> None:
+    builder.create_network(flags="strongly typed")
+"""
+
+
+def _defaults_for_trailing_params(line: str) -> str:
+    head, rest = line.split("(", 1)
+    params, tail = rest.rsplit(") ->", 1)
+    fixed, seen_default = [], False
+    for param in params.split(", "):
+        if "=" in param:
+            seen_default = True
+        elif seen_default and not param.startswith("*"):
+            param += " = ..."
+        fixed.append(param)
+    return f"{head}({', '.join(fixed)}) ->{tail}"
+
+
+def _repaired(text: str) -> str:
+    lines = re.sub(r"\bin: ", "in_: ", text).split("\n")
+    for _ in range(20):
+        try:
+            ast.parse("\n".join(lines))
+            return "\n".join(lines)
+        except SyntaxError as exc:
+            if exc.lineno is None or "non-default argument" not in str(exc.msg):
+                raise
+            lines[exc.lineno - 1] = _defaults_for_trailing_params(lines[exc.lineno - 1])
+    raise AssertionError("could not repair the tensorrt stubs")
+
+
+def _stub_root(tmp_path: Path) -> Path:
+    site = Path(sysconfig.get_paths()["purelib"])
+    bindings, top = site / "tensorrt_bindings" / "tensorrt.pyi", site / "tensorrt" / "__init__.pyi"
+    if not bindings.is_file() or not top.is_file():
+        pytest.fail("tensorrt-stubs is not installed: pip install --no-deps tensorrt-stubs (make install does)")
+    root = tmp_path / "stubs"
+    (root / "tensorrt").mkdir(parents=True)
+    (root / "tensorrt_bindings").mkdir()
+    (root / "tensorrt" / "__init__.pyi").write_text(top.read_text())
+    (root / "tensorrt_bindings" / "__init__.pyi").write_text((site / "tensorrt_bindings" / "__init__.pyi").read_text())
+    (root / "tensorrt_bindings" / "tensorrt.pyi").write_text(_repaired(bindings.read_text()))
+    return root
+
+
+def test_tensorrt_builder_code_type_checks_against_the_stubs(tmp_path: Path) -> None:
+    stubs = _stub_root(tmp_path)
+    probe = tmp_path / "probe.py"
+    probe.write_text(PROBE)
+    config = tmp_path / "mypy.ini"
+    config.write_text(
+        "[mypy]\npython_version = 3.11\nignore_missing_imports = True\ncheck_untyped_defs = True\n"
+        f"mypy_path = {stubs}\ncache_dir = {ROOT / '.mypy_cache' / 'tensorrt-stubs'}\n"
+        "[mypy-tensorrt,tensorrt.*,tensorrt_bindings,tensorrt_bindings.*]\n"
+        "follow_imports = silent\nignore_errors = True\n"
+    )
+    command = [sys.executable, "-m", "mypy", "--config-file", str(config), "export/tensorrt.py", str(probe)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    errors = [line for line in result.stdout.splitlines() if ": error:" in line]
+    assert any(line.startswith(str(probe)) and "create_network" in line for line in errors), result.stdout
+    assert [line for line in errors if not line.startswith(str(probe))] == []
