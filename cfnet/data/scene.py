@@ -271,7 +271,7 @@ def truck(rng: np.random.Generator, x: float, z: float, speed: float) -> Thing:
 def bus(rng: np.random.Generator, x: float, z: float, speed: float) -> Thing:
     """A city bus with a band of windows along its sides, seen from behind."""
     w, length, h = 2.55, rng.uniform(11.0, 13.0), rng.uniform(3.0, 3.3)
-    paint = _pick(rng, [(225, 185, 35), (40, 125, 70), (190, 40, 40), (235, 235, 225)])
+    paint = _pick(rng, [(225, 185, 35), (40, 125, 70), (190, 40, 40)])
     glass = _jitter(rng, (45, 55, 65), 6)
     x0, x1 = x - w / 2, x + w / 2
     parts = _box(x0, x1, 0.35, h, z, z + length, paint, BUS)
@@ -414,15 +414,15 @@ def pole(rng: np.random.Generator, x: float, z: float, side: int) -> Thing:
 
 def wall(rng: np.random.Generator, x: float, z0: float, z1: float) -> Thing:
     """A low concrete wall parallel to the street, at X = x."""
-    h = rng.uniform(0.9, 2.0)
-    color = _pick(rng, [(135, 138, 148), (160, 150, 135), (115, 112, 110)], 8)
+    h = rng.uniform(1.2, 2.5)
+    color = _pick(rng, [(135, 140, 158), (118, 124, 142), (150, 150, 165)], 8)
     return Thing(_box(x - 0.15, x + 0.15, 0.0, h, z0, z1, color, WALL, _slabs(float(rng.integers(1000)), 2, h)))
 
 
 def fence(rng: np.random.Generator, x: float, z0: float, z1: float) -> Thing:
     """A fence parallel to the street, at X = x."""
-    color = _pick(rng, [(165, 130, 95), (120, 130, 120), (175, 175, 170)], 8)
-    return Thing([_quad_x(x, 0.0, rng.uniform(1.1, 1.6), z0, z1, color, FENCE, _lattice(2, rng.uniform(0.12, 0.2)))])
+    color = _pick(rng, [(165, 130, 95), (95, 135, 105), (150, 110, 80)], 8)
+    return Thing([_quad_x(x, 0.0, rng.uniform(1.3, 2.0), z0, z1, color, FENCE, _lattice(2, rng.uniform(0.12, 0.2)))])
 
 
 def building(rng: np.random.Generator, x_face: float, side: int, z0: float, z1: float, height: float) -> Thing:
@@ -531,7 +531,7 @@ def random_scene(rng: np.random.Generator, length: float = 110.0, start: float =
         x = lanes[lane] + rng.normal(0, 0.3)
         z = float(rng.uniform(start + 7, start + near_span))
         speed = (0.6 if lane == 0 else -0.7) * rng.uniform(0.5, 1.2)
-        kind = rng.choice(["car", "truck", "bus"], p=[0.6, 0.2, 0.2])
+        kind = rng.choice(["car", "truck", "bus"], p=[0.5, 0.25, 0.25])
         if kind == "car":
             things.append(car(rng, x, z, lane == 1, speed))
         elif kind == "truck":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -141,15 +142,48 @@ def test_size_mismatch(layout: Path) -> None:
     _expect(layout, "val", "differs from image size", label)
 
 
-def test_cli_reports_bad_data_in_one_line(layout: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _, label = _write(layout, "val", "bonn", 7)
+def _unknown_id(root: Path) -> Path:
+    _, label = _write(root, "val", "bonn", 7)
     cv2.imwrite(str(label), np.full((12, 20), 77, np.uint8))
+    return label
+
+
+def _no_label(root: Path) -> Path:
+    image, label = _write(root, "val", "bonn", 7)
+    label.unlink()
+    return image
+
+
+def _corrupt(root: Path) -> Path:
+    image, _ = _write(root, "val", "bonn", 7)
+    image.write_bytes(b"garbage")
+    return image
+
+
+def _size_mismatch(root: Path) -> Path:
+    _, label = _write(root, "val", "bonn", 7)
+    cv2.imwrite(str(label), np.full((10, 20), 7, np.uint8))
+    return label
+
+
+def _missing_dir(root: Path) -> Path:
+    return root / "missing"
+
+
+def _empty_split(root: Path) -> Path:
+    for path in (root / "leftImg8bit" / "val").rglob("*.png"):
+        path.unlink()
+    return root / "leftImg8bit" / "val"
+
+
+@pytest.mark.parametrize("breaker", [_unknown_id, _no_label, _corrupt, _size_mismatch, _missing_dir, _empty_split])
+def test_cli_reports_bad_data_in_one_line(
+    layout: Path, capsys: pytest.CaptureFixture[str], breaker: Callable[[Path], Path]
+) -> None:
+    culprit = breaker(layout)
+    data = culprit if breaker is _missing_dir else layout
     with pytest.raises(SystemExit) as info:
-        main(["data", "check", str(layout), "--split", "val"])
+        main(["data", "check", str(data), "--split", "val"])
     assert info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: unknown label id 77") and str(label) in err[0]
-    with pytest.raises(SystemExit) as info:
-        main(["data", "check", str(layout / "missing")])
-    assert info.value.code == 2
-    assert capsys.readouterr().err.strip() == f"error: data folder not found ({layout / 'missing'})"
+    assert len(err) == 1 and err[0].startswith("error: ") and err[0].endswith(f"({culprit})")
