@@ -7,7 +7,7 @@ A backend that cannot run here raises `Skipped` with the reason, which the repor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -99,7 +99,10 @@ def tensorrt_unavailable() -> str | None:
 
 
 class ArtifactCache:
-    """Exports each model once per precision into `folder` and reuses the files in later runs."""
+    """Exports each model once per precision into `folder` and reuses the files in later runs.
+
+    `known`: files exported elsewhere (model name -> precision -> path), used as they are.
+    """
 
     def __init__(
         self,
@@ -107,8 +110,10 @@ class ArtifactCache:
         size: tuple[int, int],
         exporter: Exporter | None = None,
         calib_images: Callable[[], Iterable[np.ndarray]] | None = None,
+        known: Mapping[str, Mapping[str, Path]] | None = None,
     ) -> None:
         self.folder = folder
+        self.known = known or {}
         self.size = size
         self.exporter = exporter
         self.calib_images = calib_images
@@ -116,6 +121,9 @@ class ArtifactCache:
 
     def onnx(self, model: Any, key: str, precision: str) -> Path:
         """The ONNX file of `model` at `precision`, exported on first use; `Skipped` if the export fails."""
+        given = self.known.get(getattr(model, "config", {}).get("model", ""), {}).get(precision)
+        if given is not None:
+            return Path(given)
         path = self.folder / f"{key}-{self.size[0]}x{self.size[1]}-{precision}.onnx"
         if path in self.failures:
             raise Skipped(self.failures[path])

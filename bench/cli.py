@@ -35,6 +35,8 @@ def _names(text: str) -> tuple[str, ...]:
               help="Video: end-to-end stream FPS against backend-only FPS per backend.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench-report"), show_default=True,
               help="Report folder (report.md, results.csv/json, charts; exported models under cache/).")
+@click.option("--markdown", type=click.Path(path_type=Path), default=None,
+              help="Also write the Markdown report to this file (charts copied beside it), e.g. docs/BENCHMARKS.md.")
 @click.option("--quick", is_flag=True, help="A subset of models and fewer rounds (what `make bench` runs).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of the Markdown table.")
 def bench_command(
@@ -52,6 +54,7 @@ def bench_command(
     images: int | None,
     stream: Path | None,
     out: Path,
+    markdown: Path | None,
     quick: bool,
     as_json: bool,
 ) -> None:
@@ -91,7 +94,7 @@ def bench_command(
         out=out,
     )
     result = run_bench(config)
-    paths = write_report(result, out)
+    paths = write_report(result, out, markdown)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:

@@ -192,8 +192,11 @@ def _save(fig: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_report(result: dict[str, Any], out: Path) -> dict[str, Path]:
-    """Write `report.md`, `results.csv`, `results.json`, `latency.png` and (with accuracy) `accuracy.png`."""
+def write_report(result: dict[str, Any], out: Path, markdown: Path | None = None) -> dict[str, Path]:
+    """Write `report.md`, `results.csv`, `results.json`, `latency.png` and (with accuracy) `accuracy.png`.
+
+    `markdown`: also write the report there (e.g. `docs/BENCHMARKS.md`), its charts copied beside it.
+    """
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / "results.csv", "json": out / "results.json"}
     charts: dict[str, str] = {}
@@ -207,4 +210,19 @@ def write_report(result: dict[str, Any], out: Path) -> dict[str, Path]:
     _write_text(paths["json"], json.dumps(result, indent=2) + "\n")
     paths["markdown"] = out / "report.md"
     _write_text(paths["markdown"], render_markdown(result, charts))
+    if markdown is not None:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        copies = {}
+        for title, name in charts.items():
+            copy = markdown.with_name(f"{markdown.stem}-{name}")
+            _write_bytes(copy, (out / name).read_bytes())
+            copies[title] = copy.name
+        _write_text(markdown, render_markdown(result, copies))
+        paths["extra_markdown"] = markdown
     return paths
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

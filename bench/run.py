@@ -22,11 +22,15 @@ from cfnet.errors import UserError
 QUICK_MODELS = ("hrnet", "segformer", "cfnet-pspnet")
 DEFAULT_BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "onnxruntime-fp16", "tensorrt")
 CALIB_BATCHES = 8
+NOISE_CALIB_BATCHES = 2
 
 
 @dataclass
 class BenchConfig:
-    """What to measure; `out` receives the report and, under `out/cache`, the exported artifacts."""
+    """What to measure; `out` receives the report and, under `out/cache`, the exported artifacts.
+
+    `artifacts`: ONNX files already exported (model -> precision -> path), used instead of exporting.
+    """
 
     models: tuple[str, ...]
     preset: str = "paper"
@@ -44,6 +48,7 @@ class BenchConfig:
     out: Path = Path("bench-report")
     num_classes: int = 19
     seed: int = 0
+    artifacts: dict[str, dict[str, Path]] = field(default_factory=dict)
     command: str = field(default_factory=lambda: " ".join(["cfnet", *sys.argv[1:]]))
 
 
@@ -64,7 +69,7 @@ def run_bench(config: BenchConfig, *, exporter: Exporter | None = None, progress
     threads = config.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     dataset = _dataset(config) if config.data is not None else None
-    cache = ArtifactCache(config.out / "cache", config.size, exporter, _calibration(config, dataset))
+    cache = ArtifactCache(config.out / "cache", config.size, exporter, _calibration(config, dataset), config.artifacts)
     result: dict[str, Any] = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": config.command,
@@ -123,13 +128,15 @@ def _samples(dataset: Any, limit: int | None) -> Iterator[tuple[np.ndarray, np.n
 
 
 def _calibration(config: BenchConfig, dataset: Any) -> Callable[[], list[np.ndarray]]:
-    """int8 calibration batches: images of the split when there is one, else seeded noise at the bench size."""
+    """int8 calibration batches: images of the split when there is one, else a little seeded noise at the bench
+    size (enough for speed, which is all that is measured without a split; calibration is the int8 export's
+    slowest step at paper sizes)."""
 
     def batches() -> list[np.ndarray]:
         if dataset is not None:
             return [image[None] for image, _ in _samples(dataset, CALIB_BATCHES)]
         rng = np.random.default_rng(config.seed)
-        return [rng.standard_normal((1, 3, *config.size), dtype=np.float32) for _ in range(CALIB_BATCHES)]
+        return [rng.standard_normal((1, 3, *config.size), dtype=np.float32) for _ in range(NOISE_CALIB_BATCHES)]
 
     return batches
 

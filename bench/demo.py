@@ -1,0 +1,218 @@
+"""`cfnet demo`: the whole chain on embedded synthetic data, in one command, with a report of what it measured.
+
+Stages: synthesise a Cityscapes-layout set and a driving video -> train a tiny cfnet-pspnet and, the same
+way, a tiny segformer -> evaluate both -> export fp32, fp16 and int8 ONNX (parity printed) -> a quick bench
+(speed and accuracy per backend) -> stream the video to an overlay MP4 -> `OUT/REPORT.md`.
+Every figure of REPORT.md comes from `OUT/demo.json`, which this run writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from bench.demo_report import overlay_strip, write_demo_report
+from cfnet.errors import UserError
+
+MODELS = ("cfnet-pspnet", "segformer")
+PRECISIONS = ("fp32", "fp16", "int8")
+BACKENDS = ("torch", "onnxruntime", "onnxruntime-fp16", "onnxruntime-int8", "tensorrt")
+
+
+@dataclass
+class DemoConfig:
+    """Sizes of the demo run; the defaults finish in under 10 minutes on 2 cores."""
+
+    out: Path = Path("demo")
+    train_images: int = 48
+    val_images: int = 12
+    size: tuple[int, int] = (128, 256)
+    frames: int = 48
+    train_iters: int = 400
+    batch_size: int = 4
+    lr: float = 2e-3
+    bench_iters: int = 5
+    seed: int = 0
+
+
+class Stages:
+    """Prints `[demo i/n] stage ...` before and the seconds taken after each stage; keeps the timings."""
+
+    NAMES = ("synthesise data and video", "train cfnet-pspnet", "train segformer", "evaluate",
+             "export ONNX fp32/fp16/int8", "bench", "stream video", "report")
+
+    def __init__(self, echo: Callable[[str], None]) -> None:
+        self.echo = echo
+        self.seconds: dict[str, float] = {}
+
+    def run(self, name: str, work: Callable[[], Any]) -> Any:
+        index = self.NAMES.index(name) + 1
+        self.echo(f"[demo {index}/{len(self.NAMES)}] {name} ...")
+        start = time.perf_counter()
+        result = work()
+        self.seconds[name] = time.perf_counter() - start
+        self.echo(f"[demo {index}/{len(self.NAMES)}] {name}: done in {self.seconds[name]:.1f} s")
+        return result
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_demo(config: DemoConfig, echo: Callable[[str], None] = _stderr) -> dict[str, Any]:
+    """Run every stage into `config.out`; returns the figures also written to `OUT/demo.json`."""
+    import torch
+
+    torch.manual_seed(config.seed)
+    out = config.out
+    if out.exists() and not out.is_dir():
+        raise UserError("--out exists and is not a folder", str(out))
+    out.mkdir(parents=True, exist_ok=True)
+    stages = Stages(echo)
+    data, video = stages.run("synthesise data and video", lambda: _synthesise(config))
+    runs: dict[str, Path] = {name: stages.run(f"train {name}", partial(_train, config, name, data)) for name in MODELS}
+    metrics = stages.run("evaluate", lambda: _evaluate(runs, data))
+    exports = stages.run("export ONNX fp32/fp16/int8", lambda: _export(config, runs["cfnet-pspnet"], data))
+    bench = stages.run("bench", lambda: _bench(config, runs, data, exports))
+    stream = stages.run("stream video", lambda: _stream(config, exports["fp32"]["path"], video))
+    figures: dict[str, Any] = {
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        "data": str(data),
+        "video": str(video),
+        "checkpoints": {name: str(path) for name, path in runs.items()},
+        "metrics": metrics,
+        "exports": exports,
+        "bench": {"report": str(bench["paths"]["markdown"]), "rows": bench["result"]["rows"],
+                  "machine": bench["result"]["machine"]},
+        "stream": stream,
+        "seconds": dict(stages.seconds),
+    }
+    _write_json(out / "demo.json", figures)
+    report = stages.run("report", lambda: write_demo_report(out, figures))
+    echo(f"report: {report}\ndata: {data}\nvideo: {video}\ncheckpoints: {config.out / 'checkpoints'}\n"
+         f"ONNX models: {config.out / 'models'}\nbench: {bench['paths']['markdown']}\n"
+         f"overlay video: {stream['video']}\nfigures: {out / 'demo.json'}")
+    return figures
+
+
+def _synthesise(config: DemoConfig) -> tuple[Path, Path]:
+    from cfnet.data.synth import synthesize, synthesize_video
+
+    data = config.out / "data"
+    synthesize(data, train=config.train_images, val=config.val_images, size=config.size, seed=config.seed,
+               overwrite=True)
+    video = synthesize_video(config.out / "video.mp4", frames=config.frames, size=config.size, seed=config.seed + 1)
+    return data, Path(video)
+
+
+def _train(config: DemoConfig, name: str, data: Path) -> Path:
+    from cfnet.train import TrainConfig, train
+
+    run_dir = config.out / "runs" / name
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # the demo owns its run folders; a rerun starts afresh
+    train_config = TrainConfig(
+        model=name,
+        data=str(data),
+        out=str(run_dir),
+        preset="tiny",
+        iters=config.train_iters,
+        batch_size=config.batch_size,
+        crop=config.size,
+        lr=config.lr,
+        poly=True,
+        val_every=max(1, config.train_iters // 4),
+        save_every=config.train_iters,
+        log_every=max(1, config.train_iters // 20),
+        workers=0,
+        device="cpu",
+        seed=config.seed,
+    )
+    return Path(train(train_config))
+
+
+def _evaluate(runs: dict[str, Path], data: Path) -> dict[str, dict[str, Any]]:
+    from cfnet.checkpoint import load_model
+    from cfnet.data.cityscapes import CityscapesDataset
+    from cfnet.data.transforms import eval_transform
+    from cfnet.evaluate import evaluate
+
+    dataset = CityscapesDataset(data, "val", transform=eval_transform())
+    results = {}
+    for name, path in runs.items():
+        scores = evaluate(load_model(path, expect_model=name), dataset)
+        results[name] = {k: scores[k] for k in ("miou", "mdice", "pixel_accuracy", "images")}
+    return results
+
+
+def _calibration(data: Path, count: int = 8) -> list[Any]:
+    from cfnet.data.cityscapes import CityscapesDataset
+    from cfnet.data.transforms import eval_transform
+
+    dataset = CityscapesDataset(data, "train", transform=eval_transform())
+    return [dataset[i][0].numpy()[None] for i in range(min(count, len(dataset)))]
+
+
+def _export(config: DemoConfig, checkpoint: Path, data: Path) -> dict[str, dict[str, Any]]:
+    from cfnet.checkpoint import load_model
+    from export.onnx import export_onnx
+
+    model = load_model(checkpoint, expect_model="cfnet-pspnet")
+    folder = config.out / "models"
+    folder.mkdir(parents=True, exist_ok=True)
+    exports = {}
+    for precision in PRECISIONS:
+        path = folder / f"cfnet-pspnet-{precision}.onnx"
+        calib = _calibration(data) if precision == "int8" else None
+        written = export_onnx(model, path, size=config.size, precision=precision, calib_images=calib)
+        exports[precision] = {"path": str(written), "megabytes": Path(written).stat().st_size / 1e6}
+    return exports
+
+
+def _bench(config: DemoConfig, runs: dict[str, Path], data: Path, exports: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    from bench.report import write_report
+    from bench.run import BenchConfig, run_bench
+
+    checkpoints = config.out / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    for name, path in runs.items():
+        shutil.copyfile(path, checkpoints / f"{name}.pt")
+    bench_config = BenchConfig(
+        models=MODELS,
+        preset="tiny",
+        size=config.size,
+        backends=BACKENDS,
+        warmup=1,
+        iters=config.bench_iters,
+        checkpoints=checkpoints,
+        data=data,
+        out=config.out / "bench",
+        seed=config.seed,
+        artifacts={"cfnet-pspnet": {precision: Path(info["path"]) for precision, info in exports.items()}},
+        command=" ".join(["cfnet", *sys.argv[1:]]),
+    )
+    result = run_bench(bench_config)
+    return {"result": result, "paths": write_report(result, bench_config.out)}
+
+
+def _stream(config: DemoConfig, model: str, video: Path) -> dict[str, Any]:
+    from bench.streaming import stream_fps
+
+    overlay = config.out / "overlay.mp4"
+    stats = stream_fps(video, Path(model), "cpu", overlay)
+    strip = overlay_strip(overlay, config.out / "overlay_strip.png")
+    return {**stats, "video": str(overlay), "strip": str(strip)}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
