@@ -49,6 +49,7 @@ def test_pairs_are_found_sorted_and_read_as_trainids(layout: Path) -> None:
     assert label.dtype == torch.int64 and label.shape == (12, 20)
     bgr = cv2.imread(str(ds.samples[1].image))
     raw = cv2.imread(str(ds.samples[1].label), cv2.IMREAD_UNCHANGED)
+    assert bgr is not None and raw is not None
     rgb = bgr[..., ::-1] / 255.0
     expected = (rgb - np.array(MEAN)) / np.array(STD)
     assert np.allclose(image.numpy().transpose(1, 2, 0), expected, atol=1e-5)
@@ -125,6 +126,7 @@ def test_corrupt_image_body_fails_when_read(layout: Path) -> None:
 def test_unknown_label_id(layout: Path) -> None:
     _, label = _write(layout, "val", "bonn", 7)
     values = cv2.imread(str(label), cv2.IMREAD_UNCHANGED)
+    assert values is not None
     values[3, 4] = 40
     cv2.imwrite(str(label), values)
     _expect(layout, "val", "unknown label id 40", label)

@@ -32,6 +32,7 @@ def test_layout_names_and_labels(tmp_path: Path) -> None:
     assert len(names) == 5 * 3
     label = cv2.imread(str(out / "gtFine/train/synthville/synthville_000000_000019_gtFine_labelIds.png"),
                        cv2.IMREAD_UNCHANGED)
+    assert label is not None
     assert label.dtype == np.uint8 and label.shape == SIZE
     assert set(np.unique(label).tolist()) <= VALID_IDS
     assert ID_BY_NAME["road"] in label and 0 not in label  # labelIds (road 7), not trainIds (road 0)
