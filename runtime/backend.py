@@ -74,11 +74,13 @@ def open_backend(
     providers: Sequence[str] | None = None,
     threads: int | None = None,
     overrides: Overrides | None = None,
+    spinning: bool = False,
 ) -> Backend:
     """Load an artifact: `.onnx` -> ONNX Runtime, `.engine`/`.plan` -> native TensorRT.
 
     `device`: `auto` (best available), `cpu` or `cuda`; `providers` overrides ONNX Runtime's provider list;
-    `threads` sets ONNX Runtime's intra-op threads; `overrides` replaces or supplies model metadata.
+    `threads` sets ONNX Runtime's intra-op threads and `spinning` lets them busy-wait between ops (off: better
+    when decode/encode threads or other processes share the cores); `overrides` replaces or supplies metadata.
     """
     path = Path(path)
     if device not in DEVICES:
@@ -88,7 +90,9 @@ def open_backend(
     if path.suffix == ".onnx":
         from runtime.onnxruntime_backend import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(path, device=device, providers=providers, threads=threads, overrides=overrides)
+        return OnnxRuntimeBackend(
+            path, device=device, providers=providers, threads=threads, overrides=overrides, spinning=spinning
+        )
     if path.suffix in (".engine", ".plan"):
         if device == "cpu":
             raise UserError("a TensorRT engine runs on a GPU only; use the ONNX model for --device cpu", str(path))

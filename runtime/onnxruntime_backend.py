@@ -31,7 +31,7 @@ def choose_providers(device: str, available: Sequence[str]) -> list[str]:
 
 
 def load_session(
-    path: Path, providers: Sequence[str], threads: int | None = None, spinning: bool = True
+    path: Path, providers: Sequence[str], threads: int | None = None, spinning: bool = False
 ) -> ort.InferenceSession:
     """An `InferenceSession`, with a corrupt or unreadable file reported as one line."""
     options = ort.SessionOptions()
@@ -52,8 +52,9 @@ class OnnxRuntimeBackend(Closing):
     """An ONNX model in ONNX Runtime.
 
     `io_binding`: bind input and output buffers (default: on when a GPU provider runs the model, so the logits
-    are copied back once, without ONNX Runtime's extra staging copies). `spinning=False` keeps idle intra-op
-    threads from busy-waiting, which leaves the cores to a stream's decode and encode threads.
+    are copied back once, without ONNX Runtime's extra staging copies). `spinning` (off by default): let idle
+    intra-op threads busy-wait for work. Off, they leave the cores to a stream's decode/encode threads and to
+    other processes; on a 2-core box that made the stream as fast as the backend alone (DESIGN.md, Runtime).
     """
 
     def __init__(
@@ -64,7 +65,7 @@ class OnnxRuntimeBackend(Closing):
         threads: int | None = None,
         overrides: Overrides | None = None,
         io_binding: bool | None = None,
-        spinning: bool = True,
+        spinning: bool = False,
     ) -> None:
         path = Path(path)
         available = ort.get_available_providers()
