@@ -226,7 +226,7 @@ def train_command(ctx: click.Context, model_name: str | None, data: str | None, 
 
     Writes last.pt, best.pt (by val mIoU), iter_N.pt, metrics.csv and curves.png in --out. With
     --nproc N (or under torchrun) the processes train with DDP and SyncBatchNorm; --batch-size is per
-    process. With --resume the run's saved options are used; only --iters, --epochs, --workers,
+    process. With --resume the run's saved options are used; only --data, --iters, --epochs, --workers,
     --device, --nproc, --val-every, --save-every and --log-every given on the command line change them.
 
     \b
@@ -243,7 +243,7 @@ def train_command(ctx: click.Context, model_name: str | None, data: str | None, 
     if options["resume"]:
         given = {
             name: value
-            for name, value in options.items()
+            for name, value in {**options, "data": data}.items()
             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
         }
         config = resumed_config(str(options["out"]), given)

@@ -78,7 +78,7 @@ class TrainConfig:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-RESUME_OVERRIDES = ("iters", "epochs", "workers", "device", "nproc", "val_every", "save_every", "log_every")
+RESUME_OVERRIDES = ("data", "iters", "epochs", "workers", "device", "nproc", "val_every", "save_every", "log_every")
 """Options a resumed run takes from the command line; every other option comes from its checkpoint."""
 
 

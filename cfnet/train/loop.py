@@ -225,7 +225,8 @@ class _Run:
             seed_all(self.config.seed + self.ctx.rank + self.iteration)
 
     def _checkpoint_config(self) -> dict[str, Any]:
-        return {**self.config.to_dict(), **self.model_config, "world_size": self.ctx.world_size}
+        absolute = {"data": str(Path(self.config.data).resolve())}  # resumable from another directory
+        return {**self.config.to_dict(), **absolute, **self.model_config, "world_size": self.ctx.world_size}
 
     def _save(self, names: list[str], metrics: dict[str, Any]) -> None:
         rng = _gather_rng(self.ctx)

@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from cfnet.checkpoint import load_checkpoint
+from cfnet.checkpoint import load_checkpoint, save_checkpoint
 from cfnet.data.synth import synthesize
+from cfnet.models import build_model
+from cfnet.train.config import TrainConfig, resumed_config
 from cfnet.train.curves import read_metrics
 
 ITERS = 8
@@ -71,3 +73,13 @@ def test_killed_and_resumed_run_is_bit_identical(tmp_path: Path) -> None:
     theirs_rows = [r for r in read_metrics(tmp_path / "reference" / "metrics.csv") if "loss" in r]
     assert [r["iteration"] for r in ours_rows] == list(range(1, ITERS + 1))
     assert [r["loss"] for r in ours_rows] == pytest.approx([r["loss"] for r in theirs_rows], rel=1e-5)
+
+
+def test_resumed_config_takes_only_the_allowed_overrides(tmp_path: Path) -> None:
+    saved = TrainConfig(model="unet", data="/data/a", out=str(tmp_path), preset="tiny", epochs=3, lr=0.5, workers=2)
+    model = build_model("unet", preset="tiny")
+    save_checkpoint(tmp_path / "last.pt", model=model, iteration=5, config={**saved.to_dict(), **model.config})
+    config = resumed_config(tmp_path, {"iters": 40, "workers": 0, "lr": 9.0, "data": "/data/b"})
+    assert (config.iters, config.epochs, config.workers, config.data) == (40, None, 0, "/data/b")
+    assert (config.lr, config.preset, config.crop) == (0.5, "tiny", (512, 512))  # not overridable: from the run
+    assert resumed_config(tmp_path, {"epochs": 9}).epochs == 9
