@@ -172,11 +172,12 @@ class TensorRTBackend(Closing):
             self._context.pop()
 
     def close(self) -> None:
-        """Free the buffers, the engine and the CUDA context."""
+        """Free the buffers, the stream, the engine and the CUDA context (in that context)."""
         if getattr(self, "_context", None) is None:
             return
         self._context.push()
         self._buffers.clear()
+        self.__dict__.pop("_stream", None)
         self.__dict__.pop("_exec", None)
         self.__dict__.pop("_engine", None)
         self._context.pop()
