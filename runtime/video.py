@@ -16,6 +16,20 @@ URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://"
 DEFAULT_FPS = 30.0
 
 
+def quiet_opencv() -> None:
+    """Silence OpenCV's and FFmpeg's own stderr chatter (`can't open camera by index`, `moov atom not found`):
+    the runtime reports each failure in one line. A user's `OPENCV_FFMPEG_LOGLEVEL` / `OPENCV_LOG_LEVEL` wins.
+
+    OpenCV reads `OPENCV_FFMPEG_LOGLEVEL` once, when it first opens a video; hence the call at import below.
+    """
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
+quiet_opencv()
+
+
 class VideoSource:
     """An opened source whose first frame has been read (so an empty source fails on opening).
 

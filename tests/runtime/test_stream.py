@@ -73,6 +73,16 @@ def test_run_stream_letterboxes_frames_of_another_size(
     assert [f.shape for f in read_video(tmp_path / "wide_seg.mp4")[0]] == [(60, 90, 3)] * 6
 
 
+def test_max_frames_stops_early_with_a_finalised_video(
+    tiny_onnx: Path, tmp_path: Path, write_video: Callable[..., Path]
+) -> None:
+    video = write_video(tmp_path / "in.mp4", synthetic_frames(10, (48, 64)))
+    with open_backend(tiny_onnx, device="cpu") as backend:
+        stats = run_stream(str(video), backend, tmp_path / "first4.mp4", max_frames=4)
+    assert (stats.frames, stats.read, stats.ended_by) == (4, 4, "max-frames")
+    assert len(read_video(tmp_path / "first4.mp4")[0]) == 4
+
+
 def test_grayscale_video_is_adapted(tiny_onnx: Path, tmp_path: Path, write_video: Callable[..., Path]) -> None:
     gray = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in synthetic_frames(5, (48, 64))]
     video = write_video(tmp_path / "gray.mp4", gray, fps=5.0, color=False)
@@ -151,6 +161,7 @@ def test_live_source_drops_the_oldest_frames_when_inference_lags(tiny_onnx: Path
         (lambda d: d / "missing.mp4", "error: video not found"),
         (lambda d: (d / "text.mp4").write_text("not a video") and d / "text.mp4", "error: cannot open video"),
         (lambda d: "99", "error: cannot open camera (index 99)"),
+        (lambda d: "rtsp://127.0.0.1:9/none", "error: cannot open stream URL"),
     ],
 )
 def test_bad_sources_are_one_line_and_exit_2(
@@ -158,20 +169,22 @@ def test_bad_sources_are_one_line_and_exit_2(
     message: str,
     tiny_onnx: Path,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
+    # capfd: OpenCV's and FFmpeg's own messages (written by C code to fd 2) must not add lines
     code, stdout, stderr = cfnet(
-        ["stream", make_source(tmp_path), "--model", tiny_onnx, "--out", tmp_path / "o.mp4"], capsys
+        ["stream", make_source(tmp_path), "--model", tiny_onnx, "--out", tmp_path / "o.mp4"], capfd
     )
     assert code == 2 and stderr.startswith(message) and len(stderr.strip().splitlines()) == 1
     assert not list(tmp_path.glob("*o.mp4*"))
 
 
-def test_zero_frame_video_is_refused(tiny_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_zero_frame_video_is_refused(tiny_onnx: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     empty = tmp_path / "empty.mp4"
     writer = cv2.VideoWriter(str(empty), cv2.VideoWriter.fourcc(*"mp4v"), 10.0, (64, 48))
     writer.release()
-    code, _, stderr = cfnet(["stream", empty, "--model", tiny_onnx], capsys)
+    capfd.readouterr()
+    code, _, stderr = cfnet(["stream", empty, "--model", tiny_onnx], capfd)
     assert code == 2 and "no frames" in stderr and len(stderr.strip().splitlines()) == 1
 
 
@@ -185,10 +198,9 @@ def test_bad_models_are_one_line_and_exit_2(
     assert code == 2 and stderr.startswith("error: cannot load ONNX model") and f"({corrupt})" in stderr
     code, _, stderr = cfnet(["stream", video, "--model", bare_onnx], capsys)
     assert code == 2 and "no cfnet metadata" in stderr and "--classes" in stderr
-    code, stdout, _ = cfnet(
-        ["stream", video, "--model", bare_onnx, "--classes", "4", "--input-size", "48x64", "--json"], capsys
-    )
-    assert code == 0 and json.loads(stdout)["frames"] == 3
+    code, stdout, _ = cfnet(["stream", video, "--model", bare_onnx, "--classes", "4", "--input-size", "48x64"], capsys)
+    assert code == 0 and stdout.startswith("3 frames (0 dropped, 0 resized)") and "ended: end" in stdout
+    assert "infer" in stdout and "p90" in stdout
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"plan")
     (tmp_path / "model.engine.json").write_text(
@@ -233,6 +245,9 @@ def test_segment_cli_writes_mask_and_overlay_per_image(
         assert cv2.imread(str(out / f"{name}_overlay.png")).shape == image.shape
     code, _, stderr = cfnet(["segment", tmp_path / "nope.png", "--model", tiny_onnx, "--out", out], capsys)
     assert code == 2 and stderr.startswith("error: image not found")
+    (tmp_path / "text.png").write_text("not an image")
+    code, _, stderr = cfnet(["segment", tmp_path / "text.png", "--model", tiny_onnx, "--out", out], capsys)
+    assert code == 2 and stderr.startswith("error: cannot read image")
 
 
 def test_ctrl_c_ends_with_a_finalised_video(tiny_onnx: Path, tmp_path: Path, write_video: Callable[..., Path]) -> None:
