@@ -3,13 +3,15 @@
 mypy cannot use those stubs as installed: the `tensorrt/` folder has no `py.typed` (so mypy treats the module
 as untyped, `Any`), and `tensorrt_bindings/tensorrt.pyi` has two syntax errors (a parameter named `in`, a
 parameter without default after defaulted ones). The test writes a repaired copy and points mypy at it; a
-probe with a deliberate API misuse proves the stubs are really in force.
+probe with a deliberate API misuse proves the stubs are really in force. Everything lives at a fixed place
+under `.mypy_cache/` so that mypy's cache (keyed by path) stays valid between runs.
 """
 
 from __future__ import annotations
 
 import ast
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -52,12 +54,12 @@ def _repaired(text: str) -> str:
     raise AssertionError("could not repair the tensorrt stubs")
 
 
-def _stub_root(tmp_path: Path) -> Path:
+def _stub_root(work: Path) -> Path:
     site = Path(sysconfig.get_paths()["purelib"])
     bindings, top = site / "tensorrt_bindings" / "tensorrt.pyi", site / "tensorrt" / "__init__.pyi"
     if not bindings.is_file() or not top.is_file():
         pytest.fail("tensorrt-stubs is not installed: pip install --no-deps tensorrt-stubs (make install does)")
-    root = tmp_path / "stubs"
+    root = work / "stubs"
     (root / "tensorrt").mkdir(parents=True)
     (root / "tensorrt_bindings").mkdir()
     (root / "tensorrt" / "__init__.pyi").write_text(top.read_text())
@@ -66,19 +68,22 @@ def _stub_root(tmp_path: Path) -> Path:
     return root
 
 
-def test_tensorrt_builder_code_type_checks_against_the_stubs(tmp_path: Path) -> None:
-    stubs = _stub_root(tmp_path)
-    probe = tmp_path / "probe.py"
+def test_tensorrt_builder_code_type_checks_against_the_stubs() -> None:
+    work = ROOT / ".mypy_cache" / "tensorrt-stubs"
+    shutil.rmtree(work / "stubs", ignore_errors=True)
+    stubs = _stub_root(work)
+    probe = work / "probe.py"
     probe.write_text(PROBE)
-    config = tmp_path / "mypy.ini"
+    config = work / "mypy.ini"
     config.write_text(
         "[mypy]\npython_version = 3.11\nignore_missing_imports = True\ncheck_untyped_defs = True\n"
-        f"mypy_path = {stubs}\ncache_dir = {ROOT / '.mypy_cache' / 'tensorrt-stubs'}\n"
+        f"mypy_path = {stubs}\ncache_dir = {work / 'cache'}\n"
         "[mypy-tensorrt,tensorrt.*,tensorrt_bindings,tensorrt_bindings.*]\n"
         "follow_imports = silent\nignore_errors = True\n"
     )
     command = [sys.executable, "-m", "mypy", "--config-file", str(config), "export/tensorrt.py", str(probe)]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     errors = [line for line in result.stdout.splitlines() if ": error:" in line]
-    assert any(line.startswith(str(probe)) and "create_network" in line for line in errors), result.stdout
-    assert [line for line in errors if not line.startswith(str(probe))] == []
+    in_probe = [line for line in errors if Path(line.split(":", 1)[0]).resolve() == probe.resolve()]
+    assert any("create_network" in line for line in in_probe), result.stdout
+    assert [line for line in errors if line not in in_probe] == []
