@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import json
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -73,7 +74,7 @@ def run_bench(config: BenchConfig, *, exporter: Exporter | None = None, progress
     result: dict[str, Any] = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": config.command,
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        "config": json.loads(json.dumps(asdict(config), default=str)),
         "machine": machine_info(threads),
         "models": [],
         "rows": [],
