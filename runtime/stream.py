@@ -29,6 +29,7 @@ from runtime.video import VideoSource, VideoWriter
 
 STAGES = ("read", "preprocess", "infer", "postprocess", "write", "end_to_end")
 WINDOW = "cfnet stream"
+READER_GRACE = 2.0  # seconds to wait, after a stop, for a reader blocked in a source's read()
 FrameCallback = Callable[[int, np.ndarray, np.ndarray, np.ndarray], None]
 ProgressCallback = Callable[[int], None]
 
@@ -154,6 +155,7 @@ def run_stream(
     src = source if isinstance(source, VideoSource) else VideoSource(str(source))
     is_live = src.live if live is None else live
     writer: VideoWriter | None = None
+    threads: list[threading.Thread] = []
     try:
         writer = VideoWriter(out, src.fps, src.size) if out is not None else None
         stats = StreamStats(
@@ -174,16 +176,19 @@ def run_stream(
         for t in threads:
             t.daemon = True
             t.start()
+        reader, *workers = threads  # the workers end after the reader's end marker, or on a stop
         try:
-            while any(t.is_alive() for t in threads):
-                threads[-1].join(timeout=0.1)
+            while any(t.is_alive() for t in workers):
+                workers[-1].join(timeout=0.1)
         except KeyboardInterrupt:
             run.abort("interrupted")
-        for t in threads:
+        for t in workers:
             t.join()
+        reader.join(timeout=READER_GRACE)  # a stalled camera can block in read(): leave it, it is a daemon
         stats.seconds = time.perf_counter() - start
     finally:
-        src.release()
+        if not threads or not threads[0].is_alive():
+            src.release()
         if show:
             cv2.destroyAllWindows()
         if writer is not None:

@@ -282,3 +282,30 @@ def test_ctrl_c_ends_with_a_finalised_video(tiny_onnx: Path, tmp_path: Path, wri
     assert stats["ended_by"] == "interrupted" and 0 < stats["frames"] < 400
     assert len(read_video(out)[0]) == stats["frames"]
     assert not [p for p in os.listdir(tmp_path) if ".part" in p]
+
+
+class StalledSource(ListSource):
+    """A live source that delivers its frames, then blocks in `read()` like a camera that stopped sending."""
+
+    def read(self) -> np.ndarray | None:
+        if not self.frames:
+            threading.Event().wait(timeout=60)
+        return super().read()
+
+
+def test_an_error_ends_the_run_with_a_finalised_video_even_if_the_reader_is_stuck(
+    tiny_onnx: Path, tmp_path: Path
+) -> None:
+    calls: list[int] = []
+
+    def fail_on_last(index: int, frame: np.ndarray, mask: np.ndarray, blended: np.ndarray) -> None:
+        calls.append(index)
+        if index == 2:  # the last frame before the source stalls (earlier ones may be dropped: it is live)
+            raise RuntimeError("callback failed")
+
+    out = tmp_path / "partial.mp4"
+    started = time.monotonic()
+    with open_backend(tiny_onnx, device="cpu") as backend, pytest.raises(RuntimeError, match="callback failed"):
+        run_stream(StalledSource(synthetic_frames(3, (48, 64)), live=True), backend, out, on_frame=fail_on_last)
+    assert time.monotonic() - started < 30  # did not wait for the stalled read
+    assert len(read_video(out)[0]) == len(calls) >= 1  # each frame is written before its callback runs
