@@ -141,7 +141,8 @@ def run_stream(
     queue_size: int = 4,
     live: bool | None = None,
 ) -> StreamStats:
-    """Segment every frame of `source` (a path, a camera index as digits, a URL, or an open `VideoSource`).
+    """Segment every frame of `source` (a path, a camera index as digits, a URL, or an open `VideoSource`,
+    which is released at the end).
 
     `out`: MP4 of the overlays (the source's size and FPS). `on_frame(index, frame, mask, overlay)` is called
     in order for each processed frame (index = position in the source, so drops show as gaps); `progress(done)`
