@@ -30,6 +30,19 @@ def choose_providers(device: str, available: Sequence[str]) -> list[str]:
     return [*gpu, "CPUExecutionProvider"]
 
 
+def provider_options(providers: Sequence[str], model: Path) -> list[dict[str, str]]:
+    """Options per provider: the TensorRT EP caches its engines and timing beside the model (else every start
+    rebuilds them, which takes minutes); the others keep their defaults."""
+    cache = str(model.parent / f".{model.stem}.trt-cache")
+    tensorrt = {
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": cache,
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": cache,
+    }
+    return [tensorrt if p == "TensorrtExecutionProvider" else {} for p in providers]
+
+
 def load_session(
     path: Path, providers: Sequence[str], threads: int | None = None, spinning: bool = False
 ) -> ort.InferenceSession:
@@ -42,7 +55,12 @@ def load_session(
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+        return ort.InferenceSession(
+            str(path),
+            sess_options=options,
+            providers=list(providers),
+            provider_options=provider_options(providers, path),
+        )
     except Exception as exc:  # ORT raises its own pybind exception types (InvalidProtobuf, Fail, ...)
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot load ONNX model: {reason}", str(path)) from None

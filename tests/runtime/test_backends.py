@@ -11,7 +11,7 @@ import pytest
 
 from runtime.backend import Backend, open_backend
 from runtime.errors import UserError
-from runtime.onnxruntime_backend import OnnxRuntimeBackend, choose_providers
+from runtime.onnxruntime_backend import OnnxRuntimeBackend, choose_providers, provider_options
 from runtime.tensorrt_backend import check_compatible
 from tests.runtime.conftest import export_tiny, synthetic_frames, tiny_metadata
 
@@ -59,6 +59,13 @@ def test_provider_preference() -> None:
     assert choose_providers("auto", ["AzureExecutionProvider", "CPUExecutionProvider"]) == ["CPUExecutionProvider"]
     with pytest.raises(UserError, match="CUDA is not available"):
         choose_providers("cuda", ["CPUExecutionProvider"])
+
+
+def test_tensorrt_provider_caches_its_engines_beside_the_model(tmp_path: Path) -> None:
+    options = provider_options(["TensorrtExecutionProvider", "CPUExecutionProvider"], tmp_path / "m.onnx")
+    assert options[1] == {}
+    assert options[0]["trt_engine_cache_enable"] == "True"
+    assert Path(options[0]["trt_engine_cache_path"]).parent == tmp_path
 
 
 def test_cuda_and_unknown_providers(tiny_onnx: Path) -> None:
