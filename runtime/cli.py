@@ -89,6 +89,10 @@ def segment_command(
     from runtime.files import write_image
     from runtime.segmentation import segment
 
+    stems = [p.stem for p in images]
+    clash = next((s for s in stems if stems.count(s) > 1), None)
+    if clash is not None:
+        raise UserError(f"two images are named '{clash}': their outputs would overwrite each other", "IMAGES")
     written = []
     with _open(model, device, threads, overrides) as backend:
         for image_path in images:

@@ -248,6 +248,12 @@ def test_segment_cli_writes_mask_and_overlay_per_image(
     (tmp_path / "text.png").write_text("not an image")
     code, _, stderr = cfnet(["segment", tmp_path / "text.png", "--model", tiny_onnx, "--out", out], capsys)
     assert code == 2 and stderr.startswith("error: cannot read image")
+    (tmp_path / "b").mkdir()
+    cv2.imwrite(str(tmp_path / "b" / "street.png"), synthetic_frames(1, (48, 64))[0])
+    code, _, stderr = cfnet(
+        ["segment", color, tmp_path / "b" / "street.png", "--model", tiny_onnx, "--out", out], capsys
+    )
+    assert code == 2 and "two images are named 'street'" in stderr
 
 
 def test_ctrl_c_ends_with_a_finalised_video(tiny_onnx: Path, tmp_path: Path, write_video: Callable[..., Path]) -> None:
