@@ -2,7 +2,8 @@
 
 The reader decodes, adapts (grayscale/BGRA to BGR, a frame of another size to the stream's size) and
 pre-processes; the inference thread only runs the backend; the writer post-processes, blends, encodes and
-shows. Decode and encode thus overlap inference. From a file every frame is kept (blocking puts); from a live
+hands the overlay to the main thread for `--show` (GUI toolkits want their windows on the main thread).
+Decode and encode thus overlap inference. From a file every frame is kept (blocking puts); from a live
 source the oldest waiting frame is dropped when inference lags. Ctrl-C, a lost source or an error always
 leave a finalised video.
 """
@@ -83,6 +84,7 @@ class _Run:
         self.errors: list[BaseException] = []
         self.times: dict[str, list[float]] = {s: [] for s in STAGES}
         self.lock = threading.Lock()
+        self.latest: np.ndarray | None = None  # the newest overlay, for the window on the main thread
 
     def finish(self, reason: str) -> None:
         with self.lock:
@@ -180,7 +182,9 @@ def run_stream(
         reader, *workers = threads  # the workers end after the reader's end marker, or on a stop
         try:
             while any(t.is_alive() for t in workers):
-                workers[-1].join(timeout=0.1)
+                workers[-1].join(timeout=0.01 if show else 0.1)
+                if show:
+                    _show(run)
         except KeyboardInterrupt:
             run.abort("interrupted")
         for t in workers:
@@ -206,6 +210,15 @@ def run_stream(
         if v
     }
     return stats
+
+
+def _show(run: _Run) -> None:
+    """Main thread: show the newest overlay; `q` or Esc stops the run."""
+    frame, run.latest = run.latest, None
+    if frame is not None:
+        cv2.imshow(WINDOW, frame)
+    if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+        run.abort("window closed")
 
 
 def _guard(run: _Run, target: Callable[..., None], *args: Any) -> None:
@@ -314,9 +327,7 @@ def _write(
         if on_frame is not None:
             on_frame(item.index, item.frame, mask, blended)
         if show:
-            cv2.imshow(WINDOW, blended)
-            if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
-                run.abort("window closed")
+            run.latest = blended
         done = time.perf_counter()
         run.times["postprocess"].append(encoded - started)
         run.times["write"].append(done - encoded)
