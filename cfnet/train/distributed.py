@@ -62,6 +62,9 @@ def setup(device_name: str) -> DistContext:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_name, local_rank)
     if device.type == "cuda":
+        local_world, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", "1")), torch.cuda.device_count()
+        if local_world > gpus:
+            raise UserError(f"{local_world} processes on this machine need one GPU each, found {gpus}", "--nproc")
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
