@@ -219,7 +219,7 @@ def _lattice(along: int, bar: float) -> Texture:
 
 # ---- things ---------------------------------------------------------------------------------------------
 
-CAR_COLORS: list[Color] = [(30, 50, 115), (145, 150, 155), (25, 26, 30), (205, 205, 210), (35, 85, 95), (90, 95, 105)]
+CAR_COLORS: list[Color] = [(30, 50, 115), (145, 150, 155), (25, 26, 30), (30, 60, 45), (35, 85, 95), (90, 95, 105)]
 CLOTHES: list[Color] = [(170, 30, 40), (120, 30, 110), (200, 90, 30), (60, 60, 150), (40, 100, 60), (200, 170, 60)]
 SKIN: list[Color] = [(230, 190, 160), (170, 120, 90), (110, 75, 55)]
 PANTS: list[Color] = [(40, 40, 55), (50, 70, 120), (75, 65, 50)]
@@ -291,13 +291,13 @@ def _figure(rng: np.random.Generator, x: float, z: float, label: int, height: fl
     """A standing or walking human figure facing the camera (legs, torso, arms, head)."""
     shirt, pants, skin = _pick(rng, CLOTHES, 20), _pick(rng, PANTS, 10), _pick(rng, SKIN, 8)
     hip, shoulder, head = 0.48 * height, 0.8 * height, 0.065 * height
-    half = 0.2 * height / 1.75
+    half = 0.24 * height / 1.75
     parts: list[Part] = [
-        Line(np.array([x - 0.08, hip, z]), np.array([x - 0.08 - stride, 0.05, z]), 0.16, pants, label),
-        Line(np.array([x + 0.08, hip, z]), np.array([x + 0.08 + stride, 0.05, z]), 0.16, pants, label),
+        Line(np.array([x - 0.09, hip, z]), np.array([x - 0.09 - stride, 0.05, z]), 0.2, pants, label),
+        Line(np.array([x + 0.09, hip, z]), np.array([x + 0.09 + stride, 0.05, z]), 0.2, pants, label),
         _quad_z(x - half, x + half, hip - 0.05, shoulder, z - 0.01, shirt, label),
-        Line(np.array([x - half - 0.02, shoulder - 0.05, z]), np.array([x - half - 0.1, hip, z]), 0.11, shirt, label),
-        Line(np.array([x + half + 0.02, shoulder - 0.05, z]), np.array([x + half + 0.1, hip, z]), 0.11, shirt, label),
+        Line(np.array([x - half - 0.02, shoulder - 0.05, z]), np.array([x - half - 0.1, hip, z]), 0.13, shirt, label),
+        Line(np.array([x + half + 0.02, shoulder - 0.05, z]), np.array([x + half + 0.1, hip, z]), 0.13, shirt, label),
         Disc(np.array([x, shoulder + head + 0.04, z - 0.02]), head * 1.15, skin, label),
     ]
     if rng.random() < 0.3:  # a bag or a backpack
@@ -518,7 +518,7 @@ def random_scene(rng: np.random.Generator, length: float = 110.0, start: float =
         for z in np.arange(start + rng.uniform(4, 14), end, rng.uniform(11.0, 20.0)):
             things.append(tree(rng, side * tree_x, float(z) + rng.uniform(-2, 2)))
         walk_lo, walk_hi = walk_in + 0.5, walk_in + sidewalk[s] - 0.3
-        for _ in range(int(rng.integers(3, 9) * near_span / 60)):
+        for _ in range(int(rng.integers(4, 11) * near_span / 60)):
             z = start + 4 + (near_span - 4) * float(rng.random()) ** 1.5  # more of them near the camera
             x = side * rng.uniform(walk_lo, max(walk_lo, walk_hi))
             things.append(person(rng, x, z) if rng.random() < 0.7 else parked_bicycle(rng, x, z))
@@ -538,7 +538,7 @@ def random_scene(rng: np.random.Generator, length: float = 110.0, start: float =
             things.append(truck(rng, x, z, speed))
         else:
             things.append(bus(rng, x, z, speed))
-    for _ in range(int(rng.integers(1, 4) * near_span / 60)):  # cyclists near the curbs
+    for _ in range(int(rng.integers(2, 5) * near_span / 60)):  # cyclists near the curbs
         side = int(rng.choice([-1, 1]))
         z = start + 5 + (near_span - 5) * float(rng.random()) ** 1.5
         things.append(cyclist(rng, side * (road_half - 0.8), z, side * 0.3 * rng.uniform(0.5, 1.0)))
