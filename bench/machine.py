@@ -62,8 +62,16 @@ def gpu_name() -> str | None:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 
 
+def load_average() -> float | None:
+    """The 1-minute load average (runnable processes; above the core count, others compete for the CPU)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
 def machine_info(threads: int) -> dict[str, Any]:
-    """Everything needed to read a result later: machine, OS, Python, packages and the thread count used."""
+    """Everything needed to read a result later: machine, OS, Python, packages, thread count, load at start."""
     return {
         "cpu": cpu_model(),
         "logical_cores": os.cpu_count(),
@@ -72,12 +80,18 @@ def machine_info(threads: int) -> dict[str, Any]:
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "threads": threads,
+        "load_average_start": load_average(),
         "packages": package_versions(),
     }
 
 
 def describe(info: dict[str, Any]) -> str:
-    """One line for report headers: `AMD EPYC, 2 cores, 23.4 GB, no GPU, 2 threads`."""
+    """One line for report headers: `AMD EPYC, 2 cores, 23.4 GB, no GPU, 2 threads, load 0.3 -> 0.5`."""
     gpu = info.get("gpu") or "no GPU"
     memory = f"{info['memory_gb']} GB, " if info.get("memory_gb") else ""
-    return f"{info['cpu']}, {info['logical_cores']} cores, {memory}{gpu}, {info['threads']} threads"
+    text = f"{info['cpu']}, {info['logical_cores']} cores, {memory}{gpu}, {info['threads']} threads"
+    if info.get("load_average_start") is not None:
+        text += f", 1-min load average {info['load_average_start']} at start"
+        if info.get("load_average_end") is not None:
+            text += f", {info['load_average_end']} at end"
+    return text

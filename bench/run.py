@@ -64,7 +64,7 @@ def run_bench(config: BenchConfig, *, exporter: Exporter | None = None, progress
     """Measure every model on every backend; returns the result that `bench.report.write_report` writes."""
     import torch
 
-    from bench.machine import machine_info
+    from bench.machine import load_average, machine_info
 
     _validate(config)
     threads = config.threads or torch.get_num_threads()
@@ -83,6 +83,7 @@ def run_bench(config: BenchConfig, *, exporter: Exporter | None = None, progress
         model_info, rows = _bench_model(name, config, cache, threads, dataset, progress)
         result["models"].append(model_info)
         result["rows"].extend(rows)
+    result["machine"]["load_average_end"] = load_average()
     return result
 
 
@@ -135,11 +136,24 @@ def _calibration(config: BenchConfig, dataset: Any) -> Callable[[], list[np.ndar
 
     def batches() -> list[np.ndarray]:
         if dataset is not None:
-            return [image[None] for image, _ in _samples(dataset, CALIB_BATCHES)]
+            return [image[None] for image, _ in _samples(_calibration_split(config, dataset), CALIB_BATCHES)]
         rng = np.random.default_rng(config.seed)
         return [rng.standard_normal((1, 3, *config.size), dtype=np.float32) for _ in range(NOISE_CALIB_BATCHES)]
 
     return batches
+
+
+def _calibration_split(config: BenchConfig, dataset: Any) -> Any:
+    """The train split of `--data` when it has one (so int8 is not calibrated on the images it is scored on)."""
+    from cfnet.data.cityscapes import CityscapesDataset
+    from cfnet.data.transforms import eval_transform
+
+    assert config.data is not None
+    if config.split != "train" and (Path(config.data) / "leftImg8bit" / "train").is_dir():
+        train = CityscapesDataset(config.data, "train", transform=eval_transform())
+        if len(train):
+            return train
+    return dataset
 
 
 def _load(name: str, config: BenchConfig) -> tuple[Any, str]:

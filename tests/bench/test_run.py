@@ -84,3 +84,24 @@ def test_markdown_and_csv_show_the_same_numbers(report: tuple[Path, dict, str]) 
         assert float(cells["Median (ms)"]) == pytest.approx(float(row["median_ms"]), abs=0.006)
         assert float(cells["GFLOP/s"]) == pytest.approx(float(row["gflops"]) / (float(row["median_ms"]) / 1e3),
                                                         rel=2e-3)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--models", "nope"], "unknown model 'nope'"),
+        (["--backends", "torch,tflite"], "unknown backend 'tflite'"),
+        (["--checkpoints", "runs"], "--checkpoints needs --data"),
+        (["--size", "512"], "malformed size"),
+    ],
+)
+def test_bad_options_are_one_line_and_exit_2(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cfnet.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--preset", "tiny", "--out", str(tmp_path / "out"), *args])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and err.startswith("error: ") and message in err and "\n" not in err
+    assert not (tmp_path / "out").exists()
