@@ -7,11 +7,9 @@ A checkpoint is a dict: `format`, `model` (state dict), `optimizer`, `scaler` (s
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cfnet.atomic import atomic_path
 from cfnet.errors import UserError
 from cfnet.models.base import SegmentationModel
 
@@ -86,15 +85,8 @@ def save_checkpoint(
         "metrics": dict(metrics or {}),
         "rng": rng if rng is not None else [capture_rng()],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 

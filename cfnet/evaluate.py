@@ -8,8 +8,6 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from cfnet.atomic import write_bytes
 from cfnet.data.labels import IGNORE_INDEX, TRAIN_CLASSES, TRAIN_ID_TO_ID
 from cfnet.errors import UserError
 from cfnet.metrics import ConfusionMatrix, scores
@@ -49,14 +48,7 @@ def _write_png(path: Path, array: np.ndarray) -> None:
     ok, encoded = cv2.imencode(".png", array)
     if not ok:
         raise UserError("cannot encode prediction PNG", str(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(encoded.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes(path, encoded.tobytes())
 
 
 @torch.inference_mode()

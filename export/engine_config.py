@@ -4,13 +4,12 @@ precision path for a TensorRT version, and the engine's `.engine.json` sidecar. 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from cfnet.atomic import write_bytes
 from cfnet.errors import UserError
 from export.metadata import get_metadata, load_onnx, size_divisor
 
@@ -199,23 +198,10 @@ def sidecar_path(engine: Path) -> Path:
     return engine.with_name(engine.name + ".json")
 
 
-def write_bytes_atomic(data: bytes, out: Path) -> None:
-    """Write `data` to a temp file next to `out`, then rename it to `out`."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_sidecar(content: dict[str, Any], engine: Path) -> Path:
     """Write the sidecar of `engine` atomically; returns its path."""
     path = sidecar_path(engine)
-    write_bytes_atomic((json.dumps(content, indent=2) + "\n").encode(), path)
+    write_bytes(path, (json.dumps(content, indent=2) + "\n").encode())
     return path
 
 

@@ -7,7 +7,6 @@ temp name in the output folder and renamed, so an interrupted export leaves noth
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 import time
@@ -21,6 +20,7 @@ import numpy as np
 import onnx
 import torch
 
+from cfnet.atomic import write_bytes
 from cfnet.errors import UserError
 from cfnet.models.base import SegmentationModel
 from export.metadata import PRECISIONS, build_metadata, set_metadata
@@ -204,17 +204,7 @@ def simplify_graph(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 def write_atomic(proto: onnx.ModelProto, out: Path) -> None:
     """Serialise `proto` to a temp file next to `out`, then rename it to `out`."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(proto.SerializeToString())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes(out, proto.SerializeToString())
 
 
 def _check_arguments(

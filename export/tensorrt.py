@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cfnet.atomic import write_bytes
 from cfnet.errors import UserError
 from export.engine_config import (
     FP32_LAYER_TYPES,
@@ -21,7 +22,6 @@ from export.engine_config import (
     read_onnx_input,
     resolve_profile,
     sidecar,
-    write_bytes_atomic,
     write_sidecar,
 )
 
@@ -89,9 +89,9 @@ def build_engine(
         del parser
     if serialized is None:
         raise UserError("TensorRT failed to build the engine (its log above says why)", str(onnx_path))
-    write_bytes_atomic(bytes(serialized), out)
+    write_bytes(out, bytes(serialized))
     if timing_cache is not None:
-        write_bytes_atomic(bytes(cache.serialize()), Path(timing_cache))
+        write_bytes(Path(timing_cache), bytes(cache.serialize()))
     gpu_name, capability = gpu_identity()
     content = sidecar(
         onnx_input,

@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from cfnet.atomic import atomic_path, umask
 from cfnet.data.labels import COLOR_BY_ID
 from cfnet.data.scene import Renderer, random_scene
 from cfnet.errors import UserError
@@ -25,12 +26,6 @@ CITIES = {"train": "synthville", "val": "renderdorf"}
 SPLIT_INDEX = {"train": 0, "val": 1}
 FRAME = 19
 VIDEO_STEP = 0.7  # metres the camera moves per frame
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def render_image(size: tuple[int, int], seed: int, split: str, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -80,7 +75,7 @@ def synthesize(
         raise UserError("output exists and is not empty (use --overwrite)", str(out))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the set is an ordinary folder
+    tmp.chmod(0o777 & ~umask())  # mkdtemp makes it private; the set is an ordinary folder
     try:
         jobs = []
         for split, count in (("train", train), ("val", val)):
@@ -128,20 +123,14 @@ def synthesize_video(
     out.parent.mkdir(parents=True, exist_ok=True)
     scene = random_scene(np.random.default_rng([seed, 2]), length=frames * VIDEO_STEP + 110.0)
     renderer = Renderer(size)
-    fd, name = tempfile.mkstemp(prefix=f".{out.stem}.tmp-", suffix=".mp4", dir=out.parent)
-    os.close(fd)
-    tmp = Path(name)
-    tmp.chmod(0o666 & ~_umask())
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
-    try:
-        if not writer.isOpened():
-            raise UserError("OpenCV cannot open an mp4v video writer", str(out))
-        for i in range(frames):
-            image, _ = renderer.render(scene, cam_z=i * VIDEO_STEP, frame=i)
-            writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        writer.release()
-        os.replace(tmp, out)
-    finally:
-        writer.release()
-        tmp.unlink(missing_ok=True)
+    with atomic_path(out) as tmp:
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
+        try:
+            if not writer.isOpened():
+                raise UserError("OpenCV cannot open an mp4v video writer", str(out))
+            for i in range(frames):
+                image, _ = renderer.render(scene, cam_z=i * VIDEO_STEP, frame=i)
+                writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        finally:
+            writer.release()
     return out

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
+
+from cfnet.atomic import write_bytes
 
 COLUMNS = (
     "iteration",
@@ -33,17 +33,6 @@ CURVES = (
     ("val_mdice", "val mean Dice"),
     ("val_pixel_accuracy", "val pixel accuracy"),
 )
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_metrics(path: str | Path) -> list[dict[str, float]]:
@@ -88,7 +77,7 @@ class RunLog:
 
     def _flush(self) -> None:
         text = ",".join(COLUMNS) + "\n" + "".join(_format(row) for row in self.rows)
-        _atomic_write(self.csv, text.encode())
+        write_bytes(self.csv, text.encode())
 
     def plot(self) -> Path:
         """Write RUN/curves.png from the rows so far."""
@@ -119,7 +108,7 @@ def plot_curves(rows: list[dict[str, float]], out: Path) -> Path:
             axis.set_ylim(0.0, 1.0)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
-    _atomic_write(out, buffer.getvalue())
+    write_bytes(out, buffer.getvalue())
     return out
 
 
