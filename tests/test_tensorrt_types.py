@@ -1,7 +1,8 @@
-"""`export/tensorrt.py` type-checks against the TensorRT API of the installed `tensorrt-stubs`.
+"""The TensorRT code (engine builder, native backend) type-checks against the installed `tensorrt-stubs`.
 
-mypy cannot use those stubs as installed: the `tensorrt/` folder has no `py.typed` (so mypy treats the module
-as untyped, `Any`), and `tensorrt_bindings/tensorrt.pyi` has two syntax errors (a parameter named `in`, a
+TensorRT cannot run on the project's CPU machines, so mypy is what checks these files against the API. mypy
+cannot use the stubs as installed: the `tensorrt/` folder has no `py.typed` (so mypy treats the module as
+untyped, `Any`), and `tensorrt_bindings/tensorrt.pyi` has two syntax errors (a parameter named `in`, a
 parameter without default after defaulted ones). The test writes a repaired copy and points mypy at it; a
 probe with a deliberate API misuse proves the stubs are really in force. Everything lives at a fixed place
 under `.mypy_cache/` so that mypy's cache (keyed by path) stays valid between runs.
@@ -19,13 +20,18 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-PROBE = """import tensorrt as trt
-
-
-def probe(builder: trt.Builder) -> None:
-    builder.create_network(flags="strongly typed")
-"""
+ROOT = Path(__file__).resolve().parents[1]
+CHECKS = {
+    # module: (a deliberate misuse of the API it uses, the name mypy must complain about)
+    "export/tensorrt.py": (
+        "def probe(builder: trt.Builder) -> None:\n    builder.create_network(flags=\"strongly typed\")\n",
+        "create_network",
+    ),
+    "runtime/tensorrt_backend.py": (
+        "def probe(context: trt.IExecutionContext) -> None:\n    context.execute_async_v3()\n",
+        "execute_async_v3",
+    ),
+}
 
 
 def _defaults_for_trailing_params(line: str) -> str:
@@ -68,12 +74,14 @@ def _stub_root(work: Path) -> Path:
     return root
 
 
-def test_tensorrt_builder_code_type_checks_against_the_stubs() -> None:
-    work = ROOT / ".mypy_cache" / "tensorrt-stubs"
+@pytest.mark.parametrize("module", sorted(CHECKS))
+def test_tensorrt_code_type_checks_against_the_stubs(module: str) -> None:
+    work = ROOT / ".mypy_cache" / ("tensorrt-stubs-" + Path(module).parent.name)
     shutil.rmtree(work / "stubs", ignore_errors=True)
     stubs = _stub_root(work)
+    misuse, name = CHECKS[module]
     probe = work / "probe.py"
-    probe.write_text(PROBE)
+    probe.write_text(f"import tensorrt as trt\n\n\n{misuse}")
     config = work / "mypy.ini"
     config.write_text(
         "[mypy]\npython_version = 3.11\nignore_missing_imports = True\ncheck_untyped_defs = True\n"
@@ -81,9 +89,9 @@ def test_tensorrt_builder_code_type_checks_against_the_stubs() -> None:
         "[mypy-tensorrt,tensorrt.*,tensorrt_bindings,tensorrt_bindings.*]\n"
         "follow_imports = silent\nignore_errors = True\n"
     )
-    command = [sys.executable, "-m", "mypy", "--config-file", str(config), "export/tensorrt.py", str(probe)]
+    command = [sys.executable, "-m", "mypy", "--config-file", str(config), module, str(probe)]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     errors = [line for line in result.stdout.splitlines() if ": error:" in line]
     in_probe = [line for line in errors if Path(line.split(":", 1)[0]).resolve() == probe.resolve()]
-    assert any("create_network" in line for line in in_probe), result.stdout
+    assert any(name in line for line in in_probe), result.stdout
     assert [line for line in errors if line not in in_probe] == []
