@@ -9,7 +9,6 @@ Every figure of REPORT.md comes from `OUT/demo.json`, which this run writes.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.demo_report import overlay_strip, write_demo_report
+from cfnet.atomic import write_bytes
 from cfnet.errors import UserError
 
 MODELS = ("cfnet-pspnet", "segformer")
@@ -214,6 +214,4 @@ def _stream(config: DemoConfig, model: str, video: Path) -> dict[str, Any]:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    write_bytes(path, (json.dumps(data, indent=2, default=str) + "\n").encode())

@@ -9,6 +9,7 @@ from typing import Any
 from bench.machine import describe
 from bench.paper import PAPER
 from bench.report import markdown_table
+from cfnet.atomic import write_bytes
 
 MIOU_TARGET = 0.6
 BACKEND_OF = {"fp32": "onnxruntime", "fp16": "onnxruntime-fp16", "int8": "onnxruntime-int8"}
@@ -34,10 +35,7 @@ def overlay_strip(video: Path, out: Path, count: int = 4, height: int = 160) -> 
     ok, encoded = cv2.imencode(".png", np.hstack(frames))
     if not ok:
         raise ValueError(f"cannot encode {out}")
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_bytes(encoded.tobytes())
-    os.replace(tmp, out)
-    return out
+    return write_bytes(out, encoded.tobytes())
 
 
 def _rel(path: str | Path, base: Path) -> str:
@@ -137,7 +135,4 @@ def render(out: Path, figures: dict[str, Any]) -> str:
 def write_demo_report(out: Path, figures: dict[str, Any]) -> Path:
     """Write `out/REPORT.md` from `figures`."""
     path = out / "REPORT.md"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render(out, figures))
-    os.replace(tmp, path)
-    return path
+    return write_bytes(path, render(out, figures).encode())

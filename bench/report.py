@@ -5,12 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from bench.machine import describe
 from bench.paper import PAPER_SETUP
+from cfnet.atomic import atomic_path, write_bytes
 
 CONV_HEAVY = ("unet", "deeplabv3", "pspnet", "cfnet-pspnet")
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -110,9 +110,7 @@ def render_markdown(result: dict[str, Any], charts: dict[str, str] | None = None
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_bytes(path, text.encode())
 
 
 def csv_text(rows: list[dict[str, Any]]) -> str:
@@ -186,10 +184,9 @@ def accuracy_chart(rows: list[dict[str, Any]], path: Path) -> bool:
 def _save(fig: Any, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def write_report(result: dict[str, Any], out: Path, markdown: Path | None = None) -> dict[str, Path]:
@@ -215,14 +212,10 @@ def write_report(result: dict[str, Any], out: Path, markdown: Path | None = None
         copies = {}
         for title, name in charts.items():
             copy = markdown.with_name(f"{markdown.stem}-{name}")
-            _write_bytes(copy, (out / name).read_bytes())
+            write_bytes(copy, (out / name).read_bytes())
             copies[title] = copy.name
         _write_text(markdown, render_markdown(result, copies))
         paths["extra_markdown"] = markdown
     return paths
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

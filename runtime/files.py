@@ -17,6 +17,9 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.fchmod(fd, 0o666 & ~mask)  # mkstemp makes it private; outputs are ordinary files
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -30,7 +33,10 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
 def write_image(path: str | Path, image: np.ndarray) -> Path:
     """Encode `image` by the suffix of `path` (`.png`: lossless, masks keep their ids) and write it atomically."""
     path = Path(path)
-    ok, encoded = cv2.imencode(path.suffix or ".png", image)
+    try:
+        ok, encoded = cv2.imencode(path.suffix or ".png", image)
+    except cv2.error:  # an extension OpenCV has no encoder for
+        ok = False
     if not ok:
         raise UserError("cannot encode image", str(path))
     return write_bytes(path, encoded.tobytes())
