@@ -18,13 +18,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from bench.backends import BACKENDS
 from bench.demo_report import overlay_strip, write_demo_report
 from cfnet.atomic import write_bytes
 from cfnet.errors import UserError
 
 MODELS = ("cfnet-pspnet", "segformer")
 PRECISIONS = ("fp32", "fp16", "int8")
-BACKENDS = ("torch", "onnxruntime", "onnxruntime-fp16", "onnxruntime-int8", "tensorrt")
 
 
 @dataclass

@@ -21,7 +21,6 @@ from bench.timing import interleaved
 from cfnet.errors import UserError
 
 QUICK_MODELS = ("hrnet", "segformer", "cfnet-pspnet")
-DEFAULT_BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "onnxruntime-fp16", "tensorrt")
 CALIB_BATCHES = 8
 NOISE_CALIB_BATCHES = 2
 
@@ -36,7 +35,7 @@ class BenchConfig:
     models: tuple[str, ...]
     preset: str = "paper"
     size: tuple[int, int] = (512, 512)
-    backends: tuple[str, ...] = DEFAULT_BACKENDS
+    backends: tuple[str, ...] = BACKENDS
     device: str = "cpu"
     warmup: int = 3
     iters: int = 20
