@@ -9,6 +9,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 
@@ -31,9 +32,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+@cache
 def umask() -> int:
-    """The process umask (read without changing it for longer than a call)."""
-    mask = os.umask(0)
+    """The process umask, read once: `os.umask` can only be read by setting it, which races with other threads."""
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-IGNORE_INDEX = 255
+from cfnet.data.labels import IGNORE_INDEX
 
 
 def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
@@ -22,11 +22,10 @@ def dice_loss(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX, 
 
     Ignored pixels count neither in the prediction nor in the ground truth. 0 for a perfect prediction.
     """
-    num_classes = logits.shape[1]
     valid = (target != ignore_index).unsqueeze(1).to(logits.dtype)
     probs = torch.softmax(logits, dim=1) * valid
-    truth = F.one_hot(torch.where(target == ignore_index, 0, target), num_classes).permute(0, 3, 1, 2)
-    truth = truth.to(logits.dtype) * valid
+    safe = torch.where(target == ignore_index, 0, target).unsqueeze(1)
+    truth = torch.zeros_like(probs).scatter_(1, safe, 1.0) * valid
     dims = (0, 2, 3)
     intersection = (probs * truth).sum(dims)
     truth_sum = truth.sum(dims)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from cfnet.data.labels import IGNORE_INDEX, NUM_CLASSES
+
 
 def confusion_matrix(
-    pred: np.ndarray, target: np.ndarray, num_classes: int = 19, ignore_index: int = 255
+    pred: np.ndarray, target: np.ndarray, num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE_INDEX
 ) -> np.ndarray:
     """`num_classes x num_classes` int64 counts: `cm[t, p]` pixels of class t predicted as p."""
     pred = np.asarray(pred)
@@ -33,7 +35,7 @@ def confusion_matrix(
 class ConfusionMatrix:
     """Accumulates one confusion matrix over many (prediction, target) pairs."""
 
-    def __init__(self, num_classes: int = 19, ignore_index: int = 255) -> None:
+    def __init__(self, num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE_INDEX) -> None:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)

@@ -11,15 +11,16 @@ import numpy as np
 
 from runtime.errors import UserError
 
+_UMASK = os.umask(0o022)  # read once at import: `os.umask` is read by setting it, which races with threads
+os.umask(_UMASK)
+
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
     """Write `data` to `path` atomically (no half-written file on any failure)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    mask = os.umask(0)
-    os.umask(mask)
-    os.fchmod(fd, 0o666 & ~mask)  # mkstemp makes it private; outputs are ordinary files
+    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes it private; outputs are ordinary files
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

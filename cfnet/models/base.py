@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -20,3 +21,8 @@ class SegmentationModel(nn.Module):
     def forward_train(self, x: Tensor) -> dict[str, Tensor]:
         """Training forward: `logits`, plus `embed_transformer` and `embed_cnn` for the fused models."""
         return {"logits": self(x)}
+
+
+def resize_to(x: Tensor, like: Tensor) -> Tensor:
+    """Bilinearly resample `x` to the exact spatial size of `like` (so uneven strides and odd sizes line up)."""
+    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)

@@ -14,18 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cfnet.models.base import SegmentationModel
+from cfnet.models.base import SegmentationModel, resize_to
 from cfnet.models.segformer import PRESETS as MIT_PRESETS
 from cfnet.models.segformer import AllMLPDecoder, MiTConfig, MixTransformer, load_hf_weights
 
 EMBED_DIM = 128
 HEAD_HIDDEN = 256
 CNN_ENCODERS = {"cfnet-pspnet": "pspnet", "cfnet-hrnet": "hrnet"}
-
-
-def resize_to(x: Tensor, like: Tensor) -> Tensor:
-    """Bilinearly resample `x` to the spatial size of `like` (an exact size, so uneven strides line up)."""
-    return F.interpolate(x, size=like.shape[2:], mode="bilinear", align_corners=False)
 
 
 class ProjectionHead(nn.Module):

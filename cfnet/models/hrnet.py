@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cfnet.errors import UserError
-from cfnet.models.base import SegmentationModel
+from cfnet.models.base import SegmentationModel, resize_to
 
 
 @dataclass(frozen=True)
@@ -77,11 +77,6 @@ def conv_bn(cin: int, cout: int, kernel: int = 3, stride: int = 1, relu: bool = 
     if relu:
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
-
-
-def resize_to(x: Tensor, like: Tensor) -> Tensor:
-    """Bilinear resampling of `x` to the exact spatial size of `like`."""
-    return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
 
 
 class BasicBlock(nn.Module):
