@@ -103,7 +103,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UserError(f"refused checkpoint: it holds more than tensors and numbers{detail}", str(path)) from exc
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         raise UserError("corrupt or unreadable checkpoint", str(path)) from exc
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    config = payload.get("config") if isinstance(payload, dict) else None
+    if (
+        not isinstance(payload, dict)
+        or payload.get("format") != FORMAT
+        or not isinstance(payload.get("model"), dict)
+        or not isinstance(config, dict)
+        or not {"model", "preset", "num_classes"} <= config.keys()
+    ):
         raise UserError("not a cfnet checkpoint", str(path))
     return payload
 

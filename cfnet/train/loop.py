@@ -110,8 +110,9 @@ def train_step(
     amp: Amp,
     ctx: DistContext,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """One optimisation step; returns the loss and its parts. A non-finite loss (on any rank) skips the
-    update and returns it, so the caller can stop with the weights of the previous step intact."""
+    """One optimisation step; returns the loss and its parts. A non-finite loss on any rank skips the update
+    and is returned on every rank (NaN where the local loss was finite), so all ranks stop together with
+    the weights of the previous step intact instead of the healthy ones waiting in the next collective."""
     device_type = images.device.type
     with torch.autocast(device_type, dtype=amp.dtype or torch.float32, enabled=amp.dtype is not None):
         outputs = net(images)
@@ -121,7 +122,8 @@ def train_step(
         dist.all_reduce(finite, op=dist.ReduceOp.MIN)
     if finite.item() < 1:
         optimizer.zero_grad(set_to_none=True)
-        return loss.detach(), parts
+        local = loss.detach()
+        return (local if not torch.isfinite(local) else torch.full_like(local, float("nan"))), parts
     amp.scaler.scale(loss).backward()
     amp.scaler.step(optimizer)
     amp.scaler.update()

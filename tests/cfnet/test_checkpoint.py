@@ -110,6 +110,10 @@ def test_truncated_checkpoint_and_foreign_torch_file(tmp_path: Path) -> None:
     torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)
     with pytest.raises(UserError, match="not a cfnet checkpoint"):
         load_checkpoint(foreign)
+    tagged = tmp_path / "tagged.pt"  # the right format tag, but no model config to build from
+    torch.save({"format": torch.load(good, weights_only=True)["format"], "model": {}}, tagged)
+    with pytest.raises(UserError, match="not a cfnet checkpoint"):
+        load_checkpoint(tagged)
     with pytest.raises(UserError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
 
