@@ -136,7 +136,7 @@ def build_engine_command(
           --max-shape 1x3x1024x2048 --timing-cache trt.cache
     """
 
-    from export.engine_config import sidecar_path
+    from runtime.artifact import sidecar_path
     from export.tensorrt import build_engine
 
     engine = build_engine(

@@ -12,6 +12,7 @@ from typing import Any
 from cfnet.atomic import write_bytes
 from cfnet.errors import UserError
 from export.metadata import get_metadata, load_onnx, size_divisor
+from runtime.artifact import sidecar_path
 
 Shape = tuple[int, int, int, int]
 FP32_LAYER_TYPES = ("NORMALIZATION", "SOFTMAX", "REDUCE")  # kept in FP32 under TensorRT 10's FP16 flag
@@ -191,11 +192,6 @@ def sidecar(
         "onnx": str(onnx_path),
         "built": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def sidecar_path(engine: Path) -> Path:
-    """`model.engine` -> `model.engine.json`."""
-    return engine.with_name(engine.name + ".json")
 
 
 def write_sidecar(content: dict[str, Any], engine: Path) -> Path:
