@@ -136,8 +136,8 @@ def build_engine_command(
           --max-shape 1x3x1024x2048 --timing-cache trt.cache
     """
 
-    from runtime.artifact import sidecar_path
     from export.tensorrt import build_engine
+    from runtime.artifact import sidecar_path
 
     engine = build_engine(
         onnx_path,
