@@ -14,7 +14,7 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,cpu]'
 	# the stubs declare tensorrt as a dependency, which cannot install without NVIDIA's index
 	$(PIP) install -q --no-deps tensorrt-stubs
 	touch $(STAMP)

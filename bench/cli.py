@@ -125,7 +125,7 @@ def demo_command(
     frames: int | None,
     bench_iters: int | None,
 ) -> None:
-    """Run the whole chain on built-in synthetic data, in about 10 minutes on 2 CPU cores.
+    """Run the whole chain on built-in synthetic data, in about 8 minutes on 2 CPU cores.
 
     Synthesises a Cityscapes-layout data set and a driving video, trains a tiny cfnet-pspnet and a tiny
     SegFormer baseline the same way, evaluates both, exports fp32, fp16 and int8 ONNX (parity printed),

@@ -104,8 +104,10 @@ def _validate(config: BenchConfig) -> None:
 
         if not torch.cuda.is_available():
             raise UserError("--device cuda but torch sees no CUDA device", "use --device cpu")
-    if config.stream is not None and not Path(config.stream).is_file():
-        raise UserError("video not found", str(config.stream))
+    if config.stream is not None:  # opened (first frame read) now, not after minutes of timing
+        from runtime.video import VideoSource
+
+        VideoSource(str(config.stream)).release()
     if config.iters < 1 or config.warmup < 0:
         raise UserError("--iters must be >= 1 and --warmup >= 0", f"iters={config.iters}, warmup={config.warmup}")
 

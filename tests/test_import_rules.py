@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FORBIDDEN_IN_RUNTIME = ("torch", "torchvision", "cfnet", "export", "bench")
+FORBIDDEN_IN_RUNTIME = ("torch", "torchvision", "onnx", "onnxslim", "cfnet", "export", "bench")
 
 
 def _modules(package: str) -> list[str]:

@@ -7,18 +7,32 @@ import json
 import re
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from cfnet.cli import cli
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
+STREAM_FRAMES = 5
+
+
+def _write_video(path: Path, frames: int) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (96, 48))
+    rng = np.random.default_rng(0)
+    for _ in range(frames):
+        writer.write(rng.integers(0, 256, (48, 96, 3), dtype=np.uint8))
+    writer.release()
+    return path
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
-    out = tmp_path_factory.mktemp("bench") / "report"
-    args = ["bench", "--models", "hrnet", "--preset", "tiny", "--size", "64x64",
+    folder = tmp_path_factory.mktemp("bench")
+    out = folder / "report"
+    video = _write_video(folder / "drive.mp4", STREAM_FRAMES)
+    args = ["bench", "--models", "hrnet", "--preset", "tiny", "--size", "64x64", "--stream", str(video),
             "--backends", ",".join(BACKENDS), "--warmup", "1", "--iters", "2", "--threads", "1", "--out", str(out)]
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -84,6 +98,34 @@ def test_markdown_and_csv_show_the_same_numbers(report: tuple[Path, dict, str]) 
         assert float(cells["Median (ms)"]) == pytest.approx(float(row["median_ms"]), abs=0.006)
         assert float(cells["GFLOP/s"]) == pytest.approx(float(row["gflops"]) / (float(row["median_ms"]) / 1e3),
                                                         rel=2e-3)
+
+
+def test_stream_fps_sits_beside_the_backend_only_fps(report: tuple[Path, dict, str]) -> None:
+    out, result, _ = report
+    rows = _rows(result)
+    served = rows[("hrnet", "onnxruntime")]
+    assert served["stream_fps"] > 0 and served["backend_fps"] > 0 and served["stream_note"] is None
+    assert rows[("hrnet", "torch")]["stream_fps"] is None and "torch-free" in rows[("hrnet", "torch")]["stream_note"]
+    assert rows[("hrnet", "tensorrt")]["stream_fps"] is None
+    capture = cv2.VideoCapture(str(out / "streams" / "hrnet-onnxruntime.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == STREAM_FRAMES
+    capture.release()
+    header = next(line for line in (out / "report.md").read_text().splitlines() if line.startswith("| Model"))
+    assert "Stream FPS" in header and "Backend FPS" in header
+
+
+def test_an_unreadable_stream_video_is_refused_before_anything_is_measured(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cfnet.cli import main
+
+    video = tmp_path / "broken.mp4"
+    video.write_bytes(b"not a video at all" * 64)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--preset", "tiny", "--out", str(tmp_path / "out"), "--stream", str(video)])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and err.startswith("error: cannot open video") and "\n" not in err
+    assert str(video) in err and not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(

@@ -30,8 +30,9 @@ def test_layout_names_and_labels(tmp_path: Path) -> None:
     assert "gtFine/val/renderdorf/renderdorf_000001_000019_gtFine_labelIds.png" in names
     assert "gtFine/val/renderdorf/renderdorf_000001_000019_gtFine_color.png" in names
     assert len(names) == 5 * 3
-    label = cv2.imread(str(out / "gtFine/train/synthville/synthville_000000_000019_gtFine_labelIds.png"),
-                       cv2.IMREAD_UNCHANGED)
+    label = cv2.imread(
+        str(out / "gtFine/train/synthville/synthville_000000_000019_gtFine_labelIds.png"), cv2.IMREAD_UNCHANGED
+    )
     assert label is not None
     assert label.dtype == np.uint8 and label.shape == SIZE
     assert set(np.unique(label).tolist()) <= VALID_IDS
@@ -148,3 +149,19 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["data", "synth", str(out), "--size", "0x64"])
     assert info.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_cli_writes_the_video_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    video = tmp_path / "drive.mp4"
+    with pytest.raises(SystemExit) as info:
+        main(
+            ["data", "synth", str(tmp_path / "d"), "--train", "1", "--val", "1", "--size", "64x128"]
+            + ["--video", str(video), "--frames", "5", "--fps", "10"]
+        )
+    assert info.value.code == 0, capsys.readouterr().err
+    capture = cv2.VideoCapture(str(video))
+    count, fps = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), capture.get(cv2.CAP_PROP_FPS)
+    size = (int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)))
+    capture.release()
+    assert (count, fps, size) == (5, 10.0, (64, 128))
+    assert f"video: {video} (5 frames)" in capsys.readouterr().out

@@ -105,6 +105,50 @@ def test_parity_failure_refuses_the_export_and_writes_nothing(tmp_path: Path) ->
     assert list(tmp_path.iterdir()) == []
 
 
+def test_parity_failure_through_the_cli_exits_1_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cfnet.cli import main
+
+    monkeypatch.setattr("cfnet.models.build_model", lambda *args, **kwargs: _Drifting())
+    out = tmp_path / "drift.onnx"
+    with pytest.raises(SystemExit) as info:
+        main(["export", "onnx", "--model", "pspnet", "--out", str(out), "--size", "32x32"])
+    assert info.value.code == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: fp32 export disagrees with PyTorch") and last.endswith(f"({out} not written)")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_simplified_graph_is_smaller_and_computes_the_same(
+    exported: dict[str, tuple[SegmentationModel, Path]], tmp_path: Path
+) -> None:
+    model, slim = exported["cfnet-hrnet"]
+    raw = export_onnx(model, tmp_path / "raw.onnx", size=EXPORT_SIZE, simplify=False)
+    nodes = {path: len(onnx.load(str(path)).graph.node) for path in (slim, raw)}
+    assert nodes[slim] < 0.8 * nodes[raw], nodes
+    x = np.random.default_rng(2).standard_normal((1, 3, 96, 160), dtype=np.float32)
+    slim_out, raw_out = (
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["logits"], {"images": x})[0]
+        for path in (slim, raw)
+    )
+    np.testing.assert_allclose(slim_out, raw_out, rtol=0, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_paper_presets_export_and_pass_the_parity_gate(name: str, tmp_path: Path) -> None:
+    from cfnet.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(name, preset="paper").eval()
+    path = export_onnx(model, tmp_path / f"{name}.onnx", size=(64, 64), simplify=False)  # gated: raises if off
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    assert meta["cfnet.model"] == name and meta["cfnet.preset"] == "paper"
+    dims = [d.dim_param or d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, "height", "width"]
+
+
 def test_interrupted_write_leaves_nothing(tmp_path: Path) -> None:
     class Exploding:
         def SerializeToString(self) -> bytes:  # noqa: N802 - protobuf's name

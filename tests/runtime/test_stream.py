@@ -56,6 +56,35 @@ def test_stream_cli_keeps_every_frame_and_masks_equal_onnxruntime(
         np.testing.assert_array_equal(saved, reference.mask(frame))
 
 
+EDGE_ABSENT = ("torch", "torchvision", "onnx", "onnxslim", "matplotlib", "tqdm")  # what an edge box lacks
+
+
+def test_segment_and_stream_commands_run_where_torch_cannot_be_imported(
+    tiny_onnx: Path, tmp_path: Path, write_video: Callable[..., Path]
+) -> None:
+    frames = synthetic_frames(6, (48, 64))
+    video = write_video(tmp_path / "in.mp4", frames, fps=6.0)
+    image = tmp_path / "street.png"
+    cv2.imwrite(str(image), frames[0])
+    code = (
+        "import sys\n"
+        f"for name in {EDGE_ABSENT!r}: sys.modules[name] = None  # import now raises ImportError\n"
+        "from cfnet.cli import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    commands = [
+        ["stream", str(video), "--model", str(tiny_onnx), "--out", str(tmp_path / "seg.mp4"), "--json"],
+        ["segment", str(image), "--model", str(tiny_onnx), "--out", str(tmp_path / "masks")],
+    ]
+    results = [
+        subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True)
+        for args in commands
+    ]
+    assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+    assert json.loads(results[0].stdout)["frames"] == 6 and len(read_video(tmp_path / "seg.mp4")[0]) == 6
+    assert (tmp_path / "masks" / "street_mask.png").is_file()
+
+
 def test_run_stream_letterboxes_frames_of_another_size(
     tiny_onnx: Path, tmp_path: Path, write_video: Callable[..., Path]
 ) -> None:
