@@ -236,7 +236,7 @@ def _parity_inputs(
     size: tuple[int, int], divisor: int, batch: int, dynamic: bool, real: list[np.ndarray]
 ) -> dict[str, list[np.ndarray]]:
     """`random`: normalised noise at the export size and, for dynamic graphs, at a second size with batch 2;
-    `real`: the given preprocessed images (those of the export size only, for static graphs)."""
+    `calibration`: the given calibration images, up to 4 (those of the export size only, for static graphs)."""
     rng = np.random.default_rng(PARITY_SEED)
     noise = [rng.standard_normal((batch, 3, *size), dtype=np.float32)]
     if dynamic:
@@ -244,7 +244,7 @@ def _parity_inputs(
         other = (max(step, size[0] - step), size[1] + step)
         noise.append(rng.standard_normal((2, 3, *other), dtype=np.float32))
     images = [r for r in real if dynamic or (r.shape[0] == batch and r.shape[2:] == tuple(size))]
-    return {"random": noise, "real": images} if images else {"random": noise}
+    return {"random": noise, "calibration": images} if images else {"random": noise}
 
 
 def _check_parity(
