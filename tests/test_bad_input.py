@@ -74,7 +74,6 @@ CASES = {
     "segment: missing model": ["segment", "{png}", "--model", "{missing}.onnx", "--out", "{out}"],
     "stream: missing video": ["stream", "{missing}.mp4", "--model", "{onnx}", "--out", "{out}.mp4"],
     "bench: unknown model": ["bench", "--models", "nope", "--out", "{out}"],
-    "bench: unreadable stream video": ["bench", "--preset", "tiny", "--out", "{out}", "--stream", "{png}"],
     "build-engine: missing ONNX": ["build-engine", "{missing}.onnx", "--out", "{out}.engine"],
     "demo: --out is a file": ["demo", "--out", "{png}"],
 }

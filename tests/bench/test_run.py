@@ -8,30 +8,21 @@ import re
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from cfnet.cli import cli
+from tests.runtime.conftest import synthetic_frames, write_video_file
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 STREAM_FRAMES = 5
-
-
-def _write_video(path: Path, frames: int) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (96, 48))
-    rng = np.random.default_rng(0)
-    for _ in range(frames):
-        writer.write(rng.integers(0, 256, (48, 96, 3), dtype=np.uint8))
-    writer.release()
-    return path
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
     folder = tmp_path_factory.mktemp("bench")
     out = folder / "report"
-    video = _write_video(folder / "drive.mp4", STREAM_FRAMES)
+    video = write_video_file(folder / "drive.mp4", synthetic_frames(STREAM_FRAMES))
     args = ["bench", "--models", "hrnet", "--preset", "tiny", "--size", "64x64", "--stream", str(video),
             "--backends", ",".join(BACKENDS), "--warmup", "1", "--iters", "2", "--threads", "1", "--out", str(out)]
     result = CliRunner().invoke(cli, args, catch_exceptions=False)

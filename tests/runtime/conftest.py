@@ -87,20 +87,21 @@ def synthetic_frames(count: int, size: tuple[int, int] = (48, 64), seed: int = 0
     return frames
 
 
+def write_video_file(path: Path, frames: list[np.ndarray], fps: float = 10.0, color: bool = True) -> Path:
+    """`frames` written to `path` with OpenCV's mp4v encoder; returns `path`."""
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h), color)
+    assert writer.isOpened()
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
 @pytest.fixture
 def write_video() -> Callable[..., Path]:
-    """`write_video(path, frames, fps=10, color=True)` -> path, with OpenCV's mp4v encoder."""
-
-    def write(path: Path, frames: list[np.ndarray], fps: float = 10.0, color: bool = True) -> Path:
-        h, w = frames[0].shape[:2]
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h), color)
-        assert writer.isOpened()
-        for frame in frames:
-            writer.write(frame)
-        writer.release()
-        return path
-
-    return write
+    """`write_video(path, frames, fps=10, color=True)` -> path (`write_video_file` as a fixture)."""
+    return write_video_file
 
 
 def read_video(path: Path) -> tuple[list[np.ndarray], float]:
