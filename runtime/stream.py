@@ -129,8 +129,9 @@ class _Item:
 class _Stream:
     """One source's state: its reader's queue (guarded by the batcher's lock), writer queue and timings."""
 
-    def __init__(self, index: int, src: VideoSource, live: bool, writer: VideoWriter | None, stats: StreamStats,
-                 capacity: int) -> None:
+    def __init__(
+        self, index: int, src: VideoSource, live: bool, writer: VideoWriter | None, stats: StreamStats, capacity: int
+    ) -> None:
         self.index, self.src, self.live, self.writer, self.stats = index, src, live, writer, stats
         self.pending: deque[_Item] = deque()
         self.capacity = capacity
@@ -230,7 +231,7 @@ class _Batcher:
     def _take(self, items: list[_Item]) -> None:
         """Move waiting frames into `items`, round robin from a rotating first stream, one input size only."""
         canvas = items[0].batch.shape[2:] if items else None
-        order = self.streams[self.turn:] + self.streams[: self.turn]
+        order = self.streams[self.turn :] + self.streams[: self.turn]
         self.turn = (self.turn + 1) % len(self.streams)
         progress = True
         while progress and len(items) < self.size:
@@ -318,8 +319,18 @@ def run_stream(
             frame_callback(index, frame, mask, blended)
 
     result = run_streams(
-        [source], backend, outs=[out], alpha=alpha, max_frames=max_frames, show=show, legend=legend,
-        on_frame=callback, progress=progress, queue_size=queue_size, live=live, batch=batch,
+        [source],
+        backend,
+        outs=[out],
+        alpha=alpha,
+        max_frames=max_frames,
+        show=show,
+        legend=legend,
+        on_frame=callback,
+        progress=progress,
+        queue_size=queue_size,
+        live=live,
+        batch=batch,
         stall_timeout=stall_timeout,
     )
     if result.errors:
@@ -388,8 +399,9 @@ def run_streams(
         for i, (src, out) in enumerate(zip(opened, outs, strict=True)):
             is_live = src.live if live is None else live
             writer = VideoWriter(out, src.fps, src.size) if out is not None else None
-            stats = StreamStats(source=src.name, output=None, backend=backend.name, live=is_live, size=src.size,
-                                input_fps=src.fps)
+            stats = StreamStats(
+                source=src.name, output=None, backend=backend.name, live=is_live, size=src.size, input_fps=src.fps
+            )
             streams.append(_Stream(i, src, is_live, writer, stats, max(1, 2 if is_live else queue_size)))
         result.streams = [s.stats for s in streams]
         result.latest = [None] * len(streams)
@@ -410,9 +422,11 @@ def run_streams(
         ]
         threads = [threading.Thread(target=_infer, args=(run, batcher, backend, result), daemon=True)]
         threads += [
-            threading.Thread(target=_guard_writer,
-                             args=(run, s, batcher, backend, result, alpha, legend, on_frame, count),
-                             daemon=True)
+            threading.Thread(
+                target=_guard_writer,
+                args=(run, s, batcher, backend, result, alpha, legend, on_frame, count),
+                daemon=True,
+            )
             for s in streams
         ]
         if on_start is not None:
