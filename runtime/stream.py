@@ -22,6 +22,7 @@ the pipeline updates it in place, without locks on the hot path.
 from __future__ import annotations
 
 import queue
+import re
 import signal
 import threading
 import time
@@ -80,7 +81,8 @@ class StreamStats:
 class RunStats:
     """A run of the pipeline: one `StreamStats` per source and the aggregate.
 
-    `batch_sizes`: histogram of the batches inferred (size -> count). `latest[i]`: the newest overlay of
+    `batch_sizes`: histogram of the batches inferred (size -> count); `peak_rss_mb`: the process's peak
+    memory at the end. `latest[i]`: the newest overlay of
     stream i (for a window or a live view; not serialised). `errors`: the exception that ended a stream.
     """
 
@@ -93,6 +95,7 @@ class RunStats:
     fps: float = 0.0
     batch_sizes: dict[int, int] = field(default_factory=dict)
     ended_by: str = "running"
+    peak_rss_mb: float | None = None
     latest: list[np.ndarray | None] = field(default_factory=list, repr=False)
     errors: dict[int, BaseException] = field(default_factory=dict, repr=False)
 
@@ -110,6 +113,7 @@ class RunStats:
                 "fps": self.fps,
                 "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
                 "ended_by": self.ended_by,
+                "peak_rss_mb": self.peak_rss_mb,
             },
         }
 
@@ -249,6 +253,19 @@ class _Batcher:
             if not s.closed and s.reading_since is not None and now - s.reading_since > self.stall:
                 s.closed = True
                 s.end("stalled")
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory in MB (Linux `VmHWM`; None elsewhere).
+
+    Not `getrusage`'s `ru_maxrss`: Linux carries the parent's peak across fork and exec into it.
+    """
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    return int(match[1]) / 1024 if match else None
 
 
 def gui_available() -> bool:
@@ -472,6 +489,7 @@ def run_streams(
             result.errors[s.index] = s.error
         _summarise(s)
     result.ended_by = run.reason or "end"
+    result.peak_rss_mb = peak_rss_mb()
     result.fps = result.frames / result.seconds if result.seconds > 0 else 0.0
     return result
 
