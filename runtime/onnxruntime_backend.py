@@ -101,6 +101,7 @@ class OnnxRuntimeBackend(Closing):
         shape = next(i.shape for i in inputs if i.name == self.input_name)
         static = (shape[2], shape[3]) if len(shape) == 4 and all(isinstance(d, int) for d in shape[2:]) else None
         self.fixed_size: tuple[int, int] | None = static
+        self.max_batch: int | None = shape[0] if shape and isinstance(shape[0], int) else None  # static N
         props = self.session.get_modelmeta().custom_metadata_map
         self.metadata: ModelMetadata = metadata_from_props(props, str(path), overrides, static)
         on_gpu = self.providers[0] in GPU_PROVIDERS
