@@ -2,9 +2,10 @@
 
 `/` is a page with each stream's newest overlay and its figures, refreshing itself; `/stream/<i>.mjpg` the
 newest overlay of stream i as MJPEG; `/stats` the figures as JSON; `/metrics` the Prometheus text format.
-Only GET and HEAD are answered. The pipeline hands over a reference to each new overlay (`publish`, O(1):
-no copy, no encoding on the pipeline's threads); viewers encode the newest one at most `max_fps` times a
-second, each in its own thread, so a slow or stalled viewer skips frames and never holds the pipeline.
+Only GET and HEAD are answered. The view only reads the run's `RunStats` (the newest overlay per stream,
+the counters, the latencies so far): the pipeline does nothing for it. Each MJPEG viewer's own thread looks
+for a newer overlay at most `max_fps` times a second and encodes it once for all viewers, so a slow or
+stalled viewer skips frames and never holds the pipeline.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import html
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -24,13 +25,12 @@ import cv2
 import numpy as np
 
 from runtime.errors import UserError
+from runtime.stream import RunStats
 
 BOUNDARY = "cfnetframe"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 SOCKET_TIMEOUT = 10.0  # seconds a viewer may leave a write unread before its connection is dropped
-
-Stats = Callable[[], Mapping[str, Any]]
-Samples = Callable[[], Mapping[str, Mapping[str, Sequence[float]]]]
+REPEAT_S = 0.5  # an unchanged overlay is sent again this often (a paused or ended stream stays visible)
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -42,50 +42,33 @@ def parse_address(text: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-class _Frame:
-    """The newest overlay of one stream and its JPEG, encoded once, by the first viewer that wants it."""
-
-    def __init__(self) -> None:
-        self.seq = 0
-        self.image: np.ndarray | None = None
-        self.jpeg: tuple[int, bytes] | None = None
-        self.lock = threading.Lock()
-
-
 class LiveView:
-    """An HTTP server observing a stream pipeline; a context manager (the server stops with the block).
+    """An HTTP server observing a stream run; a context manager (the server stops with the block).
 
-    `names`: one label per stream. `stats()`: the figures served at `/stats` (the pipeline's summary so
-    far: `streams` a list of per-stream dicts with `frames`, `dropped`, `fps`, `latency_ms`, ..., and
-    `aggregate`). `samples()`: per stream name, per stage, the latencies in seconds so far (for the
-    Prometheus histograms). A `token`, if given, is required on every request (`?token=` or
-    `Authorization: Bearer`).
+    Bound at construction (a busy port fails before the stream starts); `attach(run)` hands it the run's
+    live `RunStats` (`run_streams(..., on_start=view.attach)`). A `token`, if given, is required on every
+    request (`?token=` or `Authorization: Bearer`). `max_fps` caps the frames each MJPEG viewer gets.
     """
 
     def __init__(
         self,
         address: tuple[str, int],
-        names: Sequence[str],
         classes: Sequence[str],
         palette: Sequence[Sequence[int]],
-        stats: Stats,
-        samples: Samples,
         *,
         token: str | None = None,
         quality: int = 80,
         max_fps: float = 10.0,
     ) -> None:
-        self.names = list(names)
         self.classes = list(classes)
         self.palette = [tuple(int(v) for v in c) for c in palette]
-        self.stats = stats
-        self.samples = samples
         self.token = token
         self.quality = quality
-        self.interval = 1.0 / max_fps if max_fps > 0 else 0.0
-        self.frames = [_Frame() for _ in self.names]
-        self.changed = threading.Condition()
+        self.interval = 1.0 / max_fps
+        self.run: RunStats | None = None
         self.closed = threading.Event()
+        self._encoded: dict[int, tuple[np.ndarray, bytes]] = {}  # stream -> (overlay, its JPEG)
+        self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"view": self})
         self.server = ThreadingHTTPServer(address, handler, bind_and_activate=False)
         self.server.daemon_threads = True
@@ -108,11 +91,13 @@ class LiveView:
         self.thread.start()
         return self
 
+    def attach(self, run: RunStats) -> None:
+        """Observe `run` (read only: its summary, latencies and newest overlays)."""
+        self.run = run
+
     def close(self) -> None:
         """Stop serving: open MJPEG connections end, the listening socket is closed."""
         self.closed.set()
-        with self.changed:
-            self.changed.notify_all()
         if self.thread.is_alive():
             self.server.shutdown()
         self.server.server_close()
@@ -123,34 +108,29 @@ class LiveView:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def publish(self, stream: int, overlay: np.ndarray) -> None:
-        """The newest overlay of `stream` (the caller must not modify it afterwards)."""
-        frame = self.frames[stream]
-        frame.image, frame.seq, frame.jpeg = overlay, frame.seq + 1, None
-        with self.changed:
-            self.changed.notify_all()
+    @property
+    def names(self) -> list[str]:
+        return [s.source for s in self.run.streams] if self.run is not None else []
 
-    def jpeg(self, stream: int) -> tuple[int, bytes] | None:
-        """(sequence number, JPEG) of the newest overlay of `stream`, or None before the first."""
-        frame = self.frames[stream]
-        with frame.lock:
-            image, seq = frame.image, frame.seq
-            if image is None:
-                return None
-            if frame.jpeg is None or frame.jpeg[0] != seq:
+    def stats(self) -> dict[str, Any]:
+        """The run's summary so far (`/stats`), the same dict as `cfnet stream --json` prints at the end."""
+        return self.run.snapshot() if self.run is not None else {"streams": [], "aggregate": {}}
+
+    def jpeg(self, stream: int) -> tuple[np.ndarray, bytes] | None:
+        """The newest overlay of `stream` and its JPEG (encoded once, by the first viewer that asks)."""
+        if self.run is None or stream >= len(self.run.latest):
+            return None
+        image = self.run.latest[stream]
+        if image is None:
+            return None
+        with self._lock:
+            cached = self._encoded.get(stream)
+            if cached is None or cached[0] is not image:
                 ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
                 if not ok:
                     return None
-                frame.jpeg = (seq, data.tobytes())
-            return frame.jpeg
-
-    def wait_newer(self, stream: int, seq: int, timeout: float) -> bool:
-        """Wait until `stream` has an overlay newer than `seq`; False on timeout or when the view closes."""
-        with self.changed:
-            return (
-                self.changed.wait_for(lambda: self.closed.is_set() or self.frames[stream].seq > seq, timeout)
-                and not self.closed.is_set()
-            )
+                cached = self._encoded[stream] = (image, data.tobytes())
+            return cached
 
     def metrics(self) -> str:
         """The figures in the Prometheus text exposition format (version 0.0.4)."""
@@ -160,24 +140,24 @@ class LiveView:
         def family(name: str, kind: str, text: str) -> None:
             lines.extend([f"# HELP {name} {text}", f"# TYPE {name} {kind}"])
 
-        streams = list(stats.get("streams", []))
+        streams = stats["streams"]
         for name, key, text in (
             ("cfnet_frames_total", "frames", "Frames segmented."),
             ("cfnet_dropped_frames_total", "dropped", "Frames a live source dropped because inference lagged."),
         ):
             family(name, "counter", text)
-            lines += [f'{name}{{stream="{_label(s["name"])}"}} {int(s.get(key, 0))}' for s in streams]
+            lines += [f'{name}{{stream="{_label(s["source"])}"}} {int(s[key])}' for s in streams]
         family("cfnet_fps", "gauge", "End-to-end frames per second of the stream so far.")
-        lines += [f'cfnet_fps{{stream="{_label(s["name"])}"}} {float(s.get("fps", 0.0)):.6g}' for s in streams]
+        lines += [f'cfnet_fps{{stream="{_label(s["source"])}"}} {float(s["fps"]):.6g}' for s in streams]
         family("cfnet_stage_seconds", "histogram", "Per-frame latency of each pipeline stage.")
-        for stream, stages in self.samples().items():
-            for stage, values in stages.items():
-                lines += _histogram("cfnet_stage_seconds", {"stream": stream, "stage": stage}, values)
-        sizes = stats.get("aggregate", {}).get("batch_sizes", {})
+        for s, times in zip(streams, self.run.times if self.run is not None else [], strict=False):
+            for stage, values in list(times.items()):
+                lines += _histogram("cfnet_stage_seconds", {"stream": s["source"], "stage": stage}, values[:])
+        sizes = stats["aggregate"].get("batch_sizes", {})
         if sizes:
             family("cfnet_batch_size", "histogram", "Frames per inference batch.")
             observed = [float(size) for size, count in sizes.items() for _ in range(int(count))]
-            bounds = tuple(float(b) for b in sorted({int(s) for s in sizes}))
+            bounds = tuple(float(b) for b in sorted(int(s) for s in sizes))
             lines += _histogram("cfnet_batch_size", {}, observed, bounds)
         return "\n".join(lines) + "\n"
 
@@ -248,7 +228,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.OK, self.view.metrics().encode(), "text/plain; version=0.0.4; charset=utf-8")
         elif path.startswith("/stream/") and path.endswith(".mjpg") and path[8:-5].isdigit():
             index = int(path[8:-5])
-            if index < len(self.view.frames):
+            if index < len(self.view.names):
                 self._mjpeg(index)
             else:
                 self._send(HTTPStatus.NOT_FOUND, b"no such stream\n", "text/plain; charset=utf-8")
@@ -283,22 +263,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         if self.command == "HEAD":
             return
-        sent = 0
+        sent: np.ndarray | None = None
+        sent_at = 0.0
         try:
+            self.wfile.write(f"--{BOUNDARY}\r\n".encode())
             while not view.closed.is_set():
-                if not view.wait_newer(index, sent, timeout=1.0):
-                    continue
                 started = time.monotonic()
                 current = view.jpeg(index)
-                if current is None:
-                    continue
-                sent, data = current
-                self.wfile.write(
-                    f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n".encode()
-                    + data
-                    + b"\r\n"
-                )
-                self.wfile.flush()
+                # a new overlay, or the same again after REPEAT_S: browsers show a part once the next one starts
+                if current is not None and (current[0] is not sent or started - sent_at >= REPEAT_S):
+                    (sent, data), sent_at = current, started
+                    head = f"Content-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+                    self.wfile.write(head + data + f"\r\n--{BOUNDARY}\r\n".encode())
+                    self.wfile.flush()
                 view.closed.wait(max(0.0, view.interval - (time.monotonic() - started)))
         except (OSError, ValueError):  # the viewer left, or stopped reading for SOCKET_TIMEOUT
             return
