@@ -147,8 +147,17 @@ def test_backbone_weights_load_from_torchvision_state_dict(tmp_path: Path) -> No
 def test_bad_backbone_weights_are_user_errors(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match="cannot read backbone weights"):
+    with pytest.raises(UserError) as text:
         build_model("pspnet", preset="paper", backbone_weights=garbage)
+    assert text.value.what == "not a torchvision ResNet-50 state dict" and text.value.where == str(garbage)
+    whole = tmp_path / "resnet18-model.pt"
+    torch.save(resnet18(weights=None), whole)  # the model object, not its state dict
+    with pytest.raises(UserError) as info:
+        build_model("deeplabv3", preset="paper", backbone_weights=whole)
+    message = str(info.value)
+    assert message == (f"not a torchvision ResNet-50 state dict: it holds a pickled torchvision.models.resnet.ResNet, "
+                       f"and only tensors and numbers are loaded ({whole})")
+    assert len(message.splitlines()) == 1 and "\x1b" not in message and "weights_only" not in message
     wrong = tmp_path / "resnet18.pt"
     torch.save(resnet18(weights=None).state_dict(), wrong)
     with pytest.raises(UserError, match="not a torchvision ResNet-50"):
