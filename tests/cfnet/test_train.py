@@ -119,8 +119,8 @@ def test_bad_input_is_one_line_and_exit_2(
 
 def test_metrics_seconds_continue_across_a_resume(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     run = tmp_path / "run"
-    args = ["--log-every", "1", *TINY]
-    assert _cli(capsys, "train", "--model", "unet", "--data", str(data), "--out", str(run), "--iters", "1", *args)[0] == 0
+    args = ["--model", "unet", "--data", str(data), "--out", str(run), "--iters", "1", "--log-every", "1", *TINY]
+    assert _cli(capsys, "train", *args)[0] == 0
     before = read_metrics(run / "metrics.csv")
     saved = load_checkpoint(run / "last.pt")["metrics"]["seconds"]  # the run's clock when last.pt was written
     assert _cli(capsys, "train", "--out", str(run), "--resume", "--iters", "2", "--workers", "0")[0] == 0
