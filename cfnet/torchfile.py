@@ -29,8 +29,13 @@ def load_torch_file(path: str | Path, what: str) -> Any:
     """`torch.load(path, map_location="cpu", weights_only=True)`; any failure is a `UserError` that starts with
     `not a <what>` (the file is something else) or `corrupt or unreadable <what>`, and names `path`."""
     path = Path(path)
-    with path.open("rb") as handle:
-        head = handle.read(64)
+    if path.is_dir():
+        raise UserError(f"not a {what}: a folder", str(path))
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(64)
+    except OSError as exc:
+        raise UserError(f"cannot read {what}: {exc.strerror}", str(path)) from exc
     if not head.startswith((*ZIP_MAGIC, LEGACY_MAGIC)):
         kind = _what_it_is(head)
         raise UserError(f"not a {what}" + (f": {kind}" if kind else ""), str(path))

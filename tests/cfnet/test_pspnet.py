@@ -150,6 +150,8 @@ def test_bad_backbone_weights_are_user_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError) as text:
         build_model("pspnet", preset="paper", backbone_weights=garbage)
     assert text.value.what == "not a torchvision ResNet-50 state dict" and text.value.where == str(garbage)
+    with pytest.raises(UserError, match="not a torchvision ResNet-50 state dict: a folder"):  # the CLI takes folders
+        build_model("pspnet", preset="paper", backbone_weights=tmp_path)
     whole = tmp_path / "resnet18-model.pt"
     torch.save(resnet18(weights=None), whole)  # the model object, not its state dict
     with pytest.raises(UserError) as info:
