@@ -26,8 +26,9 @@ LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 
 
 def load_torch_file(path: str | Path, what: str) -> Any:
-    """`torch.load(path, map_location="cpu", weights_only=True)`; any failure is a `UserError` that starts with
-    `not a <what>` (the file is something else) or `corrupt or unreadable <what>`, and names `path`."""
+    """`torch.load(path, map_location="cpu", weights_only=True)`; any failure is a one-line `UserError` naming
+    `path`: `not a <what>` (a folder, or a file that is something else), `corrupt or unreadable <what>`, or
+    `cannot read <what>` (the operating system refused)."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"not a {what}: a folder", str(path))
