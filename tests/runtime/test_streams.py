@@ -246,3 +246,24 @@ def test_live_sources_drop_only_their_own_frames(tiny_onnx: Path, tmp_path: Path
     live, file = result.streams
     assert live.dropped > 0 and live.frames + live.dropped == 20
     assert (file.frames, file.dropped) == (6, 0)
+
+
+@pytest.mark.parametrize("fps", [10.0, 29.97])
+def test_an_odd_size_video_keeps_its_size(tiny_onnx: Path, tmp_path: Path, fps: float) -> None:
+    from runtime.video import VideoSource, VideoWriter
+
+    frames = synthetic_frames(14, (127, 255), seed=3)
+    writer = VideoWriter(tmp_path / "odd.mp4", fps, (127, 255))
+    for frame in frames:
+        writer.write(frame)
+    writer.finish()
+    source = VideoSource(str(tmp_path / "odd.mp4"))
+    assert source.size == (127, 255) and source.fps == pytest.approx(fps, rel=1e-3)
+    overlays: list[np.ndarray] = []
+    with open_backend(tiny_onnx, device="cpu") as backend:
+        stats = run_stream(source, backend, tmp_path / "odd_seg.mp4", on_frame=lambda i, f, m, o: overlays.append(o))
+    written = read_video(tmp_path / "odd_seg.mp4")[0]
+    assert stats.frames == len(written) == 14 and {f.shape for f in written} == {(127, 255, 3)}
+    for decoded, expected in zip(written, overlays, strict=True):  # lossy, but the same picture, edges included
+        error = np.abs(decoded.astype(int) - expected.astype(int))
+        assert error.mean() < 6 and error[-1].mean() < 12 and error[:, -1].mean() < 12
