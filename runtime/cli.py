@@ -142,7 +142,9 @@ Exit codes:
     help="Also write each mask as PNG here (several sources: a folder per source).",
 )
 @click.option(
-    "--batch", type=click.IntRange(min=1), help="Frames per inference [default: the sources, capped by the model]."
+    "--batch",
+    type=click.IntRange(min=1),
+    help="Frames per inference [default: the number of sources, capped by the model; 1 on a CPU].",
 )
 @click.option(
     "--batch-timeout",

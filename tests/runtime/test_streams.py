@@ -18,7 +18,7 @@ import pytest
 
 from runtime.backend import open_backend
 from runtime.errors import UserError
-from runtime.stream import check_batch, run_stream, run_streams
+from runtime.stream import check_batch, default_batch, max_batch, run_stream, run_streams
 from runtime.video import stream_names
 from tests.runtime.conftest import export_tiny, read_video, synthetic_frames, tiny_metadata, write_video_file
 from tests.runtime.test_stream import ROOT, ListSource, StalledSource, cfnet
@@ -53,7 +53,20 @@ def test_three_files_in_one_run_keep_their_frames_sizes_and_single_stream_masks(
     }
     out, masks = tmp_path / "seg", tmp_path / "masks"
     code, stdout, _ = cfnet(
-        ["stream", *videos.values(), "--model", tiny_onnx, "--out", out, "--save-masks", masks, "--json"], capsys
+        [
+            "stream",
+            *videos.values(),
+            "--model",
+            tiny_onnx,
+            "--out",
+            out,
+            "--save-masks",
+            masks,
+            "--batch",
+            "3",
+            "--json",
+        ],
+        capsys,
     )
     assert code == 0
     summary = json.loads(stdout)
@@ -80,7 +93,7 @@ def test_batches_cross_streams_but_never_mix_input_sizes(tiny_onnx: Path, tmp_pa
     ]
     with open_backend(tiny_onnx, device="cpu") as backend:
         recording = RecordingBackend(backend)
-        result = run_streams([str(s) for s in sources], recording, batch_timeout_ms=200)  # type: ignore[arg-type]
+        result = run_streams([str(s) for s in sources], recording, batch=3, batch_timeout_ms=200)  # type: ignore[arg-type]
     assert [s.frames for s in result.streams] == [8, 8, 6]
     assert sum(shape[0] for shape in recording.shapes) == 22
     assert max(shape[0] for shape in recording.shapes) == 3  # batches are formed across the streams
@@ -141,7 +154,14 @@ def test_a_batch_the_model_cannot_take_is_refused_in_one_line(
     assert stderr.startswith("error: the model takes batches of at most 1") and "use --batch 1" in stderr
     assert not (tmp_path / "o").exists()
     code, stdout, _ = cfnet(["stream", video, video, "--model", static, "--out", tmp_path / "o"], capsys)
-    assert code == 0 and "batch 1 (timeout 40 ms), batches: 6x1" in stdout  # default batch capped by the model
+    assert code == 0 and "batch 1 (timeout 40 ms), batches: 6x1" in stdout  # the default takes what the model takes
+
+    with open_backend(static, device="cpu") as backend:
+        assert (max_batch(backend), default_batch(backend, 4)) == (1, 1)
+        backend.device = "cuda"  # type: ignore[attr-defined]  # as ONNX Runtime on a GPU: capped by the model
+        assert default_batch(backend, 4) == 1
+        backend.max_batch = None  # type: ignore[attr-defined]  # a dynamic batch: one frame per source
+        assert default_batch(backend, 4) == 4
 
     class Engine:
         name, path, max_batch = "tensorrt", tmp_path / "model.engine", 2
