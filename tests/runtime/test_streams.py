@@ -287,3 +287,21 @@ def test_an_odd_size_video_keeps_its_size(tiny_onnx: Path, tmp_path: Path, fps: 
     for decoded, expected in zip(written, overlays, strict=True):  # lossy, but the same picture, edges included
         error = np.abs(decoded.astype(int) - expected.astype(int))
         assert error.mean() < 6 and error[-1].mean() < 12 and error[:, -1].mean() < 12
+
+
+def test_a_stream_failing_midway_exits_1_after_finalising_every_output(
+    tiny_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = write_video_file(tmp_path / "a.mp4", synthetic_frames(6, (48, 64)))
+    b = write_video_file(tmp_path / "b.mp4", synthetic_frames(6, (48, 64), seed=1))
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "masks" / "b").write_text("a file where stream b's mask folder would go")
+    out = tmp_path / "seg"
+    code, stdout, stderr = cfnet(
+        ["stream", a, b, "--model", tiny_onnx, "--out", out, "--save-masks", tmp_path / "masks"], capsys
+    )
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]  # the rest: the progress bar
+    assert code == 1 and len(errors) == 1 and "File exists" in errors[0] and errors[0].endswith(f"({b})")
+    assert "6 frames (0 dropped, 0 resized) from " + str(a) in stdout and "ended: error" in stdout
+    assert len(read_video(out / "a.mp4")[0]) == 6 and len(os.listdir(tmp_path / "masks" / "a")) == 6
+    assert len(read_video(out / "b.mp4")[0]) == 1  # its frame was encoded before the mask write failed
