@@ -130,7 +130,8 @@ Exit codes:
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
-    help="One source: MP4 of the overlays (its size and FPS). Several: a folder, one MP4 per source.",
+    help="MP4 of the overlays (the source's size and FPS); with several sources (or an existing folder) a "
+    "folder, one MP4 per source.",
 )
 @click.option("--show", is_flag=True, help="Show the overlays in a window (needs OpenCV with GUI; q quits).")
 @click.option("--alpha", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Overlay opacity.")
@@ -210,7 +211,8 @@ def stream_command(
     if several and out is not None and (out.suffix or out.is_file()):
         raise UserError("with several sources --out is a folder (one MP4 per source)", str(out))
     names = stream_names(list(sources))
-    outs = [out] if not several else [out / f"{n}.mp4" if out is not None else None for n in names]
+    into_folder = several or (out is not None and out.is_dir())
+    outs = [out / f"{n}.mp4" if out is not None else None for n in names] if into_folder else [out]
     with _open(model, device, threads, overrides) as backend:
         opened: list[VideoSource] = []
         try:

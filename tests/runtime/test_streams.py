@@ -178,6 +178,9 @@ def test_an_output_that_is_an_input_is_refused(
     code, _, stderr = cfnet(["stream", video, "--model", tiny_onnx, "--out", tmp_path / "." / "s.mp4"], capsys)
     assert code == 2 and stderr.startswith("error: the output would overwrite an input video")
     assert video.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["s.mp4"]
+    code, _, stderr = cfnet(["stream", video, "--model", tiny_onnx, "--out", tmp_path], capsys)  # -> DIR/s.mp4
+    assert code == 2 and stderr.startswith("error: the output would overwrite an input video")
+    assert video.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["s.mp4"]
     code, _, stderr = cfnet(["stream", video, video, "--model", tiny_onnx, "--out", tmp_path / "x.mp4"], capsys)
     assert code == 2 and "--out is a folder" in stderr
 
