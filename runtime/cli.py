@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +198,60 @@ def stream_command(
       cfnet stream 0 --model model.onnx --show          # webcam
       cfnet stream cam1.mp4 cam2.mp4 rtsp://cam3/live --model model.onnx --out seg/ --json
     """
+    with _sigterm_as_interrupt():  # before the first frame (loading, opening): exit 130, as Ctrl-C
+        _stream(
+            sources,
+            model,
+            device,
+            threads,
+            out,
+            show,
+            alpha,
+            legend,
+            max_frames,
+            save_masks,
+            batch,
+            batch_timeout,
+            stall_timeout,
+            as_json,
+            overrides,
+        )
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt on the main thread meanwhile (`run_streams` stops the run on it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stream(
+    sources: tuple[str, ...],
+    model: Path,
+    device: str,
+    threads: int | None,
+    out: Path | None,
+    show: bool,
+    alpha: float,
+    legend: bool,
+    max_frames: int | None,
+    save_masks: Path | None,
+    batch: int | None,
+    batch_timeout: float,
+    stall_timeout: float,
+    as_json: bool,
+    overrides: dict[str, Any],
+) -> None:
     import sys
 
     from runtime.errors import UserError

@@ -308,3 +308,21 @@ def test_a_stream_failing_midway_exits_1_after_finalising_every_output(
     assert "6 frames (0 dropped, 0 resized) from " + str(a) in stdout and "ended: error" in stdout
     assert len(read_video(out / "a.mp4")[0]) == 6 and len(os.listdir(tmp_path / "masks" / "a")) == 6
     assert len(read_video(out / "b.mp4")[0]) == 1  # its frame was encoded before the mask write failed
+
+
+def test_sigterm_before_the_first_frame_exits_130_like_ctrl_c(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import runtime.backend
+
+    def terminated_while_loading(*args: object, **kwargs: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this
+        raise AssertionError("SIGTERM did not interrupt the command")
+
+    monkeypatch.setattr(runtime.backend, "open_backend", terminated_while_loading)
+    video = write_video_file(tmp_path / "a.mp4", synthetic_frames(2, (48, 64)))
+    before = signal.getsignal(signal.SIGTERM)
+    code, _, stderr = cfnet(["stream", video, "--model", tmp_path / "m.onnx", "--out", tmp_path / "o.mp4"], capsys)
+    assert code == 130 and stderr.strip() == "error: interrupted"
+    assert signal.getsignal(signal.SIGTERM) == before and sorted(os.listdir(tmp_path)) == ["a.mp4"]
