@@ -123,7 +123,7 @@ Exit codes:
        stopped the run: outputs finalised, summary printed
   1    a stream failed midway: its output is finalised, the others completed; the summary names it
   2    bad input (source, model, option, an output that is an input): one line, nothing written
-  130  interrupted before the first frame: nothing written
+  130  Ctrl-C or SIGTERM before the first frame: nothing written
 """
 
 
