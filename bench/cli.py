@@ -40,6 +40,8 @@ def _default_backends(quick: bool, device: str) -> tuple[str, ...]:
 @click.option("--images", type=int, default=None, help="Score only the first N images of the split.")
 @click.option("--stream", type=click.Path(path_type=Path), default=None,
               help="Video: end-to-end stream FPS against backend-only FPS per backend.")
+@click.option("--streams", type=int, default=1, show_default=True,
+              help="With --stream: K copies through one pipeline against K sequential runs and K processes.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench-report"), show_default=True,
               help="Report folder (report.md, results.csv/json, charts; exported models under cache/).")
 @click.option("--markdown", type=click.Path(path_type=Path), default=None,
@@ -60,6 +62,7 @@ def bench_command(
     split: str,
     images: int | None,
     stream: Path | None,
+    streams: int,
     out: Path,
     markdown: Path | None,
     quick: bool,
@@ -77,6 +80,7 @@ def bench_command(
       cfnet bench --quick --out bench-report
       cfnet bench --models cfnet-pspnet,segformer --backends torch,onnxruntime,onnxruntime-int8 --iters 10
       cfnet bench --preset tiny --checkpoints runs --data data/synth --stream data/synth/video.mp4
+      cfnet bench --models cfnet-pspnet --preset tiny --backends onnxruntime --stream drive.mp4 --streams 4
     """
     import json
 
@@ -98,6 +102,7 @@ def bench_command(
         split=split,
         images=images,
         stream=stream,
+        streams=streams,
         out=out,
     )
     result = run_bench(config)

@@ -10,6 +10,7 @@ from typing import Any
 
 from bench.machine import describe
 from bench.paper import PAPER_SETUP
+from bench.streaming import multistream_lines
 from cfnet.atomic import atomic_path, write_bytes
 
 CONV_HEAVY = ("unet", "deeplabv3", "pspnet", "cfnet-pspnet")
@@ -100,6 +101,9 @@ def render_markdown(result: dict[str, Any], charts: dict[str, str] | None = None
     ]
     if any(row.get("status") != "ok" for row in result["rows"]):
         lines += ["", "Rows with a status other than `ok` could not run here; the status says why."]
+    multistream = multistream_lines(result["rows"])
+    if multistream:
+        lines += ["", *multistream]
     target_lines = checks(result["rows"])
     if target_lines:
         lines += ["", "## Targets", "", *target_lines]

@@ -45,6 +45,7 @@ class BenchConfig:
     split: str = "val"
     images: int | None = None
     stream: Path | None = None
+    streams: int = 1
     out: Path = Path("bench-report")
     num_classes: int = 19
     seed: int = 0
@@ -104,6 +105,9 @@ def _validate(config: BenchConfig) -> None:
 
         if not torch.cuda.is_available():
             raise UserError("--device cuda but torch sees no CUDA device", "use --device cpu")
+    if config.streams < 1 or (config.streams > 1 and config.stream is None):
+        raise UserError("--streams K needs K >= 1 and --stream VIDEO (the video each stream plays)",
+                        f"streams={config.streams}")
     if config.stream is not None:  # opened (first frame read) now, not after minutes of timing
         from runtime.video import VideoSource
 
@@ -274,7 +278,7 @@ def _streams(
     threads: int, progress: Progress,
 ) -> dict[str, dict[str, Any]]:
     """End-to-end FPS of `runtime`'s video stream beside the backend-only FPS, per runtime-servable backend."""
-    from bench.streaming import stream_fps
+    from bench.streaming import multi_stream, stream_fps
 
     results: dict[str, dict[str, Any]] = {}
     for backend in runners:
@@ -287,6 +291,18 @@ def _streams(
         out = config.out / "streams" / f"{name}-{backend}.mp4"
         stats = stream_fps(Path(str(config.stream)), path, config.device, out, threads)
         results[backend] = {"stream_fps": stats["stream_fps"], "backend_fps": stats["backend_fps"], "stream_note": None}
+        if config.streams > 1:
+            progress(f"[bench] {name}: {config.streams} streams of {Path(str(config.stream)).name} on {backend}: "
+                     "one pipeline, sequential, concurrent processes")
+            try:
+                multi = multi_stream(Path(str(config.stream)), path, config.device, config.streams,
+                                     config.out / "streams" / f"{name}-{backend}-x{config.streams}", config.threads)
+            except RuntimeError as exc:
+                results[backend]["stream_note"] = f"multi-stream: {exc}"
+                continue
+            sizes = multi.pop("batch_sizes")
+            results[backend].update({f"streams_{k if k != 'streams' else 'k'}": v for k, v in multi.items()})
+            results[backend]["streams_batch_sizes"] = ", ".join(f"{n}x{size}" for size, n in sizes.items())
     return results
 
 

@@ -1,7 +1,11 @@
-"""Stream FPS: `runtime`'s video pipeline end to end against the backend alone on the same frames."""
+"""Stream FPS: `runtime`'s video pipeline end to end against the backend alone on the same frames; K streams in
+one pipeline against K sequential runs and K concurrent processes."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,3 +46,102 @@ def stream_fps(video: Path, model: Path, device: str, out: Path, threads: int | 
         "input_size": "x".join(str(d) for d in batch.shape[-2:]),
         "output": stats.output,
     }
+
+
+def multi_stream(
+    video: Path, model: Path, device: str, streams: int, out: Path, threads: int | None = None
+) -> dict[str, Any]:
+    """K copies of `video` through one `cfnet stream` pipeline (its default batch, and batch K) against the
+    naive alternatives on the same frames and model: the K streams one after another (K runs in turn) and K
+    `cfnet stream` processes at once.
+
+    Each variant runs in its own processes, so that peak memory (the RSS each `cfnet stream` reports) is the
+    stream's, not the bench's. Frames/s use the pipelines' own seconds (model loading excluded): the
+    pipeline's, the sum of the sequential runs', the longest of the concurrent ones'. Memory: the pipeline's
+    peak, the largest sequential peak, the sum of the concurrent peaks (they hold K models at once).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    base = ["--model", str(model), "--device", device, "--json"] + (["--threads", str(threads)] if threads else [])
+    pipeline = _wait(_start([str(video)] * streams + ["--out", str(out / "pipeline")] + base, out / "pipeline.json"))
+    batched = _wait(_start([str(video)] * streams + ["--out", str(out / "batched"), "--batch", str(streams), *base],
+                           out / "batched.json"))
+    sequential = [
+        _wait(_start([str(video), "--out", str(out / f"sequential-{i}.mp4"), *base], out / f"sequential-{i}.json"))
+        for i in range(streams)
+    ]
+    procs = [_start([str(video), "--out", str(out / f"concurrent-{i}.mp4"), *base], out / f"concurrent-{i}.json")
+             for i in range(streams)]
+    concurrent = [_wait(p) for p in procs]
+    agg = pipeline[0]["aggregate"]
+    result = {
+        "streams": streams,
+        "pipeline_fps": agg["fps"],
+        "pipeline_batch": agg["batch"],
+        "batched_fps": batched[0]["aggregate"]["fps"],
+        "sequential_fps": sum(r[0]["aggregate"]["frames"] for r in sequential)
+        / sum(r[0]["aggregate"]["seconds"] for r in sequential),
+        "concurrent_fps": sum(r[0]["aggregate"]["frames"] for r in concurrent)
+        / max(r[0]["aggregate"]["seconds"] for r in concurrent),
+        "pipeline_rss_mb": pipeline[1],
+        "batched_rss_mb": batched[1],
+        "sequential_rss_mb": max(r[1] for r in sequential),
+        "concurrent_rss_mb": sum(r[1] for r in concurrent),
+        "frames": agg["frames"],
+        "batch_sizes": agg["batch_sizes"],
+    }
+    result["vs_sequential"] = result["pipeline_fps"] / result["sequential_fps"]
+    result["vs_concurrent"] = result["pipeline_fps"] / result["concurrent_fps"]
+    result["rss_vs_concurrent"] = result["pipeline_rss_mb"] / result["concurrent_rss_mb"]
+    return result
+
+
+def _start(args: list[str], summary: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """`cfnet stream ARGS` in a new process, its JSON summary going to `summary`."""
+    with summary.open("wb") as stdout:
+        proc = subprocess.Popen([sys.executable, "-m", "cfnet", "stream", *args], stdout=stdout,
+                                stderr=subprocess.PIPE)
+    return proc, summary
+
+
+def _wait(started: tuple[subprocess.Popen[bytes], Path]) -> tuple[dict[str, Any], float]:
+    """The process's JSON summary and its peak RSS in MB."""
+    proc, summary = started
+    _, stderr = proc.communicate()
+    if proc.returncode != 0:
+        text = stderr.decode(errors="replace").strip()
+        raise RuntimeError(f"cfnet stream failed: {text.splitlines()[-1] if text else f'exit {proc.returncode}'}")
+    result = json.loads(summary.read_text())
+    return result, float(result["aggregate"]["peak_rss_mb"] or 0.0)
+
+
+def multistream_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The report's multi-stream section: a row per model and backend measured with `--streams K`."""
+    measured = [row for row in rows if row.get("streams_pipeline_fps") is not None]
+    if not measured:
+        return []
+    k = measured[0]["streams_k"]
+    lines = [
+        "## Multi-stream",
+        "",
+        f"{k} copies of the `--stream` video: one `cfnet stream` pipeline (its default batch, and `--batch {k}`) "
+        f"against the {k} streams one after another and {k} `cfnet stream` processes at once. Frames/s over the "
+        "pipelines' own time (model loading excluded); peak RSS of the pipeline, of the largest sequential run, "
+        "and the sum of the concurrent processes; ratios and batch sizes of the default pipeline.",
+        "",
+        f"| Model | Backend | Pipeline (frames/s) | Batch | Pipeline, batch {k} | Sequential | Concurrent "
+        f"| vs sequential | vs concurrent | RSS pipeline (MB) | RSS batch {k} | RSS sequential | RSS concurrent "
+        "| RSS vs concurrent | Batch sizes |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in measured:
+        lines.append(
+            f"| {row['model']} | {row['backend']} | {row['streams_pipeline_fps']:.2f} | "
+            f"{row['streams_pipeline_batch']} | {row['streams_batched_fps']:.2f} | "
+            f"{row['streams_sequential_fps']:.2f} | {row['streams_concurrent_fps']:.2f} | "
+            f"{row['streams_vs_sequential']:.2f}x | {row['streams_vs_concurrent']:.2f}x | "
+            f"{row['streams_pipeline_rss_mb']:.0f} | {row['streams_batched_rss_mb']:.0f} | "
+            f"{row['streams_sequential_rss_mb']:.0f} | "
+            f"{row['streams_concurrent_rss_mb']:.0f} | {row['streams_rss_vs_concurrent']:.2f}x | "
+            f"{row['streams_batch_sizes']} |"
+        )
+    return lines

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from runtime.backend import Backend, open_backend
     from runtime.errors import UserError
     from runtime.segmentation import segment
-    from runtime.stream import StreamStats, run_stream
+    from runtime.stream import RunStats, StreamStats, run_stream, run_streams
 
 _HOMES = {
     "ModelMetadata": "runtime.artifact",
@@ -25,18 +25,22 @@ _HOMES = {
     "open_backend": "runtime.backend",
     "UserError": "runtime.errors",
     "segment": "runtime.segmentation",
+    "RunStats": "runtime.stream",
     "StreamStats": "runtime.stream",
     "run_stream": "runtime.stream",
+    "run_streams": "runtime.stream",
 }
 __all__ = [
     "Backend",
     "ModelMetadata",
     "Overrides",
+    "RunStats",
     "StreamStats",
     "UserError",
     "open_backend",
     "read_metadata",
     "run_stream",
+    "run_streams",
     "segment",
 ]
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,22 +117,57 @@ def segment_command(
         click.echo(json.dumps(written, indent=2))
 
 
-@click.command("stream")
-@click.argument("source")
+STREAM_EXIT_CODES = """\b
+Exit codes:
+  0    every stream ended (end of file, lost camera, --max-frames, stall), or Ctrl-C, SIGTERM or q
+       stopped the run: outputs finalised, summary printed
+  1    a stream failed midway: its output is finalised, the others completed; the summary names it
+  2    bad input (source, model, option, an output that is an input): one line, nothing written
+  130  Ctrl-C or SIGTERM before the first frame: nothing written
+"""
+
+
+@click.command("stream", epilog=STREAM_EXIT_CODES)
+@click.argument("sources", metavar="SOURCE...", nargs=-1, required=True)
 @model_options
 @click.option(
-    "--out", type=click.Path(dir_okay=False, path_type=Path), help="MP4 of the overlays (input's size and FPS)."
+    "--out",
+    type=click.Path(path_type=Path),
+    help="MP4 of the overlays (the source's size and FPS); with several sources (or an existing folder) a "
+    "folder, one MP4 per source.",
 )
 @click.option("--show", is_flag=True, help="Show the overlays in a window (needs OpenCV with GUI; q quits).")
 @click.option("--alpha", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Overlay opacity.")
 @click.option("--legend", is_flag=True, help="Draw the names of the classes present.")
-@click.option("--max-frames", type=click.IntRange(min=1), help="Stop after reading this many frames.")
+@click.option("--max-frames", type=click.IntRange(min=1), help="Stop each source after reading this many frames.")
 @click.option(
-    "--save-masks", type=click.Path(file_okay=False, path_type=Path), help="Also write each mask as PNG here."
+    "--save-masks",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write each mask as PNG here (several sources: a folder per source).",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    help="Frames per inference [default: the number of sources, capped by the model; 1 on a CPU].",
+)
+@click.option(
+    "--batch-timeout",
+    "batch_timeout",
+    default=40.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="ms the oldest frame of an unfilled batch waits before the batch is inferred.",
+)
+@click.option(
+    "--stall-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a source may block in a read before its stream is ended (the others go on).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def stream_command(
-    source: str,
+    sources: tuple[str, ...],
     model: Path,
     device: str,
     threads: int | None,
@@ -139,51 +177,129 @@ def stream_command(
     legend: bool,
     max_frames: int | None,
     save_masks: Path | None,
+    batch: int | None,
+    batch_timeout: float,
+    stall_timeout: float,
     as_json: bool,
     **overrides: Any,
 ) -> None:
-    """Segment a video file, a camera (index) or an rtsp/http stream, frame by frame.
+    """Segment video files, cameras (an index) or rtsp/http streams, several in one pipeline.
 
-    Reading, inference and writing run in three threads. A file loses no frame (the output has its frame
-    count, size and FPS); a live source drops the oldest frame when inference lags. Ctrl-C or a lost source
-    ends the run with a finalised MP4 and the summary: frames, drops, end-to-end FPS, stage latencies.
+    One reader per source, one batcher forming batches across the sources (full, or its oldest frame
+    waited --batch-timeout), one inference stage, one writer per source. Per source: order kept; a file
+    loses no frame (its output has its frame count, size and FPS); a live source drops its own oldest frame
+    when inference lags; a source that ends, fails or stalls ends only its own stream. Ctrl-C or SIGTERM
+    ends the run with finalised MP4s and the summary: per stream frames, drops, FPS, stage latencies; the
+    aggregate frames/s and batch sizes.
 
     \b
     Example:
       cfnet stream drive.mp4 --model model.onnx --out drive_seg.mp4
       cfnet stream 0 --model model.onnx --show          # webcam
-      cfnet stream rtsp://camera/stream --model model.onnx --out cam.mp4 --max-frames 300 --json
+      cfnet stream cam1.mp4 cam2.mp4 rtsp://cam3/live --model model.onnx --out seg/ --json
     """
+    with _sigterm_as_interrupt():  # before the first frame (loading, opening): exit 130, as Ctrl-C
+        _stream(
+            sources,
+            model,
+            device,
+            threads,
+            out,
+            show,
+            alpha,
+            legend,
+            max_frames,
+            save_masks,
+            batch,
+            batch_timeout,
+            stall_timeout,
+            as_json,
+            overrides,
+        )
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt on the main thread meanwhile (`run_streams` stops the run on it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stream(
+    sources: tuple[str, ...],
+    model: Path,
+    device: str,
+    threads: int | None,
+    out: Path | None,
+    show: bool,
+    alpha: float,
+    legend: bool,
+    max_frames: int | None,
+    save_masks: Path | None,
+    batch: int | None,
+    batch_timeout: float,
+    stall_timeout: float,
+    as_json: bool,
+    overrides: dict[str, Any],
+) -> None:
+    import sys
+
     from runtime.errors import UserError
     from runtime.files import write_image
     from runtime.progress import ProgressBar
-    from runtime.stream import gui_available, run_stream
-    from runtime.video import VideoSource
+    from runtime.stream import gui_available, run_streams
+    from runtime.video import VideoSource, stream_names
 
     if show and not gui_available():
         raise UserError(
             "--show needs OpenCV with GUI support", "pip install opencv-python instead of the headless build"
         )
+    several = len(sources) > 1
+    if several and out is not None and (out.suffix or out.is_file()):
+        raise UserError("with several sources --out is a folder (one MP4 per source)", str(out))
+    names = stream_names(list(sources))
+    into_folder = several or (out is not None and out.is_dir())
+    outs = [out / f"{n}.mp4" if out is not None else None for n in names] if into_folder else [out]
     with _open(model, device, threads, overrides) as backend:
-        src = VideoSource(source)
+        opened: list[VideoSource] = []
+        try:
+            for source in sources:
+                opened.append(VideoSource(source))
+        except BaseException:
+            for src in opened:
+                src.release()
+            raise
         bar = None
-        if not as_json and not src.live:
-            total = (
-                min(src.frame_count, max_frames) if src.frame_count and max_frames else src.frame_count or max_frames
-            )
-            bar = ProgressBar(total, label="stream ")
+        if not as_json and not any(src.live for src in opened):
+            counts = [
+                min(c, max_frames) if c and max_frames else c or max_frames for c in (o.frame_count for o in opened)
+            ]
+            bar = ProgressBar(sum(c for c in counts if c) if all(counts) else None, label="stream ")
         on_frame = None
         if save_masks is not None:
-            folder = save_masks
+            folders = [save_masks / n if several else save_masks for n in names]
 
-            def on_frame(index: int, frame: Any, mask: Any, blended: Any) -> None:
-                write_image(folder / f"{index:06d}.png", mask)
+            def on_frame(stream: int, index: int, frame: Any, mask: Any, blended: Any) -> None:
+                write_image(folders[stream] / f"{index:06d}.png", mask)
 
         try:
-            stats = run_stream(
-                src,
+            result = run_streams(
+                opened,
                 backend,
-                out,
+                outs=outs,
+                batch=batch,
+                batch_timeout_ms=batch_timeout,
+                stall_timeout=stall_timeout,
                 alpha=alpha,
                 max_frames=max_frames,
                 show=show,
@@ -195,15 +311,37 @@ def stream_command(
             if bar is not None:
                 bar.close()
     if as_json:
-        click.echo(json.dumps(stats.to_dict(), indent=2))
-        return
-    click.echo(
-        f"{stats.frames} frames ({stats.dropped} dropped, {stats.resized} resized) from {stats.source} in "
-        f"{stats.seconds:.2f} s: {stats.fps:.1f} fps end-to-end (source {stats.input_fps:.1f} fps, "
-        f"{stats.backend}); ended: {stats.ended_by}"
-    )
-    if stats.output:
-        click.echo(f"wrote {stats.output}")
-    click.echo(f"{'latency ms':<12}{'median':>9}{'p90':>9}")
-    for stage, values in stats.latency_ms.items():
-        click.echo(f"{stage:<12}{values['median']:>9.2f}{values['p90']:>9.2f}")
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        _print_summary(result)
+    failed = [s for s in result.streams if s.error is not None]
+    for stats in failed:
+        click.echo(f"error: {stats.error} ({stats.source})", err=True)
+    if failed:
+        sys.exit(1)
+
+
+def _print_summary(result: Any) -> None:
+    """The text summary: a line per stream, the aggregate, latency p50/p90 per stage and stream."""
+    for stats in result.streams:
+        click.echo(
+            f"{stats.frames} frames ({stats.dropped} dropped, {stats.resized} resized) from {stats.source} in "
+            f"{stats.seconds:.2f} s: {stats.fps:.1f} fps end-to-end (source {stats.input_fps:.1f} fps, "
+            f"{stats.backend}); ended: {stats.ended_by}" + (f" ({stats.error})" if stats.error else "")
+        )
+        if stats.output:
+            click.echo(f"wrote {stats.output}")
+    if len(result.streams) > 1:
+        sizes = ", ".join(f"{n}x{size}" for size, n in sorted(result.batch_sizes.items()))
+        click.echo(
+            f"all {len(result.streams)} streams: {result.frames} frames in {result.seconds:.2f} s, "
+            f"{result.fps:.1f} frames/s; batch {result.batch} (timeout {result.batch_timeout_ms:g} ms), "
+            f"batches: {sizes or 'none'}"
+        )
+    header = "".join(f"{'p50':>9}{'p90':>9}" for _ in result.streams)
+    click.echo(f"{'latency ms':<12}{header}")
+    for stage in ("read", "preprocess", "wait", "infer", "postprocess", "write", "end_to_end"):
+        cells = [s.latency_ms.get(stage) for s in result.streams]
+        if any(cells):
+            row = "".join(f"{c['median']:>9.2f}{c['p90']:>9.2f}" if c else f"{'-':>9}{'-':>9}" for c in cells)
+            click.echo(f"{stage:<12}{row}")

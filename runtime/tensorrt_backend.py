@@ -118,6 +118,7 @@ class TensorRTBackend(Closing):
             low, _, high = self._engine.get_tensor_profile_shape(self.input_name, 0)
             self._min_size = (int(low[2]), int(low[3]))
             self._max_size = (int(high[2]), int(high[3]))
+            self.max_batch = int(high[0])  # the profile's largest batch
             self._in_dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(self.input_name)))
             self._out_dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(self.output_name)))
             self._stream = self._cuda.Stream()

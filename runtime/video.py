@@ -4,16 +4,46 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from runtime.errors import UserError
+from runtime.files import part_path
+from runtime.mp4 import set_frame_size
 
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 DEFAULT_FPS = 30.0
+MP4_SUFFIXES = ("", ".mp4", ".m4v", ".mov")
+
+
+def is_live(spec: str) -> bool:
+    """Whether a source spec names a camera (an index) or a network stream rather than a file."""
+    return spec.isdigit() or spec.lower().startswith(URL_SCHEMES)
+
+
+def stream_names(specs: Sequence[str]) -> list[str]:
+    """A file-name-safe, unique name per source: a file's stem, `camera<N>`, a URL's host and path.
+
+    Repeated names get `-2`, `-3`, ... in order (`a.mp4 a.mp4` -> `a`, `a-2`).
+    """
+    names: list[str] = []
+    for spec in specs:
+        if spec.isdigit():
+            base = f"camera{spec}"
+        elif spec.lower().startswith(URL_SCHEMES):
+            base = re.sub(r"[^\w.-]+", "-", spec.split("://", 1)[1].split("?", 1)[0]).strip("-.") or "stream"
+        else:
+            base = Path(spec).stem or "video"
+        name, n = base, 1
+        while name in names:
+            n += 1
+            name = f"{base}-{n}"
+        names.append(name)
+    return names
 
 
 def quiet_opencv() -> None:
@@ -39,6 +69,7 @@ class VideoSource:
 
     def __init__(self, spec: str) -> None:
         self.name = spec
+        self.path = None if is_live(spec) else Path(spec)
         if spec.isdigit():
             self.live, what = True, "cannot open camera"
             self.capture = cv2.VideoCapture(int(spec))
@@ -81,16 +112,23 @@ class VideoSource:
 
 
 class VideoWriter:
-    """Writes BGR frames of one size to `path` through a temp file in the same folder; `finish()` renames it."""
+    """Writes BGR frames of one size to `path` through a temp file in the same folder; `finish()` renames it.
+
+    The temp name carries the process id (`runtime.files.part_path`): one left by a killed run is removed by
+    the next run writing to that folder.
+    """
 
     def __init__(self, path: str | Path, fps: float, size: tuple[int, int]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        suffix = self.path.suffix or ".mp4"
-        self.tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.part{suffix}")
+        self.tmp = part_path(self.path if self.path.suffix else self.path.with_suffix(".mp4"))
         self.size = size
         self.frames = 0
-        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter.fourcc(*"mp4v"), fps, (size[1], size[0]))
+        self.finished: Path | None | bool = False
+        # OpenCV truncates odd sizes: an MP4 is encoded padded to even, then declares its size (runtime.mp4)
+        self.pad = (size[0] % 2, size[1] % 2) if self.path.suffix.lower() in MP4_SUFFIXES else (0, 0)
+        encoded = (size[1] + self.pad[1], size[0] + self.pad[0])
+        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter.fourcc(*"mp4v"), fps, encoded)
         if not self.writer.isOpened():
             self.writer.release()
             self.tmp.unlink(missing_ok=True)
@@ -98,14 +136,25 @@ class VideoWriter:
 
     def write(self, frame_bgr: np.ndarray) -> None:
         """Append a frame; it must have the writer's size (H, W)."""
+        if any(self.pad):
+            frame_bgr = cv2.copyMakeBorder(frame_bgr, 0, self.pad[0], 0, self.pad[1], cv2.BORDER_REPLICATE)
         self.writer.write(frame_bgr)
         self.frames += 1
 
     def finish(self) -> Path | None:
-        """Finalise the file and move it into place; with no frame written nothing is left behind."""
+        """Finalise the file and move it into place; with no frame written nothing is left behind.
+
+        Idempotent: later calls return the first call's result.
+        """
+        if self.finished is not False:
+            return self.finished if isinstance(self.finished, Path) else None
         self.writer.release()
         if self.frames == 0:
             self.tmp.unlink(missing_ok=True)
+            self.finished = None
             return None
+        if any(self.pad):
+            set_frame_size(self.tmp, *self.size)
         os.replace(self.tmp, self.path)
+        self.finished = self.path
         return self.path

@@ -23,8 +23,8 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
     folder = tmp_path_factory.mktemp("bench")
     out = folder / "report"
     video = write_video_file(folder / "drive.mp4", synthetic_frames(STREAM_FRAMES))
-    args = ["bench", "--models", "hrnet", "--preset", "tiny", "--size", "64x64", "--stream", str(video),
-            "--backends", ",".join(BACKENDS), "--warmup", "1", "--iters", "2", "--threads", "1", "--out", str(out)]
+    args = ["bench", "--models", "hrnet", "--preset", "tiny", "--size", "64x64", "--stream", str(video), "--streams",
+            "2", "--backends", ",".join(BACKENDS), "--warmup", "1", "--iters", "2", "--threads", "1", "--out", str(out)]
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return out, json.loads((out / "results.json").read_text()), result.output
@@ -70,7 +70,8 @@ def test_speedup_and_gflops_agree_with_the_latencies(report: tuple[Path, dict, s
 
 def test_markdown_and_csv_show_the_same_numbers(report: tuple[Path, dict, str]) -> None:
     out, result, _ = report
-    lines = [line for line in (out / "report.md").read_text().splitlines() if line.startswith("| ")]
+    main_table = (out / "report.md").read_text().split("## Multi-stream")[0]
+    lines = [line for line in main_table.splitlines() if line.startswith("| ")]
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
     shown = [dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True)) for line in lines[1:]]
     with (out / "results.csv").open() as handle:
@@ -103,6 +104,39 @@ def test_stream_fps_sits_beside_the_backend_only_fps(report: tuple[Path, dict, s
     capture.release()
     header = next(line for line in (out / "report.md").read_text().splitlines() if line.startswith("| Model"))
     assert "Stream FPS" in header and "Backend FPS" in header
+
+
+def test_streams_compare_one_pipeline_with_sequential_runs_and_concurrent_processes(
+    report: tuple[Path, dict, str],
+) -> None:
+    out, result, _ = report
+    row = _rows(result)[("hrnet", "onnxruntime")]
+    assert row["streams_k"] == 2 and row["streams_frames"] == 2 * STREAM_FRAMES
+    assert row["streams_pipeline_batch"] == 1  # on a CPU
+    for variant in ("pipeline", "batched", "sequential", "concurrent"):
+        assert row[f"streams_{variant}_fps"] > 0 and row[f"streams_{variant}_rss_mb"] > 50  # python + ORT + cv2
+    assert row["streams_vs_concurrent"] == pytest.approx(row["streams_pipeline_fps"] / row["streams_concurrent_fps"])
+    assert row["streams_rss_vs_concurrent"] < 1.0  # one model loaded, not two
+    sizes = dict(item.split("x")[::-1] for item in row["streams_batch_sizes"].split(", "))
+    assert sum(int(size) * int(n) for size, n in sizes.items()) == 2 * STREAM_FRAMES
+    folder = out / "streams" / "hrnet-onnxruntime-x2"
+    for variant in ("pipeline", "batched"):
+        assert sorted(p.name for p in (folder / variant).iterdir()) == ["drive-2.mp4", "drive.mp4"]
+    for name in ("sequential-0.mp4", "sequential-1.mp4", "concurrent-0.mp4", "concurrent-1.mp4"):
+        capture = cv2.VideoCapture(str(folder / name))
+        assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == STREAM_FRAMES
+        capture.release()
+    section = (out / "report.md").read_text().split("## Multi-stream")[1]
+    assert "| hrnet | onnxruntime |" in section and f"| {row['streams_batch_sizes']} |" in section
+
+
+def test_streams_need_a_stream_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cfnet.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--preset", "tiny", "--out", str(tmp_path / "out"), "--streams", "2"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and err.startswith("error: --streams K needs K >= 1 and --stream VIDEO")
 
 
 def test_an_unreadable_stream_video_is_refused_before_anything_is_measured(

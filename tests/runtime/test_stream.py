@@ -42,7 +42,7 @@ def test_stream_cli_keeps_every_frame_and_masks_equal_onnxruntime(
         ["stream", video, "--model", tiny_onnx, "--out", out, "--save-masks", masks, "--json"], capsys
     )
     assert code == 0
-    stats = json.loads(stdout)
+    stats = json.loads(stdout)["streams"][0]
     assert (stats["frames"], stats["dropped"], stats["ended_by"], stats["output"]) == (12, 0, "end", str(out))
     assert {"read", "preprocess", "infer", "postprocess", "write", "end_to_end"} <= set(stats["latency_ms"])
     written, fps = read_video(out)
@@ -81,7 +81,7 @@ def test_segment_and_stream_commands_run_where_torch_cannot_be_imported(
         for args in commands
     ]
     assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
-    assert json.loads(results[0].stdout)["frames"] == 6 and len(read_video(tmp_path / "seg.mp4")[0]) == 6
+    assert json.loads(results[0].stdout)["streams"][0]["frames"] == 6 and len(read_video(tmp_path / "seg.mp4")[0]) == 6
     assert (tmp_path / "masks" / "street_mask.png").is_file()
 
 
@@ -311,7 +311,7 @@ def test_ctrl_c_ends_with_a_finalised_video(tiny_onnx: Path, tmp_path: Path, wri
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
-    stats = json.loads(stdout)
+    stats = json.loads(stdout)["streams"][0]
     if stats["ended_by"] == "end":
         pytest.fail("the stream finished before the interrupt; make the video longer")
     assert stats["ended_by"] == "interrupted" and 0 < stats["frames"] < 400
