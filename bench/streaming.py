@@ -51,8 +51,9 @@ def stream_fps(video: Path, model: Path, device: str, out: Path, threads: int | 
 def multi_stream(
     video: Path, model: Path, device: str, streams: int, out: Path, threads: int | None = None
 ) -> dict[str, Any]:
-    """K copies of `video` through one `cfnet stream` pipeline against the naive alternatives on the same
-    frames and model: the K streams one after another (K runs in turn) and K `cfnet stream` processes at once.
+    """K copies of `video` through one `cfnet stream` pipeline (its default batch, and batch K) against the
+    naive alternatives on the same frames and model: the K streams one after another (K runs in turn) and K
+    `cfnet stream` processes at once.
 
     Each variant runs in its own processes, so that peak memory (the RSS each `cfnet stream` reports) is the
     stream's, not the bench's. Frames/s use the pipelines' own seconds (model loading excluded): the
@@ -62,6 +63,8 @@ def multi_stream(
     out.mkdir(parents=True, exist_ok=True)
     base = ["--model", str(model), "--device", device, "--json"] + (["--threads", str(threads)] if threads else [])
     pipeline = _wait(_start([str(video)] * streams + ["--out", str(out / "pipeline")] + base, out / "pipeline.json"))
+    batched = _wait(_start([str(video)] * streams + ["--out", str(out / "batched"), "--batch", str(streams), *base],
+                           out / "batched.json"))
     sequential = [
         _wait(_start([str(video), "--out", str(out / f"sequential-{i}.mp4"), *base], out / f"sequential-{i}.json"))
         for i in range(streams)
@@ -73,11 +76,14 @@ def multi_stream(
     result = {
         "streams": streams,
         "pipeline_fps": agg["fps"],
+        "pipeline_batch": agg["batch"],
+        "batched_fps": batched[0]["aggregate"]["fps"],
         "sequential_fps": sum(r[0]["aggregate"]["frames"] for r in sequential)
         / sum(r[0]["aggregate"]["seconds"] for r in sequential),
         "concurrent_fps": sum(r[0]["aggregate"]["frames"] for r in concurrent)
         / max(r[0]["aggregate"]["seconds"] for r in concurrent),
         "pipeline_rss_mb": pipeline[1],
+        "batched_rss_mb": batched[1],
         "sequential_rss_mb": max(r[1] for r in sequential),
         "concurrent_rss_mb": sum(r[1] for r in concurrent),
         "frames": agg["frames"],
@@ -117,21 +123,24 @@ def multistream_lines(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "## Multi-stream",
         "",
-        f"{k} copies of the `--stream` video: one `cfnet stream` pipeline (cross-stream batches) against the "
-        f"{k} streams one after another and {k} `cfnet stream` processes at once. Frames/s over the pipelines' "
-        "own time (model loading excluded); peak RSS of the pipeline, of the largest sequential run, and the sum "
-        "of the concurrent processes.",
+        f"{k} copies of the `--stream` video: one `cfnet stream` pipeline (its default batch, and `--batch {k}`) "
+        f"against the {k} streams one after another and {k} `cfnet stream` processes at once. Frames/s over the "
+        "pipelines' own time (model loading excluded); peak RSS of the pipeline, of the largest sequential run, "
+        "and the sum of the concurrent processes; ratios and batch sizes of the default pipeline.",
         "",
-        "| Model | Backend | Pipeline (frames/s) | Sequential | Concurrent | vs sequential | vs concurrent "
-        "| RSS pipeline (MB) | RSS sequential | RSS concurrent | RSS vs concurrent | Batch sizes |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"| Model | Backend | Pipeline (frames/s) | Batch | Pipeline, batch {k} | Sequential | Concurrent "
+        f"| vs sequential | vs concurrent | RSS pipeline (MB) | RSS batch {k} | RSS sequential | RSS concurrent "
+        "| RSS vs concurrent | Batch sizes |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in measured:
         lines.append(
             f"| {row['model']} | {row['backend']} | {row['streams_pipeline_fps']:.2f} | "
+            f"{row['streams_pipeline_batch']} | {row['streams_batched_fps']:.2f} | "
             f"{row['streams_sequential_fps']:.2f} | {row['streams_concurrent_fps']:.2f} | "
             f"{row['streams_vs_sequential']:.2f}x | {row['streams_vs_concurrent']:.2f}x | "
-            f"{row['streams_pipeline_rss_mb']:.0f} | {row['streams_sequential_rss_mb']:.0f} | "
+            f"{row['streams_pipeline_rss_mb']:.0f} | {row['streams_batched_rss_mb']:.0f} | "
+            f"{row['streams_sequential_rss_mb']:.0f} | "
             f"{row['streams_concurrent_rss_mb']:.0f} | {row['streams_rss_vs_concurrent']:.2f}x | "
             f"{row['streams_batch_sizes']} |"
         )

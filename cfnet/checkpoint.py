@@ -7,10 +7,7 @@ A checkpoint is a dict: `format`, `model` (state dict), `optimizer`, `scaler` (s
 
 from __future__ import annotations
 
-import pickle
 import random
-import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +18,7 @@ from torch import nn
 from cfnet.atomic import atomic_path
 from cfnet.errors import UserError
 from cfnet.models.base import SegmentationModel
+from cfnet.torchfile import load_torch_file
 
 FORMAT = "cfnet-checkpoint/1"
 
@@ -95,14 +93,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError("checkpoint not found", str(path))
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"unsupported GLOBAL [\w.]+|Unsupported (?:global|operand)[^\n]*", str(exc))
-        detail = f": {found.group(0)}" if found else ""
-        raise UserError(f"refused checkpoint: it holds more than tensors and numbers{detail}", str(path)) from exc
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise UserError("corrupt or unreadable checkpoint", str(path)) from exc
+    payload = load_torch_file(path, "cfnet checkpoint")
     config = payload.get("config") if isinstance(payload, dict) else None
     if (
         not isinstance(payload, dict)

@@ -214,7 +214,9 @@ def data_check_command(data: str, splits: tuple[str, ...], as_json: bool) -> Non
 @click.option("--amp-dtype", type=click.Choice(["fp16", "bf16"]), default="fp16", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt, exactly.")
 @click.option("--seed", default=0, show_default=True, help="Seed of weights, data order and augmentation.")
-@click.option("--backbone-weights", type=click.Path(dir_okay=False), help="Pretrained encoder weights file.")
+@click.option("--backbone-weights", type=click.Path(),
+              help="Pretrained encoder weights: a torchvision ResNet-50 state dict (pspnet, deeplabv3) or a "
+                   "transformers MiT save, folder or file (segformer, cfnet-*).")
 @click.option("--val-every", default=0, show_default=True, help="Iterations between validations (0: each epoch).")
 @click.option("--save-every", default=0, show_default=True, help="Iterations between checkpoints (0: each epoch).")
 @click.option("--log-every", default=10, show_default=True, help="Iterations between rows of metrics.csv.")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
-from contextlib import ExitStack
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +125,7 @@ Exit codes:
        stopped the run: outputs finalised, summary printed
   1    a stream failed midway: its output is finalised, the others completed; the summary names it
   2    bad input (source, model, option, an output that is an input): one line, nothing written
-  130  interrupted before the first frame: nothing written
+  130  Ctrl-C or SIGTERM before the first frame: nothing written
 """
 
 
@@ -133,7 +135,8 @@ Exit codes:
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
-    help="One source: MP4 of the overlays (its size and FPS). Several: a folder, one MP4 per source.",
+    help="MP4 of the overlays (the source's size and FPS); with several sources (or an existing folder) a "
+    "folder, one MP4 per source.",
 )
 @click.option("--show", is_flag=True, help="Show the overlays in a window (needs OpenCV with GUI; q quits).")
 @click.option("--alpha", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Overlay opacity.")
@@ -145,7 +148,9 @@ Exit codes:
     help="Also write each mask as PNG here (several sources: a folder per source).",
 )
 @click.option(
-    "--batch", type=click.IntRange(min=1), help="Frames per inference [default: the sources, capped by the model]."
+    "--batch",
+    type=click.IntRange(min=1),
+    help="Frames per inference [default: the number of sources, capped by the model; 1 on a CPU].",
 )
 @click.option(
     "--batch-timeout",
@@ -176,7 +181,46 @@ Exit codes:
     "--serve-quality", default=80, show_default=True, type=click.IntRange(1, 100), help="Live view's JPEG quality."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def stream_command(
+def stream_command(**options: Any) -> None:
+    """Segment video files, cameras (an index) or rtsp/http streams, several in one pipeline.
+
+    One reader per source, one batcher forming batches across the sources (full, or its oldest frame
+    waited --batch-timeout), one inference stage, one writer per source. Per source: order kept; a file
+    loses no frame (its output has its frame count, size and FPS); a live source drops its own oldest frame
+    when inference lags; a source that ends, fails or stalls ends only its own stream. Ctrl-C or SIGTERM
+    ends the run with finalised MP4s and the summary: per stream frames, drops, FPS, stage latencies; the
+    aggregate frames/s and batch sizes.
+
+    \b
+    Example:
+      cfnet stream drive.mp4 --model model.onnx --out drive_seg.mp4
+      cfnet stream 0 --model model.onnx --show          # webcam
+      cfnet stream cam1.mp4 cam2.mp4 rtsp://cam3/live --model model.onnx --out seg/ --json
+      cfnet stream 0 1 --model model.onnx --serve 0.0.0.0:8080 --serve-token s3cret   # browse :8080
+    """
+    with _sigterm_as_interrupt():  # before the first frame (loading, opening): exit 130, as Ctrl-C
+        _stream(**options)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt on the main thread meanwhile (`run_streams` stops the run on it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stream(
+    *,
     sources: tuple[str, ...],
     model: Path,
     device: str,
@@ -197,22 +241,6 @@ def stream_command(
     as_json: bool,
     **overrides: Any,
 ) -> None:
-    """Segment video files, cameras (an index) or rtsp/http streams, several in one pipeline.
-
-    One reader per source, one batcher forming batches across the sources (full, or its oldest frame
-    waited --batch-timeout), one inference stage, one writer per source. Per source: order kept; a file
-    loses no frame (its output has its frame count, size and FPS); a live source drops its own oldest frame
-    when inference lags; a source that ends, fails or stalls ends only its own stream. Ctrl-C or SIGTERM
-    ends the run with finalised MP4s and the summary: per stream frames, drops, FPS, stage latencies; the
-    aggregate frames/s and batch sizes.
-
-    \b
-    Example:
-      cfnet stream drive.mp4 --model model.onnx --out drive_seg.mp4
-      cfnet stream 0 --model model.onnx --show          # webcam
-      cfnet stream cam1.mp4 cam2.mp4 rtsp://cam3/live --model model.onnx --out seg/ --json
-      cfnet stream 0 1 --model model.onnx --serve 0.0.0.0:8080 --serve-token s3cret   # browse :8080
-    """
     import sys
 
     from runtime.errors import UserError
@@ -229,8 +257,9 @@ def stream_command(
     if several and out is not None and (out.suffix or out.is_file()):
         raise UserError("with several sources --out is a folder (one MP4 per source)", str(out))
     names = stream_names(list(sources))
-    outs = [out] if not several else [out / f"{n}.mp4" if out is not None else None for n in names]
-    with _open(model, device, threads, overrides) as backend, ExitStack() as stack:
+    into_folder = several or (out is not None and out.is_dir())
+    outs = [out / f"{n}.mp4" if out is not None else None for n in names] if into_folder else [out]
+    with _open(model, device, threads, overrides) as backend, contextlib.ExitStack() as stack:
         if serve is not None:
             from runtime.liveview import LiveView
 

@@ -106,7 +106,7 @@ class OnnxRuntimeBackend(Closing):
         self.metadata: ModelMetadata = metadata_from_props(props, str(path), overrides, static)
         on_gpu = self.providers[0] in GPU_PROVIDERS
         self.io_binding = on_gpu if io_binding is None else io_binding
-        self._device = "cuda" if on_gpu else "cpu"
+        self.device = "cuda" if on_gpu else "cpu"  # where the model runs (the stream batches on a GPU only)
         self.name = f"onnxruntime[{self.providers[0]}]"
         self.path = path
 
@@ -131,7 +131,7 @@ class OnnxRuntimeBackend(Closing):
         else:
             binding = self.session.io_binding()
             binding.bind_cpu_input(self.input_name, images)
-            binding.bind_output(self.output_name, self._device)
+            binding.bind_output(self.output_name, self.device)
             self.session.run_with_iobinding(binding)
             logits = np.asarray(binding.copy_outputs_to_cpu()[0], dtype=np.float32)
         return crop_logits(logits, size, (images.shape[2], images.shape[3]))

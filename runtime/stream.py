@@ -313,6 +313,20 @@ def max_batch(backend: Backend) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
+def default_batch(backend: Backend, sources: int) -> int:
+    """The number of sources capped by the model's largest batch; 1 where the model runs on the CPU.
+
+    On a CPU a batch does not run faster per frame than single frames (ONNX Runtime parallelises inside each
+    operator, and a batch's larger activations leave the caches: measured 5.4-6.2 frames/s at batch 4 against
+    7.3 at batch 1 for 4 streams of cfnet-pspnet tiny at 256x512 on 2 cores, docs/BENCHMARKS.md); one
+    pipeline at batch 1 already keeps the cores busy. A GPU is what batching feeds.
+    """
+    if getattr(backend, "device", None) == "cpu":
+        return 1
+    limit = max_batch(backend)
+    return min(sources, limit or sources)
+
+
 def check_batch(backend: Backend, batch: int) -> None:
     """Refuse a batch the model cannot take, naming the fix."""
     limit = max_batch(backend)
@@ -407,9 +421,10 @@ def run_streams(
     released at the end).
 
     `out_dir`: one MP4 per source, named by `runtime.video.stream_names` (or `outs`: a path or None per
-    source). `batch`: frames per inference (default: the number of sources, capped by what the model
-    takes); `batch_timeout_ms`: the longest the oldest frame of an unfilled batch waits; `stall_timeout`:
-    seconds a source may block in a read before its stream is ended (`ended_by="stalled"`).
+    source). `batch`: frames per inference (default: `default_batch`: the number of sources capped by what
+    the model takes, 1 on a CPU); `batch_timeout_ms`: the longest the oldest frame of an unfilled batch
+    waits; `stall_timeout`: seconds a source may block in a read before its stream is ended
+    (`ended_by="stalled"`).
     `on_frame(stream, index, frame, mask, overlay)` is called in order per stream; `progress(done)` with the
     frames done over all streams; `on_start(stats)` hands an observer the live `RunStats` before the first
     frame. A stream that fails ends alone (`ended_by="error"`, the exception in `RunStats.errors`); an
@@ -421,8 +436,7 @@ def run_streams(
         raise UserError(
             "--show needs OpenCV with GUI support", "pip install opencv-python instead of the headless build"
         )
-    limit = max_batch(backend)
-    size = batch if batch is not None else min(len(sources), limit or len(sources))
+    size = batch if batch is not None else default_batch(backend, len(sources))
     if size < 1:
         raise UserError(f"batch must be >= 1, got {size}", "--batch")
     check_batch(backend, size)

@@ -13,9 +13,11 @@ import numpy as np
 
 from runtime.errors import UserError
 from runtime.files import part_path
+from runtime.mp4 import set_frame_size
 
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 DEFAULT_FPS = 30.0
+MP4_SUFFIXES = ("", ".mp4", ".m4v", ".mov")
 
 
 def is_live(spec: str) -> bool:
@@ -123,7 +125,10 @@ class VideoWriter:
         self.size = size
         self.frames = 0
         self.finished: Path | None | bool = False
-        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter.fourcc(*"mp4v"), fps, (size[1], size[0]))
+        # OpenCV truncates odd sizes: an MP4 is encoded padded to even, then declares its size (runtime.mp4)
+        self.pad = (size[0] % 2, size[1] % 2) if self.path.suffix.lower() in MP4_SUFFIXES else (0, 0)
+        encoded = (size[1] + self.pad[1], size[0] + self.pad[0])
+        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter.fourcc(*"mp4v"), fps, encoded)
         if not self.writer.isOpened():
             self.writer.release()
             self.tmp.unlink(missing_ok=True)
@@ -131,6 +136,8 @@ class VideoWriter:
 
     def write(self, frame_bgr: np.ndarray) -> None:
         """Append a frame; it must have the writer's size (H, W)."""
+        if any(self.pad):
+            frame_bgr = cv2.copyMakeBorder(frame_bgr, 0, self.pad[0], 0, self.pad[1], cv2.BORDER_REPLICATE)
         self.writer.write(frame_bgr)
         self.frames += 1
 
@@ -146,6 +153,8 @@ class VideoWriter:
             self.tmp.unlink(missing_ok=True)
             self.finished = None
             return None
+        if any(self.pad):
+            set_frame_size(self.tmp, *self.size)
         os.replace(self.tmp, self.path)
         self.finished = self.path
         return self.path

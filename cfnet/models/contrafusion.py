@@ -82,18 +82,20 @@ class ContraFusionNet(SegmentationModel):
 
 
 def _cnn_encoder(name: str, preset: str) -> nn.Module:
+    cnn_preset = "tiny" if preset == "tiny" else "paper"  # the MiT presets b0, b1, b2 pair with the paper's CNN
     if CNN_ENCODERS[name] == "pspnet":
         from cfnet.models.pspnet import PSPEncoder
 
-        return PSPEncoder(preset)
+        return PSPEncoder(cnn_preset)
     from cfnet.models.hrnet import HRNetEncoder
 
-    return HRNetEncoder(preset)
+    return HRNetEncoder(cnn_preset)
 
 
 def presets(name: str) -> tuple[str, ...]:
-    """The fused models' presets: `tiny` (tiny MiT + tiny CNN) and `paper` (paper MiT + the paper's CNN)."""
-    return ("tiny", "paper")
+    """The fused models' presets: `tiny` (tiny MiT + tiny CNN), `paper` (paper MiT + the paper's CNN) and `b0`,
+    `b1`, `b2` (the official MiT shapes, so published MiT weights load, + the paper's CNN)."""
+    return ("tiny", "b0", "b1", "b2", "paper")
 
 
 def build(name: str, preset: str, num_classes: int, backbone_weights: str | Path | None) -> ContraFusionNet:

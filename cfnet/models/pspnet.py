@@ -21,11 +21,13 @@ from torchvision.models import resnet50
 from cfnet.errors import UserError
 from cfnet.models.base import SegmentationModel
 from cfnet.models.pooling import AdaptiveAvgPool2d
+from cfnet.torchfile import load_torch_file
 
 PRESETS = ("tiny", "paper")
 BINS = (1, 2, 3, 6)
 TINY_WIDTHS = (16, 32, 64, 128)
 HEAD_CHANNELS = {"tiny": 64, "paper": 512}
+RESNET50_WEIGHTS = "torchvision ResNet-50 state dict"
 
 
 def presets(name: str) -> tuple[str, ...]:
@@ -91,18 +93,16 @@ def dilated_resnet(preset: str) -> tuple[nn.Module, tuple[int, int, int, int]]:
 
 def load_resnet50_weights(backbone: nn.Module, path: str | Path) -> None:
     """Load a torchvision ResNet-50 state dict (the `fc.*` classifier is ignored) into `backbone`."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling, truncated or foreign files raise many different types
-        raise UserError(f"cannot read backbone weights: {exc}", str(path)) from exc
+    state = load_torch_file(path, RESNET50_WEIGHTS)
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise UserError("backbone weights are not a state dict of tensors", str(path))
+        raise UserError(f"not a {RESNET50_WEIGHTS}: it holds no mapping of names to tensors", str(path))
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     try:
         backbone.load_state_dict(state)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0:3]
-        raise UserError(f"not a torchvision ResNet-50 state dict: {' '.join(first)}", str(path)) from exc
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0]  # the first missing, unexpected or misshapen keys
+        raise UserError(f"not a {RESNET50_WEIGHTS}: {detail[:200]}", str(path)) from exc
 
 
 class PSPEncoder(nn.Module):

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from cfnet.errors import UserError
 from cfnet.models.base import SegmentationModel
+from cfnet.torchfile import load_torch_file
 
 
 @dataclass(frozen=True)
@@ -294,14 +295,14 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
         if not found:
             raise UserError("no model.safetensors or pytorch_model.bin in the weights folder", str(path))
         path = found[0]
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
+        try:
             return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt or foreign file: one line for the user
-        raise UserError(f"cannot read MiT weights: {exc}".splitlines()[0], str(path)) from exc
+        except Exception as exc:  # corrupt or foreign file: one line for the user
+            raise UserError(f"cannot read MiT weights: {exc}".splitlines()[0], str(path)) from exc
+    state = load_torch_file(path, "MiT weights file")
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise UserError("MiT weights file does not hold a state dict of tensors", str(path))
     return state

@@ -192,6 +192,7 @@ class _Run:
         )
         self.iteration = 0
         self.best = -math.inf
+        self.clock_start = 0.0  # seconds of training before this process: a resumed run continues the clock
         last = self.out / LAST
         if resume:
             self._resume(last)
@@ -215,6 +216,7 @@ class _Run:
             self.amp.scaler.load_state_dict(payload["scaler"])
         self.iteration = int(payload["iteration"])
         self.best = float(payload["metrics"].get("best_miou", -math.inf))
+        self.clock_start = float(payload["metrics"].get("seconds", 0.0))
         states = payload["rng"]
         if len(states) == self.ctx.world_size:
             restore_rng(states[self.ctx.rank])
@@ -293,7 +295,7 @@ class _Run:
         bar = tqdm(total=self.total, initial=self.iteration, desc="train", unit="it", disable=not ctx.is_main)
         sums: dict[str, float] = {}
         count = 0
-        started = time.perf_counter()
+        self.started = time.perf_counter() - self.clock_start
         try:
             while self.iteration < self.total:
                 epoch, start_batch = divmod(self.iteration, self.per_epoch)
@@ -314,7 +316,7 @@ class _Run:
                     count += 1
                     bar.update(1)
                     bar.set_postfix(loss=f"{values['loss']:.4f}", epoch=epoch)
-                    row = {"iteration": self.iteration, "epoch": epoch, "seconds": time.perf_counter() - started}
+                    row = {"iteration": self.iteration, "epoch": epoch, "seconds": self.seconds()}
                     due = self.iteration % config.log_every == 0 or self.iteration == self.total
                     if self.log is not None and due:
                         lr_now = self.optimizer.param_groups[0]["lr"]
@@ -330,6 +332,10 @@ class _Run:
                 self.log.close()
         best = self.out / BEST
         return best if best.exists() else self.out / LAST
+
+    def seconds(self) -> float:
+        """Seconds of training so far, those before a resume included (metrics.csv's `seconds`)."""
+        return time.perf_counter() - self.started
 
     def _after_step(self, row: dict[str, Any]) -> None:
         end = self.iteration == self.total
@@ -349,7 +355,7 @@ class _Run:
         if self.iteration % self.save_every == 0 or end:
             names[:0] = [LAST, f"iter_{self.iteration:06d}.pt"]
         if names:
-            self._save(names, metrics)
+            self._save(names, {**metrics, "seconds": self.seconds()})
 
 
 _LOGGED = ("loss", "loss_ce", "loss_dice", "loss_contrastive")

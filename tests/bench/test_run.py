@@ -112,14 +112,16 @@ def test_streams_compare_one_pipeline_with_sequential_runs_and_concurrent_proces
     out, result, _ = report
     row = _rows(result)[("hrnet", "onnxruntime")]
     assert row["streams_k"] == 2 and row["streams_frames"] == 2 * STREAM_FRAMES
-    for variant in ("pipeline", "sequential", "concurrent"):
+    assert row["streams_pipeline_batch"] == 1  # on a CPU
+    for variant in ("pipeline", "batched", "sequential", "concurrent"):
         assert row[f"streams_{variant}_fps"] > 0 and row[f"streams_{variant}_rss_mb"] > 50  # python + ORT + cv2
     assert row["streams_vs_concurrent"] == pytest.approx(row["streams_pipeline_fps"] / row["streams_concurrent_fps"])
     assert row["streams_rss_vs_concurrent"] < 1.0  # one model loaded, not two
     sizes = dict(item.split("x")[::-1] for item in row["streams_batch_sizes"].split(", "))
     assert sum(int(size) * int(n) for size, n in sizes.items()) == 2 * STREAM_FRAMES
     folder = out / "streams" / "hrnet-onnxruntime-x2"
-    assert sorted(p.name for p in (folder / "pipeline").iterdir()) == ["drive-2.mp4", "drive.mp4"]
+    for variant in ("pipeline", "batched"):
+        assert sorted(p.name for p in (folder / variant).iterdir()) == ["drive-2.mp4", "drive.mp4"]
     for name in ("sequential-0.mp4", "sequential-1.mp4", "concurrent-0.mp4", "concurrent-1.mp4"):
         capture = cv2.VideoCapture(str(folder / name))
         assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == STREAM_FRAMES

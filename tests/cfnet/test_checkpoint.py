@@ -128,3 +128,56 @@ def test_load_model_refuses_another_model_and_misfitting_weights(tmp_path: Path)
     )
     with pytest.raises(UserError, match="do not fit"):
         load_model(wrong)
+
+
+NOT_TORCH_FILES = {
+    "text": b"hello\nthese are notes, not weights\n",
+    "lfs-pointer": b"version https://git-lfs.github.com/spec/v1\n"
+    b"oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 98765432\n",
+    "html": b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body></body></html>\n",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(NOT_TORCH_FILES))
+@pytest.mark.parametrize("command", ["evaluate", "export", "train --resume"])
+def test_a_file_that_is_no_torch_file_is_not_a_cfnet_checkpoint(
+    kind: str, command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.test_bad_input import _fails_cleanly
+
+    run = tmp_path / "run"
+    run.mkdir()
+    path = run / "last.pt"
+    path.write_bytes(NOT_TORCH_FILES[kind])
+    onnx = tmp_path / "m.onnx"
+    args = {
+        "evaluate": ["evaluate", "--checkpoint", str(path), "--data", str(tmp_path)],
+        "export": ["export", "onnx", "--checkpoint", str(path), "--out", str(onnx)],
+        "train --resume": ["train", "--out", str(run), "--resume"],
+    }[command]
+    err = _fails_cleanly(args, capsys)
+    assert err.startswith("error: not a cfnet checkpoint") and err.endswith(f"({path})"), err
+    if kind == "text":
+        assert err == f"error: not a cfnet checkpoint ({path})"
+    if kind == "lfs-pointer":
+        assert "git lfs pull" in err
+    assert not onnx.exists() and sorted(p.name for p in run.iterdir()) == ["last.pt"]
+
+
+def test_pickles_and_whole_modules_are_named_in_one_line_without_torch_advice(tmp_path: Path) -> None:
+    module = tmp_path / "module.pt"
+    torch.save(torch.nn.Linear(2, 2), module)  # a whole module, not a state dict
+    raw = tmp_path / "raw.pkl"
+    raw.write_bytes(pickle.dumps({"model": {}}))  # a plain pickle, not a torch file
+    empty = tmp_path / "empty.pt"
+    empty.touch()
+    for path, detail in [
+        (module, "it holds a pickled torch.nn.modules.linear.Linear"),
+        (raw, "a Python pickle"),
+        (empty, "the file is empty"),
+    ]:
+        with pytest.raises(UserError) as info:
+            load_checkpoint(path)
+        message = str(info.value)
+        assert info.value.what.startswith(f"not a cfnet checkpoint: {detail}"), message
+        assert len(message.splitlines()) == 1 and "\x1b" not in message and "weights_only" not in message

@@ -135,7 +135,7 @@ def test_cli_json_matches_the_python_api(data: Path, checkpoint: Path, capsys: p
     ("case", "message"),
     [
         ("other-model", "error: checkpoint holds model 'unet', expected 'cfnet-pspnet' ({ckpt})"),
-        ("corrupt", "error: corrupt or unreadable checkpoint ({bad})"),
+        ("corrupt", "error: corrupt or unreadable cfnet checkpoint ({bad})"),
         ("missing-checkpoint", "error: checkpoint not found ({missing})"),
         ("missing-data", "error: data folder not found ({missing})"),
         ("missing-split", "error: no 'test' split: folder missing ({data}/leftImg8bit/test)"),

@@ -1,5 +1,5 @@
-"""SegFormer: stage outputs against transformers' reference implementation, weight loading, shapes, training,
-export to ONNX with dynamic H and W."""
+"""SegFormer: stage outputs against transformers' reference implementation, weight loading (also into the fused
+models' transformer branch), shapes, training, export to ONNX with dynamic H and W."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ import torch
 import transformers
 from torch import Tensor, nn
 
+from cfnet.cli import main
+from cfnet.data.synth import synthesize
 from cfnet.errors import UserError
 from cfnet.losses import SegmentationLoss
 from cfnet.models import build_model
-from cfnet.models.segformer import PRESETS, DropPath, MiTConfig, MixTransformer, load_hf_weights
+from cfnet.models.contrafusion import ContraFusionNet
+from cfnet.models.segformer import PRESETS, DropPath, MiTConfig, MixTransformer, load_hf_weights, map_hf_keys
 
 
 def _hf_model(preset: str) -> transformers.SegformerModel:
@@ -101,6 +104,57 @@ def test_weights_that_do_not_fit_are_a_user_error_naming_the_file(hf_b0, tmp_pat
     with pytest.raises(UserError) as unreadable:
         load_hf_weights(MixTransformer(PRESETS["b0"]), corrupt)
     assert unreadable.value.where == str(corrupt)
+
+
+# The published MiT encoders (nvidia/mit-b0 .. mit-b2 config.json): widths, depths; heads 1/2/5/8 and
+# reductions 8/4/2/1 for all three.
+OFFICIAL_MIT = {"b0": ([32, 64, 160, 256], [2, 2, 2, 2]), "b1": ([64, 128, 320, 512], [2, 2, 2, 2]),
+                "b2": ([64, 128, 320, 512], [3, 4, 6, 3])}
+
+
+@pytest.mark.parametrize("name", ["cfnet-pspnet", "cfnet-hrnet"])
+@pytest.mark.parametrize("preset", sorted(OFFICIAL_MIT))
+def test_fused_mit_presets_take_every_tensor_of_the_official_mit_shapes(name: str, preset: str) -> None:
+    widths, depths = OFFICIAL_MIT[preset]
+    config = transformers.SegformerConfig(hidden_sizes=widths, depths=depths, num_attention_heads=[1, 2, 5, 8],
+                                          sr_ratios=[8, 4, 2, 1])
+    with torch.device("meta"):
+        official = transformers.SegformerModel(config).state_dict()
+        fused = build_model(name, preset=preset)
+    assert isinstance(fused, ContraFusionNet)
+    mapped, unknown = map_hf_keys(official)
+    own = fused.transformer.state_dict()
+    assert unknown == [] and mapped.keys() == own.keys()
+    assert {k: tuple(v.shape) for k, v in mapped.items()} == {k: tuple(v.shape) for k, v in own.items()}
+
+
+@pytest.mark.parametrize("name", ["cfnet-pspnet", "cfnet-hrnet"])
+def test_fused_b0_loads_a_save_pretrained_mit_and_its_stages_equal_transformers(hf_b0, name: str) -> None:
+    model = build_model(name, preset="b0", backbone_weights=hf_b0[0])
+    assert isinstance(model, ContraFusionNet)
+    _assert_same_stages(hf_b0, model.transformer)
+
+
+def test_train_takes_a_save_pretrained_folder_as_backbone_weights(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    torch.manual_seed(0)
+    c = PRESETS["tiny"]  # a small random MiT with the tiny preset's shapes keeps the run short
+    config = transformers.SegformerConfig(hidden_sizes=list(c.widths), depths=list(c.depths),
+                                          num_attention_heads=list(c.heads), sr_ratios=list(c.reductions))
+    mit = transformers.SegformerModel(config)
+    mit.save_pretrained(tmp_path / "mit")
+    data = synthesize(tmp_path / "synth", train=1, val=1, size=(64, 128), seed=0, workers=1)
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--model", "segformer", "--preset", "tiny", "--backbone-weights", str(tmp_path / "mit"),
+              "--data", str(data), "--out", str(run), "--iters", "1", "--crop", "64x64", "--lr", "1e-12",
+              "--workers", "0", "--device", "cpu"])
+    assert info.value.code == 0, capsys.readouterr().err
+    trained = torch.load(run / "last.pt", weights_only=True)["model"]
+    mapped, _ = map_hf_keys(mit.state_dict())
+    for key, value in mapped.items():  # loaded, then moved by at most lr = 1e-12
+        torch.testing.assert_close(trained[f"encoder.{key}"], value, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("preset", ["b0", "b1", "b2", "paper"])

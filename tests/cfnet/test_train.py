@@ -117,6 +117,20 @@ def test_bad_input_is_one_line_and_exit_2(
     assert len(err.strip().splitlines()) == 1 and err.startswith(message.format(**fill)), err
 
 
+def test_metrics_seconds_continue_across_a_resume(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    args = ["--model", "unet", "--data", str(data), "--out", str(run), "--iters", "1", "--log-every", "1", *TINY]
+    assert _cli(capsys, "train", *args)[0] == 0
+    before = read_metrics(run / "metrics.csv")
+    saved = load_checkpoint(run / "last.pt")["metrics"]["seconds"]  # the run's clock when last.pt was written
+    assert _cli(capsys, "train", "--out", str(run), "--resume", "--iters", "2", "--workers", "0")[0] == 0
+    rows = read_metrics(run / "metrics.csv")
+    assert [r["iteration"] for r in rows if "loss" in r] == [1, 2]
+    seconds = [r["seconds"] for r in rows]
+    assert seconds[: len(before)] == [r["seconds"] for r in before]
+    assert seconds == sorted(seconds) and before[-1]["seconds"] <= saved < seconds[len(before)]
+
+
 def test_refuses_to_overwrite_a_run(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     run = tmp_path / "run"
     args = ["train", "--model", "unet", "--data", str(data), "--out", str(run), "--iters", "1", *TINY]

@@ -18,7 +18,7 @@ import pytest
 
 from runtime.backend import open_backend
 from runtime.errors import UserError
-from runtime.stream import check_batch, run_stream, run_streams
+from runtime.stream import check_batch, default_batch, max_batch, run_stream, run_streams
 from runtime.video import stream_names
 from tests.runtime.conftest import export_tiny, read_video, synthetic_frames, tiny_metadata, write_video_file
 from tests.runtime.test_stream import ROOT, ListSource, StalledSource, cfnet
@@ -53,7 +53,20 @@ def test_three_files_in_one_run_keep_their_frames_sizes_and_single_stream_masks(
     }
     out, masks = tmp_path / "seg", tmp_path / "masks"
     code, stdout, _ = cfnet(
-        ["stream", *videos.values(), "--model", tiny_onnx, "--out", out, "--save-masks", masks, "--json"], capsys
+        [
+            "stream",
+            *videos.values(),
+            "--model",
+            tiny_onnx,
+            "--out",
+            out,
+            "--save-masks",
+            masks,
+            "--batch",
+            "3",
+            "--json",
+        ],
+        capsys,
     )
     assert code == 0
     summary = json.loads(stdout)
@@ -80,7 +93,7 @@ def test_batches_cross_streams_but_never_mix_input_sizes(tiny_onnx: Path, tmp_pa
     ]
     with open_backend(tiny_onnx, device="cpu") as backend:
         recording = RecordingBackend(backend)
-        result = run_streams([str(s) for s in sources], recording, batch_timeout_ms=200)  # type: ignore[arg-type]
+        result = run_streams([str(s) for s in sources], recording, batch=3, batch_timeout_ms=200)  # type: ignore[arg-type]
     assert [s.frames for s in result.streams] == [8, 8, 6]
     assert sum(shape[0] for shape in recording.shapes) == 22
     assert max(shape[0] for shape in recording.shapes) == 3  # batches are formed across the streams
@@ -141,7 +154,14 @@ def test_a_batch_the_model_cannot_take_is_refused_in_one_line(
     assert stderr.startswith("error: the model takes batches of at most 1") and "use --batch 1" in stderr
     assert not (tmp_path / "o").exists()
     code, stdout, _ = cfnet(["stream", video, video, "--model", static, "--out", tmp_path / "o"], capsys)
-    assert code == 0 and "batch 1 (timeout 40 ms), batches: 6x1" in stdout  # default batch capped by the model
+    assert code == 0 and "batch 1 (timeout 40 ms), batches: 6x1" in stdout  # the default takes what the model takes
+
+    with open_backend(static, device="cpu") as backend:
+        assert (max_batch(backend), default_batch(backend, 4)) == (1, 1)
+        backend.device = "cuda"  # type: ignore[attr-defined]  # as ONNX Runtime on a GPU: capped by the model
+        assert default_batch(backend, 4) == 1
+        backend.max_batch = None  # type: ignore[attr-defined]  # a dynamic batch: one frame per source
+        assert default_batch(backend, 4) == 4
 
     class Engine:
         name, path, max_batch = "tensorrt", tmp_path / "model.engine", 2
@@ -156,6 +176,9 @@ def test_an_output_that_is_an_input_is_refused(
     video = write_video_file(tmp_path / "s.mp4", synthetic_frames(3, (48, 64)))
     before = video.read_bytes()
     code, _, stderr = cfnet(["stream", video, "--model", tiny_onnx, "--out", tmp_path / "." / "s.mp4"], capsys)
+    assert code == 2 and stderr.startswith("error: the output would overwrite an input video")
+    assert video.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["s.mp4"]
+    code, _, stderr = cfnet(["stream", video, "--model", tiny_onnx, "--out", tmp_path], capsys)  # -> DIR/s.mp4
     assert code == 2 and stderr.startswith("error: the output would overwrite an input video")
     assert video.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["s.mp4"]
     code, _, stderr = cfnet(["stream", video, video, "--model", tiny_onnx, "--out", tmp_path / "x.mp4"], capsys)
@@ -246,3 +269,60 @@ def test_live_sources_drop_only_their_own_frames(tiny_onnx: Path, tmp_path: Path
     live, file = result.streams
     assert live.dropped > 0 and live.frames + live.dropped == 20
     assert (file.frames, file.dropped) == (6, 0)
+
+
+@pytest.mark.parametrize("fps", [10.0, 29.97])
+def test_an_odd_size_video_keeps_its_size(tiny_onnx: Path, tmp_path: Path, fps: float) -> None:
+    from runtime.video import VideoSource, VideoWriter
+
+    frames = synthetic_frames(14, (127, 255), seed=3)
+    writer = VideoWriter(tmp_path / "odd.mp4", fps, (127, 255))
+    for frame in frames:
+        writer.write(frame)
+    writer.finish()
+    source = VideoSource(str(tmp_path / "odd.mp4"))
+    assert source.size == (127, 255) and source.fps == pytest.approx(fps, rel=1e-3)
+    overlays: list[np.ndarray] = []
+    with open_backend(tiny_onnx, device="cpu") as backend:
+        stats = run_stream(source, backend, tmp_path / "odd_seg.mp4", on_frame=lambda i, f, m, o: overlays.append(o))
+    written = read_video(tmp_path / "odd_seg.mp4")[0]
+    assert stats.frames == len(written) == 14 and {f.shape for f in written} == {(127, 255, 3)}
+    for decoded, expected in zip(written, overlays, strict=True):  # lossy, but the same picture, edges included
+        error = np.abs(decoded.astype(int) - expected.astype(int))
+        assert error.mean() < 6 and error[-1].mean() < 12 and error[:, -1].mean() < 12
+
+
+def test_a_stream_failing_midway_exits_1_after_finalising_every_output(
+    tiny_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = write_video_file(tmp_path / "a.mp4", synthetic_frames(6, (48, 64)))
+    b = write_video_file(tmp_path / "b.mp4", synthetic_frames(6, (48, 64), seed=1))
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "masks" / "b").write_text("a file where stream b's mask folder would go")
+    out = tmp_path / "seg"
+    code, stdout, stderr = cfnet(
+        ["stream", a, b, "--model", tiny_onnx, "--out", out, "--save-masks", tmp_path / "masks"], capsys
+    )
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]  # the rest: the progress bar
+    assert code == 1 and len(errors) == 1 and "File exists" in errors[0] and errors[0].endswith(f"({b})")
+    assert "6 frames (0 dropped, 0 resized) from " + str(a) in stdout and "ended: error" in stdout
+    assert len(read_video(out / "a.mp4")[0]) == 6 and len(os.listdir(tmp_path / "masks" / "a")) == 6
+    assert len(read_video(out / "b.mp4")[0]) == 1  # its frame was encoded before the mask write failed
+
+
+def test_sigterm_before_the_first_frame_exits_130_like_ctrl_c(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import runtime.backend
+
+    def terminated_while_loading(*args: object, **kwargs: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this
+        raise AssertionError("SIGTERM did not interrupt the command")
+
+    monkeypatch.setattr(runtime.backend, "open_backend", terminated_while_loading)
+    video = write_video_file(tmp_path / "a.mp4", synthetic_frames(2, (48, 64)))
+    before = signal.getsignal(signal.SIGTERM)
+    code, _, stderr = cfnet(["stream", video, "--model", tmp_path / "m.onnx", "--out", tmp_path / "o.mp4"], capsys)
+    assert code == 130 and stderr.strip() == "error: interrupted"
+    assert signal.getsignal(signal.SIGTERM) == before and sorted(os.listdir(tmp_path)) == ["a.mp4"]
