@@ -15,16 +15,18 @@ import click
 DEVICE = click.Choice(["auto", "cpu", "cuda"])
 
 
-def _parsed(parse_name: str) -> Callable[[click.Context, click.Parameter, str | None], Any]:
-    """A click callback applying `runtime.artifact.<parse_name>` (a bad value is a usage error)."""
+def _parsed(
+    parse_name: str, module: str = "runtime.artifact"
+) -> Callable[[click.Context, click.Parameter, str | None], Any]:
+    """A click callback applying `<module>.<parse_name>` (a bad value is a usage error)."""
 
     def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
         if value is None:
             return None
-        from runtime import artifact
+        import importlib
 
         try:
-            return getattr(artifact, parse_name)(value)
+            return getattr(importlib.import_module(module), parse_name)(value)
         except ValueError as exc:
             raise click.BadParameter(str(exc), ctx, param) from None
 
@@ -165,24 +167,21 @@ Exit codes:
     type=click.FloatRange(min=0, min_open=True),
     help="Seconds a source may block in a read before its stream is ended (the others go on).",
 )
+@click.option(
+    "--serve",
+    metavar="[HOST:]PORT",
+    callback=_parsed("parse_address", "runtime.liveview"),
+    help="Live view over HTTP while streaming: page, MJPEG, /stats, /metrics (host 127.0.0.1 unless given).",
+)
+@click.option("--serve-token", help="A token every live-view request must carry (?token= or a Bearer header).")
+@click.option(
+    "--serve-fps", default=10.0, show_default=True, type=click.FloatRange(min=0.1), help="Live view's frames/s cap."
+)
+@click.option(
+    "--serve-quality", default=80, show_default=True, type=click.IntRange(1, 100), help="Live view's JPEG quality."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def stream_command(
-    sources: tuple[str, ...],
-    model: Path,
-    device: str,
-    threads: int | None,
-    out: Path | None,
-    show: bool,
-    alpha: float,
-    legend: bool,
-    max_frames: int | None,
-    save_masks: Path | None,
-    batch: int | None,
-    batch_timeout: float,
-    stall_timeout: float,
-    as_json: bool,
-    **overrides: Any,
-) -> None:
+def stream_command(**options: Any) -> None:
     """Segment video files, cameras (an index) or rtsp/http streams, several in one pipeline.
 
     One reader per source, one batcher forming batches across the sources (full, or its oldest frame
@@ -197,25 +196,10 @@ def stream_command(
       cfnet stream drive.mp4 --model model.onnx --out drive_seg.mp4
       cfnet stream 0 --model model.onnx --show          # webcam
       cfnet stream cam1.mp4 cam2.mp4 rtsp://cam3/live --model model.onnx --out seg/ --json
+      cfnet stream 0 1 --model model.onnx --serve 0.0.0.0:8080 --serve-token s3cret   # browse :8080
     """
     with _sigterm_as_interrupt():  # before the first frame (loading, opening): exit 130, as Ctrl-C
-        _stream(
-            sources,
-            model,
-            device,
-            threads,
-            out,
-            show,
-            alpha,
-            legend,
-            max_frames,
-            save_masks,
-            batch,
-            batch_timeout,
-            stall_timeout,
-            as_json,
-            overrides,
-        )
+        _stream(**options)
 
 
 @contextlib.contextmanager
@@ -236,6 +220,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def _stream(
+    *,
     sources: tuple[str, ...],
     model: Path,
     device: str,
@@ -249,8 +234,12 @@ def _stream(
     batch: int | None,
     batch_timeout: float,
     stall_timeout: float,
+    serve: tuple[str, int] | None,
+    serve_token: str | None,
+    serve_fps: float,
+    serve_quality: int,
     as_json: bool,
-    overrides: dict[str, Any],
+    **overrides: Any,
 ) -> None:
     import sys
 
@@ -270,7 +259,16 @@ def _stream(
     names = stream_names(list(sources))
     into_folder = several or (out is not None and out.is_dir())
     outs = [out / f"{n}.mp4" if out is not None else None for n in names] if into_folder else [out]
-    with _open(model, device, threads, overrides) as backend:
+    with _open(model, device, threads, overrides) as backend, contextlib.ExitStack() as stack:
+        if serve is not None:
+            from runtime.liveview import LiveView
+
+            meta = backend.metadata
+            view = LiveView(
+                serve, meta.classes, meta.palette, token=serve_token, quality=serve_quality, max_fps=serve_fps
+            )
+            stack.enter_context(view)
+            click.echo(f"live view: {view.url}", err=True)
         opened: list[VideoSource] = []
         try:
             for source in sources:
@@ -306,6 +304,7 @@ def _stream(
                 legend=legend,
                 on_frame=on_frame,
                 progress=bar.update if bar else None,
+                on_start=view.attach if serve is not None else None,
             )
         finally:
             if bar is not None:

@@ -82,8 +82,9 @@ class RunStats:
     """A run of the pipeline: one `StreamStats` per source and the aggregate.
 
     `batch_sizes`: histogram of the batches inferred (size -> count); `peak_rss_mb`: the process's peak
-    memory at the end. `latest[i]`: the newest overlay of
-    stream i (for a window or a live view; not serialised). `errors`: the exception that ended a stream.
+    memory at the end. `latest[i]`: the newest overlay of stream i, `times[i]`: its stage latencies in seconds
+    so far, `started`: the `perf_counter` at the start (for a window or a live view; not serialised).
+    `errors`: the exception that ended a stream.
     """
 
     streams: list[StreamStats]
@@ -97,6 +98,8 @@ class RunStats:
     ended_by: str = "running"
     peak_rss_mb: float | None = None
     latest: list[np.ndarray | None] = field(default_factory=list, repr=False)
+    times: list[dict[str, list[float]]] = field(default_factory=list, repr=False)
+    started: float | None = None
     errors: dict[int, BaseException] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,6 +119,32 @@ class RunStats:
                 "peak_rss_mb": self.peak_rss_mb,
             },
         }
+
+    def snapshot(self) -> dict[str, Any]:
+        """`to_dict()` while the run goes on: the latencies, seconds and rates so far (the summary at the end)."""
+        summary = self.to_dict()
+        if self.started is None or self.ended_by != "running":
+            return summary
+        elapsed = time.perf_counter() - self.started
+        for stream, times in zip(summary["streams"], self.times, strict=False):
+            if stream["ended_by"] == "running":
+                stream["seconds"] = elapsed
+                stream["fps"] = stream["frames"] / elapsed if elapsed > 0 else 0.0
+                stream["latency_ms"] = latency_summary(times)
+        aggregate = summary["aggregate"]
+        aggregate["seconds"] = elapsed
+        aggregate["fps"] = aggregate["frames"] / elapsed if elapsed > 0 else 0.0
+        return summary
+
+
+def latency_summary(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """Per stage, the `median` and `p90` in milliseconds of the latencies (seconds) recorded so far."""
+    summary = {}
+    for stage, values in list(times.items()):
+        v = np.array(values[:])  # a copy: writers append meanwhile
+        if v.size:
+            summary[stage] = {"median": float(np.median(v)) * 1e3, "p90": float(np.percentile(v, 90)) * 1e3}
+    return summary
 
 
 @dataclass
@@ -436,6 +465,7 @@ def run_streams(
             streams.append(_Stream(i, src, is_live, writer, stats, max(1, 2 if is_live else queue_size)))
         result.streams = [s.stats for s in streams]
         result.latest = [None] * len(streams)
+        result.times = [s.times for s in streams]
         batcher = _Batcher(streams, size, batch_timeout_ms / 1e3, stall_timeout, run)
         lock = threading.Lock()
         done = [0]
@@ -464,6 +494,7 @@ def run_streams(
             on_start(result)
         previous = _catch_signals(run)
         start = time.perf_counter()
+        result.started = start
         for s in streams:
             s.started = start
         for t in readers + threads:
@@ -536,11 +567,7 @@ def _finish_writer(stream: _Stream) -> None:
 def _summarise(stream: _Stream) -> None:
     stats = stream.stats
     stats.fps = stats.frames / stats.seconds if stats.seconds > 0 else 0.0
-    stats.latency_ms = {
-        stage: {"median": float(np.median(v)) * 1e3, "p90": float(np.percentile(v, 90)) * 1e3}
-        for stage, v in stream.times.items()
-        if v
-    }
+    stats.latency_ms = latency_summary(stream.times)
 
 
 def _catch_signals(run: _Run) -> dict[int, Any]:

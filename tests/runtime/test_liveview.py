@@ -1,0 +1,246 @@
+"""The live view (`cfnet stream --serve`): a real stream observed over HTTP and by a real headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from runtime.backend import open_backend
+from runtime.liveview import BOUNDARY, LiveView, parse_address
+from runtime.stream import RunStats, run_streams
+from tests.runtime.conftest import CLASSES, PALETTE, synthetic_frames
+from tests.runtime.test_stream import ListSource
+
+SIZE = (96, 128)
+FRAMES = 12
+GATE = 6
+
+
+class GatedSource(ListSource):
+    """A live-like source: its first `GATE` frames at once, the rest once the test opens the gate."""
+
+    def __init__(self, frames: list[np.ndarray]) -> None:
+        super().__init__(frames)
+        self.gate = threading.Event()
+        self.given = 0
+
+    def read(self) -> np.ndarray | None:
+        if self.given == GATE:
+            self.gate.wait(30)
+        self.given += 1
+        return super().read()
+
+
+class Run:
+    """`run_streams` over gated sources in a thread, observed by a started `LiveView`."""
+
+    def __init__(self, model: Path, view: LiveView, sources: int = 2) -> None:
+        self.view = view
+        self.sources = [GatedSource(synthetic_frames(FRAMES, SIZE, seed=i)) for i in range(sources)]
+        self.result: RunStats | None = None
+        self.backend = open_backend(model, device="cpu")
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.result = run_streams(self.sources, self.backend, alpha=1.0, on_start=self.view.attach)
+
+    def wait_for_gate(self) -> None:
+        """Until every stream has written the frames before its gate."""
+        deadline = time.monotonic() + 30
+        while not (self.view.run and all(s.frames == GATE for s in self.view.run.streams)):
+            assert time.monotonic() < deadline, "the stream did not reach its gate"
+            time.sleep(0.02)
+
+    def finish(self) -> RunStats:
+        for source in self.sources:
+            source.gate.set()
+        self.thread.join(30)
+        self.backend.close()
+        assert self.result is not None
+        return self.result
+
+
+@pytest.fixture
+def view() -> Iterator[LiveView]:
+    with LiveView(("127.0.0.1", 0), CLASSES, PALETTE, max_fps=50) as v:
+        yield v
+
+
+@pytest.fixture
+def run(tiny_onnx: Path, view: LiveView) -> Iterator[Run]:
+    r = Run(tiny_onnx, view)
+    yield r
+    r.finish()
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _mjpeg_frame(url: str) -> np.ndarray:
+    """The first JPEG part of a multipart MJPEG response, decoded."""
+    with urllib.request.urlopen(url, timeout=5) as r:
+        assert r.headers["Content-Type"] == f"multipart/x-mixed-replace; boundary={BOUNDARY}"
+        assert r.readline().strip() == f"--{BOUNDARY}".encode()
+        headers = {}
+        while (line := r.readline().strip()) != b"":
+            key, _, value = line.decode().partition(":")
+            headers[key.lower()] = value.strip()
+        assert headers["content-type"] == "image/jpeg"
+        data = r.read(int(headers["content-length"]))
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None
+    return image
+
+
+def _palette_pixels(image_bgr: np.ndarray, tolerance: int = 24) -> int:
+    """How many pixels are within `tolerance` (per channel) of a palette colour."""
+    near = np.zeros(image_bgr.shape[:2], bool)
+    for r, g, b in PALETTE:
+        near |= (np.abs(image_bgr.astype(int) - (b, g, r)) <= tolerance).all(axis=2)
+    return int(near.sum())
+
+
+def test_parse_address() -> None:
+    assert parse_address("8080") == ("127.0.0.1", 8080)
+    assert parse_address("0.0.0.0:81") == ("0.0.0.0", 81)
+    assert parse_address("[::1]:82") == ("::1", 82)
+    with pytest.raises(ValueError):
+        parse_address("host:http")
+
+
+def test_stats_metrics_and_mjpeg_during_a_run_agree_with_the_summary(view: LiveView, run: Run) -> None:
+    run.wait_for_gate()
+    page = _get(view.url)[1].decode()
+    assert "/stream/0.mjpg" in page and "/stream/1.mjpg" in page and "rgb(0,0,142)" in page  # tiles, legend
+    status, body = _get(view.url + "stats")
+    live = json.loads(body)
+    assert status == 200 and [s["frames"] for s in live["streams"]] == [GATE, GATE]
+    assert live["aggregate"]["ended_by"] == "running" and live["streams"][0]["latency_ms"]["infer"]["p90"] > 0
+    families = {f.name: f for f in text_string_to_metric_families(_get(view.url + "metrics")[1].decode())}
+    assert [s.value for s in families["cfnet_frames"].samples] == [GATE, GATE]
+    counts = [s for s in families["cfnet_stage_seconds"].samples if s.name.endswith("_count")]
+    assert {s.labels["stage"] for s in counts} >= {"read", "infer", "end_to_end"}
+    assert all(s.value == GATE for s in counts if s.labels["stage"] == "end_to_end")
+    batches = {s.labels["le"]: s.value for s in families["cfnet_batch_size"].samples if s.name.endswith("_bucket")}
+    assert batches["+Inf"] == sum(live["aggregate"]["batch_sizes"].values())
+
+    frame = _mjpeg_frame(view.url + "stream/1.mjpg")
+    assert frame.shape == (*SIZE, 3) and _palette_pixels(frame) > 0.9 * frame.shape[0] * frame.shape[1]
+    assert _get(view.url + "stream/2.mjpg")[0] == 404
+    assert _get(view.url + "nothing")[0] == 404
+    request = urllib.request.Request(view.url + "stats", data=b"{}", method="POST")  # no write endpoints
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=5)
+    assert info.value.code == 501
+
+    result = run.finish()
+    final = json.loads(_get(view.url + "stats")[1])
+    assert final == json.loads(json.dumps(result.to_dict()))
+    assert [s["frames"] for s in final["streams"]] == [FRAMES, FRAMES]
+
+
+def test_a_viewer_that_never_reads_does_not_stall_the_stream(view: LiveView, run: Run) -> None:
+    host, port = view.server.server_address[:2]
+    stalled = socket.create_connection((str(host), int(port)), timeout=5)
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    stalled.sendall(b"GET /stream/0.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")  # and never reads a byte
+    try:
+        run.wait_for_gate()
+        result = run.finish()
+        assert [s.frames for s in result.streams] == [FRAMES, FRAMES]
+        assert _get(view.url + "stats")[0] == 200  # other viewers are still served
+    finally:
+        stalled.close()
+
+
+def test_token_is_enforced(tiny_onnx: Path) -> None:
+    with LiveView(("127.0.0.1", 0), CLASSES, PALETTE, token="s3cret") as view:
+        run = Run(tiny_onnx, view, sources=1)
+        try:
+            run.wait_for_gate()
+            for path in ("", "stats", "metrics", "stream/0.mjpg"):
+                assert _get(view.url + path)[0] == 401
+                assert _get(view.url + path + "?token=wrong")[0] == 401
+            assert _get(view.url + "stats?token=s3cret")[0] == 200
+            assert _get(view.url + "metrics", {"Authorization": "Bearer s3cret"})[0] == 200
+            assert "/stream/0.mjpg?token=s3cret" in _get(view.url + "?token=s3cret")[1].decode()
+        finally:
+            run.finish()
+
+
+def test_close_ends_open_mjpeg_connections_and_frees_the_port(tiny_onnx: Path) -> None:
+    view = LiveView(("127.0.0.1", 0), CLASSES, PALETTE).start()
+    run = Run(tiny_onnx, view, sources=1)
+    try:
+        run.wait_for_gate()
+        with urllib.request.urlopen(view.url + "stream/0.mjpg", timeout=5) as r:
+            r.readline()
+            view.close()
+            deadline = time.monotonic() + 5
+            while r.read(4096) and time.monotonic() < deadline:
+                pass
+            assert time.monotonic() < deadline  # the server ended the response
+    finally:
+        run.finish()
+        view.close()
+    with pytest.raises(OSError):
+        socket.create_connection(view.server.server_address[:2], timeout=1).close()
+
+
+def test_busy_port_is_one_line_and_exit_2(
+    tiny_onnx: Path, tmp_path: Path, write_video: Callable[..., Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    video = write_video(tmp_path / "v.mp4", synthetic_frames(3))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            ["cfnet", "stream", str(video), "--model", str(tiny_onnx), "--out", str(tmp_path / "o.mp4"),
+             "--serve", str(port)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: cannot serve the live view: Address already in use (--serve 127.0.0.1:{port})"
+    ]
+    assert list(tmp_path.iterdir()) == [video]
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_a_headless_browser_shows_the_live_overlay(view: LiveView, run: Run, tmp_path: Path) -> None:
+    assert CHROMIUM, "Debian's chromium is needed (.ci/run installs it)"
+    run.wait_for_gate()
+    shot = tmp_path / "page.png"
+    subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--window-size=800,600", "--timeout=3000",
+         f"--screenshot={shot}", view.url],
+        capture_output=True, timeout=60, check=True,
+    )  # fmt: skip
+    image = cv2.imread(str(shot))
+    assert image is not None
+    # both overlays (alpha 1: pure palette colours) are on the page, far more than the legend's swatches
+    assert _palette_pixels(image) > 1.5 * SIZE[0] * SIZE[1]
