@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,25 @@ from runtime.errors import UserError
 
 if TYPE_CHECKING:
     import tensorrt as trt
+
+
+@functools.cache
+def tensorrt_unavailable() -> str | None:
+    """Why TensorRT cannot run here, or None when it can: a working `tensorrt.Builder` (which needs the
+    libraries, a driver and a GPU). `import tensorrt` alone also succeeds on the stubs' namespace package."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        return "tensorrt is not installed (pip install 'cfnet[tensorrt]' on a machine with an NVIDIA GPU)"
+    if not hasattr(trt, "Builder"):
+        return "tensorrt is not installed (only its type stubs are)"
+    try:
+        builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
+    except Exception as exc:  # the builder needs a driver and a GPU
+        return f"tensorrt.Builder fails: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc!r}"
+    if builder is None:
+        return "tensorrt.Builder could not be created (no CUDA device)"
+    return None
 
 
 def load_tensorrt() -> trt.ILogger:
