@@ -237,7 +237,13 @@ def _bench_model(
         if backend in reasons:
             progress(f"[bench] {name}: {backend} skipped: {reasons[backend]}")
     progress(f"[bench] {name}: timing {', '.join(runners)} ({config.warmup} warm-up + {config.iters} rounds)")
-    timings = interleaved({b: partial(r.infer, images) for b, r in runners.items()}, config.warmup, config.iters)
+    failed: dict[str, BaseException] = {}
+    timings = interleaved({b: partial(r.infer, images) for b, r in runners.items()}, config.warmup, config.iters,
+                          errors=failed)
+    for backend, error in failed.items():  # this backend's row says why; the others are measured on
+        reasons[backend] = f"inference failed: {first_line(error)}"
+        progress(f"[bench] {name}: {backend} failed during timing: {reasons[backend]}")
+        runners.pop(backend).close()
     accuracy = {}
     if dataset is not None and runners:
         progress(f"[bench] {name}: accuracy on {config.split}")

@@ -205,3 +205,42 @@ def test_the_split_image_sizes_come_from_the_png_headers(tmp_path: Path) -> None
 
     data = synthesize(tmp_path / "data", train=1, val=2, size=(40, 72), seed=0)
     assert _image_sizes(CityscapesDataset(data, "val"), None) == [(40, 72)]
+
+
+def test_a_backend_that_fails_on_the_split_marks_its_row_and_the_bench_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a TensorRT engine whose profile is smaller than the split's images: timing works at the bench size,
+    the accuracy step's full-size images fail. Before, the exception ended the whole bench (exit 2)."""
+    import numpy as np
+
+    import bench.run
+    from bench.run import BenchConfig, run_bench
+    from cfnet.data.synth import synthesize
+
+    real_open = bench.run.open_runner
+
+    class ProfileLimited:
+        def __init__(self, runner: object) -> None:
+            self.runner, self.name = runner, "onnxruntime"
+
+        def infer(self, images: np.ndarray) -> np.ndarray:
+            if images.shape[-2:] != (32, 32):
+                raise RuntimeError(f"input {images.shape[-2]}x{images.shape[-1]} exceeds the engine's profile")
+            return self.runner.infer(images)  # type: ignore[attr-defined]
+
+        def close(self) -> None:
+            self.runner.close()  # type: ignore[attr-defined]
+
+    def open_runner(backend: str, *args: object) -> object:
+        runner = real_open(backend, *args)  # type: ignore[arg-type]
+        return ProfileLimited(runner) if backend == "onnxruntime" else runner
+
+    monkeypatch.setattr(bench.run, "open_runner", open_runner)
+    data = synthesize(tmp_path / "data", train=0, val=2, size=(64, 96), seed=0)
+    config = BenchConfig(models=("segformer",), preset="tiny", size=(32, 32), backends=("torch", "onnxruntime"),
+                         warmup=0, iters=2, threads=1, data=data, out=tmp_path / "out", command="test")
+    rows = {row["backend"]: row for row in run_bench(config, progress=lambda _: None)["rows"]}
+    assert rows["torch"]["status"] == "ok" and rows["torch"]["miou"] is not None
+    assert rows["onnxruntime"]["status"] == "timed; accuracy failed: input 64x96 exceeds the engine's profile"
+    assert rows["onnxruntime"]["median_ms"] > 0 and rows["onnxruntime"]["miou"] is None
