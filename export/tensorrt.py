@@ -182,10 +182,13 @@ def _config(
                     if layer.get_output(j).dtype in floats:
                         layer.set_output_type(j, trt.float32)
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-    if compat == "hardware":
-        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
-    elif compat == "version":
-        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    try:
+        if compat == "hardware":
+            config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+        elif compat == "version":
+            config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    except AttributeError:  # a TensorRT release without these names (they are TensorRT 10's)
+        raise UserError(f"TensorRT {trt.__version__} has no '--compat {compat}' setting", "--compat") from None
     optimisation = builder.create_optimization_profile()
     optimisation.set_shape(
         profile.name, trt.Dims(list(profile.min)), trt.Dims(list(profile.opt)), trt.Dims(list(profile.max))
