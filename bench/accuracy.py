@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.backends import Runner
+from bench.backends import Runner, first_line
 
 
 def pad_to_multiple(images: np.ndarray, divisor: int) -> np.ndarray:
@@ -36,15 +36,24 @@ def measure_accuracy(
     """mIoU (cfnet.metrics) of every runner over `samples` (image, label) and pixel agreement with `reference`.
 
     Agreement is the share of pixels whose argmax equals the reference runner's (1.0 for the reference
-    itself; None when the reference is not among the runners).
+    itself; None when the reference is not among the runners or failed). A runner that fails on an image
+    stops being scored: its result is `{"miou": None, "agreement": None, "error": reason}`, the others go on.
     """
     from cfnet.metrics import ConfusionMatrix
 
     matrices = {name: ConfusionMatrix(num_classes) for name in runners}
+    errors: dict[str, str] = {}
     agree = dict.fromkeys(runners, 0)
     pixels = 0
     for image, label in samples:
-        preds = {name: predict(runner, image, divisor) for name, runner in runners.items()}
+        preds: dict[str, np.ndarray] = {}
+        for name, runner in runners.items():
+            if name in errors:
+                continue
+            try:
+                preds[name] = predict(runner, image, divisor)
+            except Exception as exc:  # e.g. an image outside a TensorRT engine's profile: this row only
+                errors[name] = f"accuracy failed: {first_line(exc)}"
         for name, pred in preds.items():
             matrices[name].update(pred, np.asarray(label))
             if reference in preds:
@@ -52,8 +61,11 @@ def measure_accuracy(
         pixels += int(np.asarray(label).size)
     results: dict[str, dict[str, Any]] = {}
     for name, matrix in matrices.items():
-        agreement = agree[name] / pixels if reference in runners and pixels else None
+        if name in errors:
+            results[name] = {"miou": None, "agreement": None, "error": errors[name]}
+            continue
+        scored = reference in runners and reference not in errors and pixels
         miou = matrix.scores()["miou"]
         assert isinstance(miou, float)
-        results[name] = {"miou": miou, "agreement": agreement}
+        results[name] = {"miou": miou, "agreement": agree[name] / pixels if scored else None}
     return results

@@ -7,7 +7,9 @@ A backend that cannot run here raises `Skipped` with the reason, which the repor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import copy
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -15,6 +17,7 @@ import numpy as np
 
 BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "onnxruntime-fp16", "tensorrt")
 ONNX_PRECISION = {"onnxruntime": "fp32", "onnxruntime-fp16": "fp16", "onnxruntime-int8": "int8", "tensorrt": "fp32"}
+Shape = tuple[int, int, int, int]
 
 Exporter = Callable[..., Path]
 """`exporter(model, out, *, size, precision, calib_images) -> Path`, as `export.onnx.export_onnx`."""
@@ -33,7 +36,11 @@ class Runner(Protocol):
 
 
 class TorchRunner:
-    """PyTorch eager in inference mode: the baseline every speed-up is measured against."""
+    """PyTorch eager in inference mode: the baseline every speed-up is measured against.
+
+    It runs a copy of `model`: `.to(device)` and `.eval()` act in place, and the other backends export the
+    caller's model (on the CPU, as it was).
+    """
 
     name = "torch"
 
@@ -42,7 +49,7 @@ class TorchRunner:
 
         self._torch = torch
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.model = copy.deepcopy(model).to(self.device).eval()
 
     def infer(self, images: np.ndarray) -> np.ndarray:
         torch = self._torch
@@ -62,17 +69,17 @@ class RuntimeRunner:
     ONNX Runtime gets `intra_op_num_threads` equal to torch's thread count.
     """
 
-    def __init__(self, name: str, path: Path, device: str, threads: int) -> None:
+    def __init__(self, name: str, path: Path, device: str, threads: int, fp16: bool = False) -> None:
         import runtime.backend
         from runtime.errors import UserError as RuntimeUserError
 
         self.name = name
         try:
-            self.backend = runtime.backend.open_backend(path, device=device, threads=threads)
+            self.backend = runtime.backend.open_backend(path, device=device, threads=threads, fp16=fp16)
         except RuntimeUserError as exc:
             raise Skipped(str(exc)) from exc
         except Exception as exc:  # ORT's own exception types, e.g. kernels missing for an fp16 graph on CPU
-            raise Skipped(f"cannot load {path.name}: {_first_line(exc)}") from exc
+            raise Skipped(f"cannot load {path.name}: {first_line(exc)}") from exc
 
     def infer(self, images: np.ndarray) -> np.ndarray:
         return np.asarray(self.backend.infer(images), dtype=np.float32)
@@ -81,27 +88,33 @@ class RuntimeRunner:
         self.backend.close()
 
 
-def tensorrt_unavailable() -> str | None:
-    """Why TensorRT cannot run here, or None when it can: a working `tensorrt.Builder` and a CUDA device."""
-    try:
-        import tensorrt as trt
-    except ImportError:
-        return "tensorrt is not installed (pip install 'cfnet[tensorrt]' on a machine with an NVIDIA GPU)"
-    if not hasattr(trt, "Builder"):
-        return "tensorrt is not installed (only its type stubs are)"
-    try:
-        builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
-    except Exception as exc:  # the builder needs a driver and a GPU
-        return f"tensorrt.Builder fails: {_first_line(exc)}"
-    if builder is None:
-        return "tensorrt.Builder could not be created (no CUDA device)"
-    return None
+def engine_shapes(size: tuple[int, int], feeds: Iterable[tuple[int, int]], divisor: int) -> tuple[Shape, Shape, Shape]:
+    """The engine's optimisation profile (min, opt, max `N x C x H x W`): tuned for the timed `size` and wide
+    enough for every image it will be fed (`feeds`: the split's image sizes, which the accuracy step pads to a
+    multiple of the model's `divisor`)."""
+    sides = [size, *((h + -h % divisor, w + -w % divisor) for h, w in feeds)]
+    low = (min(h for h, _ in sides), min(w for _, w in sides))
+    high = (max(h for h, _ in sides), max(w for _, w in sides))
+    return (1, 3, *low), (1, 3, *size), (1, 3, *high)
+
+
+def batches_digest(batches: Sequence[np.ndarray]) -> str:
+    """A short digest of calibration batches (shapes and values): what an int8 export's scales depend on."""
+    digest = hashlib.sha256()
+    for batch in batches:
+        array = np.ascontiguousarray(batch, dtype=np.float32)
+        digest.update(repr(array.shape).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:12]
 
 
 class ArtifactCache:
     """Exports each model once per precision into `folder` and reuses the files in later runs.
 
-    `known`: files exported elsewhere (model name -> precision -> path), used as they are.
+    A file's name holds everything that changes it: the model key (name and preset, or the checkpoint), the
+    size, the precision, an int8 file the digest of its calibration batches, an engine its profile.
+    `known`: files exported elsewhere (model name -> precision -> path), used as they are. `feeds`: the image
+    sizes an engine will be fed besides `size` (the split scored for accuracy).
     """
 
     def __init__(
@@ -111,42 +124,58 @@ class ArtifactCache:
         exporter: Exporter | None = None,
         calib_images: Callable[[], Iterable[np.ndarray]] | None = None,
         known: Mapping[str, Mapping[str, Path]] | None = None,
+        feeds: Sequence[tuple[int, int]] = (),
     ) -> None:
         self.folder = folder
         self.known = known or {}
         self.size = size
         self.exporter = exporter
         self.calib_images = calib_images
+        self.feeds = tuple(feeds)
         self.failures: dict[Path, str] = {}
+        self._calib: list[np.ndarray] | None = None
 
     def onnx(self, model: Any, key: str, precision: str) -> Path:
         """The ONNX file of `model` at `precision`, exported on first use; `Skipped` if the export fails."""
         given = self.known.get(getattr(model, "config", {}).get("model", ""), {}).get(precision)
         if given is not None:
             return Path(given)
-        path = self.folder / f"{key}-{self.size[0]}x{self.size[1]}-{precision}.onnx"
+        calib = self._calibration() if precision == "int8" else None
+        tag = f"{precision}-{batches_digest(calib)}" if calib is not None else precision
+        path = self.folder / f"{key}-{self.size[0]}x{self.size[1]}-{tag}.onnx"
         if path in self.failures:
             raise Skipped(self.failures[path])
         if path.exists():
             return path
         self.folder.mkdir(parents=True, exist_ok=True)
-        calib = self.calib_images() if precision == "int8" and self.calib_images is not None else None
         try:
             return Path(self._exporter()(model, path, size=self.size, precision=precision, calib_images=calib))
         except Exception as exc:  # a failed export skips this backend, with the reason in the report
-            self.failures[path] = f"{precision} export failed: {_first_line(exc)}"
+            self.failures[path] = f"{precision} export failed: {first_line(exc)}"
             raise Skipped(self.failures[path]) from exc
 
     def engine(self, model: Any, key: str) -> Path:
-        """A TensorRT engine built from the fp32 ONNX file (FP16 enabled), cached like the ONNX files."""
+        """A TensorRT engine built from the fp32 ONNX file (FP16 enabled), its profile covering `size` and
+        `feeds`; cached like the ONNX files, `Skipped` if the build fails."""
         from export.tensorrt import build_engine
 
         onnx_path = self.onnx(model, key, "fp32")
-        path = onnx_path.with_suffix(".engine")
+        low, opt, high = engine_shapes(self.size, self.feeds, int(getattr(model, "size_divisor", 32)))
+        path = onnx_path.with_name(f"{onnx_path.stem}-max{high[2]}x{high[3]}.engine")
+        if path in self.failures:
+            raise Skipped(self.failures[path])
         if not path.exists():
-            shape = (1, 3, *self.size)
-            build_engine(onnx_path, path, fp16=True, min_shape=shape, opt_shape=shape, max_shape=shape)
+            try:
+                build_engine(onnx_path, path, fp16=True, min_shape=low, opt_shape=opt, max_shape=high)
+            except Exception as exc:  # a failed build skips TensorRT, with the reason in the report
+                self.failures[path] = f"engine build failed: {first_line(exc)}"
+                raise Skipped(self.failures[path]) from exc
         return path
+
+    def _calibration(self) -> list[np.ndarray] | None:
+        if self._calib is None and self.calib_images is not None:
+            self._calib = list(self.calib_images())
+        return self._calib
 
     def _exporter(self) -> Exporter:
         if self.exporter is None:
@@ -161,6 +190,8 @@ def open_runner(backend: str, model: Any, key: str, cache: ArtifactCache, device
     if backend == "torch":
         return TorchRunner(model, device)
     if backend == "tensorrt":
+        from runtime.tensorrt_backend import tensorrt_unavailable
+
         reason = tensorrt_unavailable()
         if reason is not None:
             raise Skipped(reason)
@@ -168,10 +199,12 @@ def open_runner(backend: str, model: Any, key: str, cache: ArtifactCache, device
             raise Skipped("tensorrt runs on a GPU only (use --device cuda)")
         return RuntimeRunner(backend, cache.engine(model, key), "cuda", threads)
     if backend in ONNX_PRECISION:
-        return RuntimeRunner(backend, cache.onnx(model, key, ONNX_PRECISION[backend]), device, threads)
+        precision = ONNX_PRECISION[backend]
+        return RuntimeRunner(backend, cache.onnx(model, key, precision), device, threads, fp16=precision == "fp16")
     raise ValueError(f"unknown backend {backend!r}")
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when empty), at most 200 characters."""
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:200]

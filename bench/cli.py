@@ -33,7 +33,8 @@ def _default_backends(quick: bool, device: str) -> tuple[str, ...]:
 @click.option("--iters", type=int, default=None, help="Timed rounds [default: 20; --quick: 5].")
 @click.option("--threads", type=int, default=None, help="torch and ONNX Runtime intra-op threads [default: cores].")
 @click.option("--checkpoints", type=click.Path(path_type=Path), default=None,
-              help="Folder of trained checkpoints (<model>.pt or <model>/best.pt) instead of random weights.")
+              help="Folder of trained checkpoints (<model>.pt or <model>/best.pt) instead of random weights; needs "
+                   "--data, and one checkpoint per model of --models.")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="Cityscapes-layout folder: each backend's mIoU and argmax agreement with PyTorch.")
 @click.option("--split", default="val", show_default=True, help="Split of --data to score.")
@@ -79,7 +80,8 @@ def bench_command(
     Example:
       cfnet bench --quick --out bench-report
       cfnet bench --models cfnet-pspnet,segformer --backends torch,onnxruntime,onnxruntime-int8 --iters 10
-      cfnet bench --preset tiny --checkpoints runs --data data/synth --stream data/synth/video.mp4
+      cfnet bench --models cfnet-pspnet,segformer --preset tiny --checkpoints demo/checkpoints \\
+          --data demo/data --stream demo/video.mp4 --size 128x256
       cfnet bench --models cfnet-pspnet --preset tiny --backends onnxruntime --stream drive.mp4 --streams 4
     """
     import json
@@ -87,12 +89,12 @@ def bench_command(
     from bench.report import markdown_table, write_report
     from bench.run import QUICK_MODELS, BenchConfig, run_bench
 
-    chosen = _names(models) if models else (QUICK_MODELS if quick else _names(ALL_MODELS))
+    chosen = _names(models) if models is not None else (QUICK_MODELS if quick else _names(ALL_MODELS))
     config = BenchConfig(
         models=chosen,
         preset=preset,
         size=size,
-        backends=_names(backends) if backends else _default_backends(quick, device),
+        backends=_names(backends) if backends is not None else _default_backends(quick, device),
         device=device,
         warmup=warmup if warmup is not None else (1 if quick else 3),
         iters=iters if iters is not None else (5 if quick else 20),

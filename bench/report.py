@@ -100,7 +100,7 @@ def render_markdown(result: dict[str, Any], charts: dict[str, str] | None = None
         f"(a GPU: compare ratios, not absolute times).",
     ]
     if any(row.get("status") != "ok" for row in result["rows"]):
-        lines += ["", "Rows with a status other than `ok` could not run here; the status says why."]
+        lines += ["", "Rows with a status other than `ok` could not run here, or not all of it; the status says why."]
     multistream = multistream_lines(result["rows"])
     if multistream:
         lines += ["", *multistream]

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.backends import BACKENDS, ArtifactCache, Exporter, Runner, Skipped, open_runner
+from bench.backends import BACKENDS, ArtifactCache, Exporter, Runner, Skipped, first_line, open_runner
 from bench.paper import PAPER
 from bench.timing import interleaved
 from cfnet.errors import UserError
@@ -70,7 +70,9 @@ def run_bench(config: BenchConfig, *, exporter: Exporter | None = None, progress
     threads = config.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     dataset = _dataset(config) if config.data is not None else None
-    cache = ArtifactCache(config.out / "cache", config.size, exporter, _calibration(config, dataset), config.artifacts)
+    feeds = _image_sizes(dataset, config.images) if dataset is not None and config.device == "cuda" else ()
+    cache = ArtifactCache(config.out / "cache", config.size, exporter, _calibration(config, dataset), config.artifacts,
+                          feeds)
     result: dict[str, Any] = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": config.command,
@@ -100,6 +102,13 @@ def _validate(config: BenchConfig) -> None:
         raise UserError("nothing to measure", "--models and --backends need at least one name each")
     if config.checkpoints is not None and config.data is None:
         raise UserError("--checkpoints needs --data (the split to measure accuracy on)", str(config.checkpoints))
+    if config.checkpoints is not None:  # every model's checkpoint found now, not after the first model's timing
+        for name in config.models:
+            _checkpoint(name, config.checkpoints)
+    if config.images is not None and config.images < 1:
+        raise UserError("--images must be >= 1 (the number of split images to score)", f"--images {config.images}")
+    if config.threads is not None and config.threads < 1:
+        raise UserError("--threads must be >= 1", f"--threads {config.threads}")
     if config.device == "cuda":
         import torch
 
@@ -132,6 +141,13 @@ def _samples(dataset: Any, limit: int | None) -> Iterator[tuple[np.ndarray, np.n
     for index in range(count):
         image, label = dataset[index]
         yield np.asarray(image, dtype=np.float32), np.asarray(label)
+
+
+def _image_sizes(dataset: Any, limit: int | None) -> list[tuple[int, int]]:
+    """(H, W) of the split images `_samples` yields, from the PNG headers (a TensorRT profile must cover them)."""
+    from cfnet.data.cityscapes import png_size
+
+    return sorted({png_size(sample.image) for sample in dataset.samples[:limit]})
 
 
 def _calibration(config: BenchConfig, dataset: Any) -> Callable[[], list[np.ndarray]]:
@@ -172,14 +188,22 @@ def _load(name: str, config: BenchConfig) -> tuple[Any, str]:
         return build_model(name, config.num_classes, config.preset).eval(), f"{name}-{config.preset}"
     from cfnet.checkpoint import load_model
 
-    candidates = [config.checkpoints / f"{name}.pt", config.checkpoints / name / "best.pt",
-                  config.checkpoints / name / "last.pt"]
+    path = _checkpoint(name, config.checkpoints)
+    model = load_model(path, expect_model=name).eval()
+    stamp = int(path.stat().st_mtime)
+    return model, f"{name}-{model.config.get('preset', 'ckpt')}-{path.stem}-{stamp}"
+
+
+def _checkpoint(name: str, folder: Path) -> Path:
+    """The checkpoint of model `name` in `--checkpoints`: `<name>.pt`, `<name>/best.pt` or `<name>/last.pt`."""
+    candidates = [folder / f"{name}.pt", folder / name / "best.pt", folder / name / "last.pt"]
     for path in candidates:
         if path.is_file():
-            model = load_model(path, expect_model=name).eval()
-            stamp = int(path.stat().st_mtime)
-            return model, f"{name}-{model.config.get('preset', 'ckpt')}-{path.stem}-{stamp}"
-    raise UserError(f"no checkpoint for {name}", f"looked for {', '.join(str(p) for p in candidates)}")
+            return path
+    raise UserError(
+        f"no checkpoint for {name} (choose the models the folder holds with --models)",
+        f"looked for {', '.join(str(p) for p in candidates)}",
+    )
 
 
 def _bench_model(
@@ -213,11 +237,17 @@ def _bench_model(
         except Skipped as exc:
             reasons[backend] = str(exc)
         except Exception as exc:  # an inference that fails at run time is reported, not fatal to the bench
-            reasons[backend] = f"inference failed: {str(exc).strip().splitlines()[0][:200] if str(exc) else exc!r}"
+            reasons[backend] = f"inference failed: {first_line(exc)}"
         if backend in reasons:
             progress(f"[bench] {name}: {backend} skipped: {reasons[backend]}")
     progress(f"[bench] {name}: timing {', '.join(runners)} ({config.warmup} warm-up + {config.iters} rounds)")
-    timings = interleaved({b: partial(r.infer, images) for b, r in runners.items()}, config.warmup, config.iters)
+    failed: dict[str, BaseException] = {}
+    timings = interleaved({b: partial(r.infer, images) for b, r in runners.items()}, config.warmup, config.iters,
+                          errors=failed)
+    for backend, error in failed.items():  # this backend's row says why; the others are measured on
+        reasons[backend] = f"inference failed: {first_line(error)}"
+        progress(f"[bench] {name}: {backend} failed during timing: {reasons[backend]}")
+        runners.pop(backend).close()
     accuracy = {}
     if dataset is not None and runners:
         progress(f"[bench] {name}: accuracy on {config.split}")
@@ -268,6 +298,8 @@ def _row(
     if accuracy:
         row["miou"] = accuracy.get(backend, {}).get("miou")
         row["agreement"] = accuracy.get(backend, {}).get("agreement")
+        if "error" in accuracy.get(backend, {}):
+            row["status"] = f"timed; {accuracy[backend]['error']}"
     if streams:
         row.update(streams.get(backend, {"stream_fps": None, "backend_fps": None, "stream_note": None}))
     return row
@@ -287,9 +319,15 @@ def _streams(
                                 "stream_note": "the stream runs on runtime backends (torch-free)"}
             continue
         progress(f"[bench] {name}: streaming {Path(str(config.stream)).name} on {backend}")
-        path = cache.engine(model, key) if backend == "tensorrt" else cache.onnx(model, key, _precision(backend))
-        out = config.out / "streams" / f"{name}-{backend}.mp4"
-        stats = stream_fps(Path(str(config.stream)), path, config.device, out, threads)
+        try:
+            path = cache.engine(model, key) if backend == "tensorrt" else cache.onnx(model, key, _precision(backend))
+            out = config.out / "streams" / f"{name}-{backend}.mp4"
+            stats = stream_fps(Path(str(config.stream)), path, config.device, out, threads)
+        except Exception as exc:  # this backend's stream failed: its row says so, the bench goes on
+            note = f"stream failed: {first_line(exc)}"
+            results[backend] = {"stream_fps": None, "backend_fps": None, "stream_note": note}
+            progress(f"[bench] {name}: {backend} {note}")
+            continue
         results[backend] = {"stream_fps": stats["stream_fps"], "backend_fps": stats["backend_fps"], "stream_note": None}
         if config.streams > 1:
             progress(f"[bench] {name}: {config.streams} streams of {Path(str(config.stream)).name} on {backend}: "

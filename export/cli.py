@@ -111,6 +111,9 @@ def _load_model(checkpoint: str | None, model_name: str | None, preset: str | No
 @click.option("--max-shape", type=SHAPE, help="Largest input NxCxHxW [default: twice the metadata size].")
 @click.option("--workspace-gb", default=4.0, show_default=True, help="Builder workspace limit, GB.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), help="Timing cache file, read and written.")
+@click.option("--compat", type=click.Choice(["none", "hardware", "version"]), default="none", show_default=True,
+              help="Portability: hardware = any Ampere-or-newer GPU (AMPERE_PLUS), version = later TensorRT versions "
+                   "too (VERSION_COMPATIBLE); both may run slower than none (this GPU model and TensorRT only).")
 @click.option("--json", "as_json", is_flag=True, help="Print the sidecar as JSON on stdout.")
 def build_engine_command(
     onnx_path: str,
@@ -121,6 +124,7 @@ def build_engine_command(
     max_shape: tuple[int, int, int, int] | None,
     workspace_gb: float,
     timing_cache: str | None,
+    compat: str,
     as_json: bool,
 ) -> None:
     """Build a TensorRT engine from an ONNX file, with one optimisation profile and a JSON sidecar.
@@ -128,12 +132,15 @@ def build_engine_command(
     TensorRT 10 builds an fp32 ONNX with the FP16 flag, normalisation, softmax and reductions pinned to
     FP32; TensorRT 11 (no FP16 flag) builds a strongly typed network from the mixed fp16 ONNX, made on
     the fly from an fp32 one. fp16 and int8 ONNX files build strongly typed on both. Needs an NVIDIA GPU.
+    The sidecar records the TensorRT version, GPU, compute capability and --compat; the runtime refuses an
+    engine that this machine cannot run, with the command that rebuilds it.
 
     \b
     Example:
       cfnet build-engine cfnet.onnx --out cfnet.engine
       cfnet build-engine cfnet.onnx --out cfnet.engine --min-shape 1x3x256x512 --opt-shape 1x3x512x1024 \\
           --max-shape 1x3x1024x2048 --timing-cache trt.cache
+      cfnet build-engine cfnet.onnx --out cfnet.engine --compat hardware
     """
 
     from export.tensorrt import build_engine
@@ -148,6 +155,7 @@ def build_engine_command(
         max_shape=max_shape,
         workspace_gb=workspace_gb,
         timing_cache=timing_cache,
+        compat=compat,
     )
     side = sidecar_path(engine)
     if as_json:

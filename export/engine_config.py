@@ -4,6 +4,7 @@ precision path for a TensorRT version, and the engine's `.engine.json` sidecar. 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,6 +14,7 @@ from cfnet.atomic import write_bytes
 from cfnet.errors import UserError
 from export.metadata import get_metadata, load_onnx, size_divisor
 from runtime.artifact import sidecar_path
+from runtime.tensorrt_backend import AMPERE, COMPAT, parse_capability
 
 Shape = tuple[int, int, int, int]
 FP32_LAYER_TYPES = ("NORMALIZATION", "SOFTMAX", "REDUCE")  # kept in FP32 under TensorRT 10's FP16 flag
@@ -171,6 +173,26 @@ def plan_build(version: str, has_fp16_flag: bool, fp16: bool, onnx_precision: st
     return BuildPlan(True, False, False, fp16, "fp16" if fp16 else "fp32")
 
 
+def keeps_fp32(layer_type: str, inputs_are_float: Sequence[bool]) -> bool:
+    """Whether a layer is pinned to FP32 under the FP16 flag: normalisation, softmax and reductions of float
+    tensors. A reduction of integers (shape arithmetic) keeps its integer type: FP32 there breaks the build."""
+    return layer_type in FP32_LAYER_TYPES and all(inputs_are_float)
+
+
+def check_build_compat(compat: str, compute_capability: str, gpu_name: str) -> None:
+    """Refuse a `--compat` this build cannot give: an unknown level, or `hardware` (Ampere and newer) on an
+    older GPU, which TensorRT only supports building on Ampere or newer. An unknown GPU is not judged."""
+    if compat not in COMPAT:
+        raise UserError(f"unknown compatibility '{compat}'", f"--compat: choose from {', '.join(COMPAT)}")
+    capability = parse_capability(compute_capability)
+    if compat == "hardware" and capability is not None and capability < AMPERE:
+        raise UserError(
+            f"--compat hardware builds engines for Ampere and newer GPUs and needs one to build on; this is "
+            f"{gpu_name} (compute {compute_capability}): build on an Ampere-or-newer GPU, or use --compat none",
+            "--compat",
+        )
+
+
 def sidecar(
     onnx_input: OnnxInput,
     onnx_path: Path,
@@ -180,13 +202,17 @@ def sidecar(
     tensorrt_version: str,
     gpu_name: str,
     compute_capability: str,
+    compat: str = "none",
 ) -> dict[str, Any]:
-    """The `.engine.json` content: the ONNX metadata (precision set to the engine's) and how it was built."""
+    """The `.engine.json` content: the ONNX metadata (precision set to the engine's) and how it was built,
+    with what the runtime checks before it loads the engine (TensorRT version, GPU, compute capability and
+    the compatibility the engine was built with)."""
     return {
         "metadata": {**onnx_input.metadata, "cfnet.precision": plan.precision},
         "tensorrt_version": tensorrt_version,
         "gpu_name": gpu_name,
         "compute_capability": compute_capability,
+        "compat": compat,
         "profile": profile.as_dict(),
         "precision_path": plan.describe(),
         "onnx": str(onnx_path),

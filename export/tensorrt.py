@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 from cfnet.atomic import write_bytes
 from cfnet.errors import UserError
 from export.engine_config import (
-    FP32_LAYER_TYPES,
     BuildPlan,
     Profile,
     Shape,
+    check_build_compat,
+    keeps_fp32,
     plan_build,
     read_onnx_input,
     resolve_profile,
@@ -62,29 +63,34 @@ def build_engine(
     max_shape: Shape | None = None,
     workspace_gb: float = 4,
     timing_cache: str | Path | None = None,
+    compat: str = "none",
 ) -> Path:
     """Build a TensorRT engine from `onnx_path` into `out` (+ `out.json` sidecar) and return `out`.
 
     Shapes are `(N, C, H, W)`; missing ones default from the ONNX metadata (`cfnet.input_size`).
-    `timing_cache` is read when it exists and written back after the build.
+    `timing_cache` is read when it exists (a cache from another TensorRT or GPU is replaced, with a notice)
+    and written back after the build. `compat`: `none`, `hardware` or `version` (`runtime.tensorrt_backend.COMPAT`).
     """
     onnx_path, out = Path(onnx_path), Path(out)
     onnx_input = read_onnx_input(onnx_path)
     profile = resolve_profile(onnx_input, min_shape, opt_shape, max_shape)
     if workspace_gb <= 0:
         raise UserError(f"workspace of {workspace_gb} GB must be positive", "--workspace-gb")
+    check_build_compat(compat, "unknown", "")
     logger, builder = open_builder()
     import tensorrt as trt
 
+    gpu_name, capability = gpu_identity()
+    check_build_compat(compat, capability, gpu_name)
     plan = plan_build(trt.__version__, hasattr(trt.BuilderFlag, "FP16"), fp16, onnx_input.precision)
-    print(f"TensorRT {trt.__version__}: {plan.describe()}", file=sys.stderr)
+    print(f"TensorRT {trt.__version__}: {plan.describe()}, compatibility: {compat}", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="cfnet-engine-") as tmp:
         source = onnx_path
         if plan.convert_to_fp16:
             source = _fp16_copy(onnx_path, Path(tmp, "model.fp16.onnx"))
         network, parser = _parse(logger, builder, plan, source, onnx_path)
-        config = _config(builder, network, plan, profile, workspace_gb)
-        cache = _timing_cache(config, timing_cache)
+        config = _config(builder, network, plan, profile, workspace_gb, compat)
+        cache = attach_timing_cache(config, timing_cache)
         serialized = builder.build_serialized_network(network, config)
         del parser
     if serialized is None:
@@ -92,7 +98,6 @@ def build_engine(
     write_bytes(out, bytes(serialized))
     if timing_cache is not None:
         write_bytes(Path(timing_cache), bytes(cache.serialize()))
-    gpu_name, capability = gpu_identity()
     content = sidecar(
         onnx_input,
         onnx_path,
@@ -101,6 +106,7 @@ def build_engine(
         tensorrt_version=trt.__version__,
         gpu_name=gpu_name,
         compute_capability=capability,
+        compat=compat,
     )
     write_sidecar(content, out)
     return out
@@ -152,7 +158,12 @@ def _parse(
 
 
 def _config(
-    builder: trt.Builder, network: trt.INetworkDefinition, plan: BuildPlan, profile: Profile, workspace_gb: float
+    builder: trt.Builder,
+    network: trt.INetworkDefinition,
+    plan: BuildPlan,
+    profile: Profile,
+    workspace_gb: float,
+    compat: str,
 ) -> trt.IBuilderConfig:
     import tensorrt as trt
 
@@ -161,16 +172,23 @@ def _config(
     if plan.fp16_flag:
         config.set_flag(trt.BuilderFlag.FP16)
     if plan.fp32_layers:
-        kept = {getattr(trt.LayerType, name) for name in FP32_LAYER_TYPES}
         floats = {trt.float32, trt.float16}
         for i in range(network.num_layers):
             layer = network.get_layer(i)
-            if layer.type in kept:
+            inputs = [layer.get_input(k) for k in range(layer.num_inputs)]
+            if keeps_fp32(layer.type.name, [t.dtype in floats for t in inputs if t is not None]):
                 layer.precision = trt.float32
                 for j in range(layer.num_outputs):
                     if layer.get_output(j).dtype in floats:
                         layer.set_output_type(j, trt.float32)
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    try:
+        if compat == "hardware":
+            config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+        elif compat == "version":
+            config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    except AttributeError:  # a TensorRT release without these names (they are TensorRT 10's)
+        raise UserError(f"TensorRT {trt.__version__} has no '--compat {compat}' setting", "--compat") from None
     optimisation = builder.create_optimization_profile()
     optimisation.set_shape(
         profile.name, trt.Dims(list(profile.min)), trt.Dims(list(profile.opt)), trt.Dims(list(profile.max))
@@ -179,8 +197,17 @@ def _config(
     return config
 
 
-def _timing_cache(config: trt.IBuilderConfig, path: str | Path | None) -> trt.ITimingCache:
+def attach_timing_cache(config: trt.IBuilderConfig, path: str | Path | None) -> trt.ITimingCache:
+    """The timing cache of the build, from `path` when it exists. TensorRT refuses (returns False for) a cache
+    made by another TensorRT version or GPU: the build then starts a fresh one, which replaces the file."""
     previous = Path(path).read_bytes() if path is not None and Path(path).is_file() else b""
     cache = config.create_timing_cache(previous)
-    config.set_timing_cache(cache, ignore_mismatch=False)
-    return cache
+    if config.set_timing_cache(cache, ignore_mismatch=False):
+        return cache
+    if previous:
+        print(f"warning: timing cache {path} was made by another TensorRT version or GPU: starting a fresh one "
+              "(it replaces the file after the build)", file=sys.stderr)
+        cache = config.create_timing_cache(b"")
+        if config.set_timing_cache(cache, ignore_mismatch=False):
+            return cache
+    raise UserError("TensorRT refused the timing cache", str(path) if path is not None else "--timing-cache")

@@ -75,12 +75,14 @@ def open_backend(
     threads: int | None = None,
     overrides: Overrides | None = None,
     spinning: bool = False,
+    fp16: bool = False,
 ) -> Backend:
     """Load an artifact: `.onnx` -> ONNX Runtime, `.engine`/`.plan` -> native TensorRT.
 
     `device`: `auto` (best available), `cpu` or `cuda`; `providers` overrides ONNX Runtime's provider list;
     `threads` sets ONNX Runtime's intra-op threads and `spinning` lets them busy-wait between ops (off: better
-    when decode/encode threads or other processes share the cores); `overrides` replaces or supplies metadata.
+    when decode/encode threads or other processes share the cores); `overrides` replaces or supplies metadata;
+    `fp16` lets ONNX Runtime's TensorRT EP use FP16 kernels (a TensorRT engine has its precision built in).
     """
     path = Path(path)
     if device not in DEVICES:
@@ -91,7 +93,8 @@ def open_backend(
         from runtime.onnxruntime_backend import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(
-            path, device=device, providers=providers, threads=threads, overrides=overrides, spinning=spinning
+            path, device=device, providers=providers, threads=threads, overrides=overrides, spinning=spinning,
+            fp16=fp16,
         )
     if path.suffix in (".engine", ".plan"):
         if device == "cpu":

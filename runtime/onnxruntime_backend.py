@@ -1,7 +1,16 @@
-"""ONNX Runtime backend: TensorRT EP > CUDA EP > CPU, intra-op thread count, IO binding on CUDA."""
+"""ONNX Runtime backend: TensorRT EP > CUDA EP > CPU, intra-op thread count, IO binding on CUDA.
+
+ONNX Runtime falls back quietly: a GPU build lists the TensorRT EP even where TensorRT cannot load, and when
+an EP fails at session creation its Python layer prints the error on stdout and retries on fewer providers.
+So the TensorRT EP is offered only when TensorRT loads, ONNX Runtime's prints go to stderr, and the session's
+providers are checked after creation (`--device cuda` that ends on the CPU is an error).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,11 +26,15 @@ PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutio
 GPU_PROVIDERS = PREFERENCE[:2]
 
 
-def choose_providers(device: str, available: Sequence[str]) -> list[str]:
-    """Providers for `device` in preference order, from those the installed ONNX Runtime build has."""
+def choose_providers(device: str, available: Sequence[str], tensorrt_loads: bool = True) -> list[str]:
+    """Providers for `device` in preference order, from those the installed ONNX Runtime build has.
+
+    `tensorrt_loads`: whether TensorRT itself can load here; without it the TensorRT EP is not offered (a GPU
+    build lists it regardless, then fails at session creation).
+    """
     if device == "cpu":
         return ["CPUExecutionProvider"]
-    gpu = [p for p in GPU_PROVIDERS if p in available]
+    gpu = [p for p in GPU_PROVIDERS if p in available and (tensorrt_loads or p != "TensorrtExecutionProvider")]
     if device == "cuda" and not gpu:
         raise UserError(
             "CUDA is not available in this ONNX Runtime build",
@@ -30,23 +43,55 @@ def choose_providers(device: str, available: Sequence[str]) -> list[str]:
     return [*gpu, "CPUExecutionProvider"]
 
 
-def provider_options(providers: Sequence[str], model: Path) -> list[dict[str, str]]:
-    """Options per provider: the TensorRT EP caches its engines and timing beside the model (else every start
-    rebuilds them, which takes minutes); the others keep their defaults."""
-    cache = str(model.parent / f".{model.stem}.trt-cache")
+def check_providers(device: str, requested: Sequence[str], active: Sequence[str], where: str) -> str | None:
+    """Refuse a session that ended on the CPU although `device` is `cuda`; a warning (or None) when a
+    requested GPU provider was dropped on the way (`auto`, or a CUDA session without the TensorRT EP)."""
+    dropped = [p for p in requested if p in GPU_PROVIDERS and p not in active]
+    if device == "cuda" and not any(p in GPU_PROVIDERS for p in active):
+        raise UserError(
+            f"--device cuda, but ONNX Runtime could not start {' or '.join(dropped) or 'a GPU provider'} "
+            f"and runs on {', '.join(active)}: check the CUDA/cuDNN libraries that onnxruntime-gpu needs, "
+            "or use --device cpu",
+            where,
+        )
+    if dropped:
+        return f"warning: ONNX Runtime could not start {', '.join(dropped)}; running on {', '.join(active)}"
+    return None
+
+
+def content_key(model: Path, fp16: bool) -> str:
+    """What an engine built from `model` depends on: the bytes of the file (and of its external data file
+    `<name>.data`, when there is one) and the precision. A re-export to the same path changes the key."""
+    digest = hashlib.sha256()
+    for part in (model, model.with_name(model.name + ".data")):
+        if part.is_file():
+            with part.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return f"{digest.hexdigest()[:16]}-{'fp16' if fp16 else 'fp32'}"
+
+
+def provider_options(providers: Sequence[str], model: Path, fp16: bool = False) -> list[dict[str, str]]:
+    """Options per provider: the TensorRT EP caches its engines beside the model, in a folder keyed by the
+    model's content and precision (the EP names its engines by file name and graph, not weights), and its
+    timing beside them (else every start rebuilds them, which takes minutes); `fp16` enables its FP16 kernels
+    (without it even an fp16 graph runs in FP32 there). The other providers keep their defaults."""
+    cache = model.parent / f".{model.stem}.trt-cache"
     tensorrt = {
+        "trt_fp16_enable": "True" if fp16 else "False",
         "trt_engine_cache_enable": "True",
-        "trt_engine_cache_path": cache,
+        "trt_engine_cache_path": str(cache / content_key(model, fp16)),
         "trt_timing_cache_enable": "True",
-        "trt_timing_cache_path": cache,
+        "trt_timing_cache_path": str(cache),
     }
     return [tensorrt if p == "TensorrtExecutionProvider" else {} for p in providers]
 
 
 def load_session(
-    path: Path, providers: Sequence[str], threads: int | None = None, spinning: bool = False
+    path: Path, providers: Sequence[str], threads: int | None = None, spinning: bool = False, fp16: bool = False
 ) -> ort.InferenceSession:
-    """An `InferenceSession`, with a corrupt or unreadable file reported as one line."""
+    """An `InferenceSession`, with a corrupt or unreadable file reported as one line. ONNX Runtime's
+    fallback notice (printed on stdout) goes to stderr, so that stdout stays the command's own."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
@@ -55,12 +100,13 @@ def load_session(
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        return ort.InferenceSession(
-            str(path),
-            sess_options=options,
-            providers=list(providers),
-            provider_options=provider_options(providers, path),
-        )
+        with contextlib.redirect_stdout(sys.stderr):
+            return ort.InferenceSession(
+                str(path),
+                sess_options=options,
+                providers=list(providers),
+                provider_options=provider_options(providers, path, fp16),
+            )
     except Exception as exc:  # ORT raises its own pybind exception types (InvalidProtobuf, Fail, ...)
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot load ONNX model: {reason}", str(path)) from None
@@ -73,6 +119,7 @@ class OnnxRuntimeBackend(Closing):
     are copied back once, without ONNX Runtime's extra staging copies). `spinning` (off by default): let idle
     intra-op threads busy-wait for work. Off, they leave the cores to a stream's decode/encode threads and to
     other processes; on a 2-core box that made the stream as fast as the backend alone (DESIGN.md, Runtime).
+    `fp16`: let the TensorRT EP use FP16 kernels (for an fp32 graph as for an fp16 one).
     """
 
     def __init__(
@@ -84,17 +131,22 @@ class OnnxRuntimeBackend(Closing):
         overrides: Overrides | None = None,
         io_binding: bool | None = None,
         spinning: bool = False,
+        fp16: bool = False,
     ) -> None:
         path = Path(path)
         available = ort.get_available_providers()
-        chosen = list(providers) if providers else choose_providers(device, available)
+        chosen = list(providers) if providers else choose_providers(device, available, _tensorrt_loads(available))
         missing = [p for p in chosen if p not in available]
         if missing:
             raise UserError(
                 f"ONNX Runtime provider {missing[0]} is not available", f"available: {', '.join(available)}"
             )
-        self.session = load_session(path, chosen, threads, spinning)
+        self.session = load_session(path, chosen, threads, spinning, fp16)
+        self.session.disable_fallback()  # a provider failing at run time raises instead of switching silently
         self.providers: list[str] = self.session.get_providers()
+        notice = check_providers(device, chosen, self.providers, str(path))
+        if notice:
+            print(notice, file=sys.stderr)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         self.input_name = next((i.name for i in inputs if i.name == "images"), inputs[0].name)
         self.output_name = next((o.name for o in outputs if o.name == "logits"), outputs[0].name)
@@ -139,3 +191,12 @@ class OnnxRuntimeBackend(Closing):
     def close(self) -> None:
         """Release the session."""
         self.__dict__.pop("session", None)
+
+
+def _tensorrt_loads(available: Sequence[str]) -> bool:
+    """Whether the TensorRT EP can be offered: listed by ONNX Runtime and TensorRT itself loads."""
+    if "TensorrtExecutionProvider" not in available:
+        return False
+    from runtime.tensorrt_backend import tensorrt_unavailable
+
+    return tensorrt_unavailable() is None

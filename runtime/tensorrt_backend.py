@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,31 @@ from runtime.errors import UserError
 
 if TYPE_CHECKING:
     import tensorrt as trt
+
+COMPAT = ("none", "hardware", "version")
+"""An engine's portability (`build-engine --compat`): `none` runs on the GPU model and TensorRT version that built
+it; `hardware` (TensorRT's HardwareCompatibilityLevel.AMPERE_PLUS) on any GPU of compute capability >= 8.0 with
+that TensorRT version; `version` (BuilderFlag.VERSION_COMPATIBLE) on that GPU with that TensorRT or a later one."""
+AMPERE = (8, 0)
+
+
+@functools.cache
+def tensorrt_unavailable() -> str | None:
+    """Why TensorRT cannot run here, or None when it can: a working `tensorrt.Builder` (which needs the
+    libraries, a driver and a GPU). `import tensorrt` alone also succeeds on the stubs' namespace package."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        return "tensorrt is not installed (pip install 'cfnet[tensorrt]' on a machine with an NVIDIA GPU)"
+    if not hasattr(trt, "Builder"):
+        return "tensorrt is not installed (only its type stubs are)"
+    try:
+        builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
+    except Exception as exc:  # the builder needs a driver and a GPU
+        return f"tensorrt.Builder fails: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc!r}"
+    if builder is None:
+        return "tensorrt.Builder could not be created (no CUDA device)"
+    return None
 
 
 def load_tensorrt() -> trt.ILogger:
@@ -53,26 +79,65 @@ def load_cuda() -> tuple[Any, Any]:
     return cuda, context
 
 
-def check_compatible(sidecar: Mapping[str, Any], tensorrt_version: str, gpu_name: str, compute_capability: str) -> None:
-    """Refuse an engine built by another TensorRT version or for another GPU, naming both sides.
+def check_compatible(
+    sidecar: Mapping[str, Any], tensorrt_version: str, gpu_name: str, compute_capability: str, engine: str = "ENGINE"
+) -> None:
+    """Refuse an engine that this TensorRT version or GPU cannot run, given the compatibility it was built with
+    (sidecar `compat`, `none` when absent), naming both sides and the command that fixes it.
 
     Fields the sidecar lacks or records as `unknown...` (the builder could not query the GPU) are not compared.
     """
+    compat = str(sidecar.get("compat", "none"))
+    rebuild = f"rebuild it on this machine: cfnet build-engine {sidecar.get('onnx') or 'MODEL.onnx'} --out {engine}"
     built_version = _recorded(sidecar.get("tensorrt_version"))
-    if built_version and built_version != tensorrt_version:
+    if built_version and compat == "version":
+        if _version(tensorrt_version) < _version(built_version):
+            raise UserError(
+                f"engine was built (version-compatible) with TensorRT {built_version}, which runs on that version "
+                f"or later; this is TensorRT {tensorrt_version}: upgrade TensorRT, or {rebuild}",
+                "sidecar",
+            )
+    elif built_version and built_version != tensorrt_version:
         raise UserError(
-            f"engine was built with TensorRT {built_version}, this is TensorRT {tensorrt_version}; "
-            "rebuild it with `cfnet build-engine` on this machine",
+            f"engine was built with TensorRT {built_version}, this is TensorRT {tensorrt_version}; {rebuild} "
+            "(add --compat version for an engine that later TensorRT versions also run)",
             "sidecar",
         )
     built_gpu = _recorded(sidecar.get("gpu_name"))
     built_cc = _recorded(sidecar.get("compute_capability"))
-    if (built_gpu and built_gpu != gpu_name) or (built_cc and built_cc != compute_capability):
+    if compat == "hardware":
+        capability = parse_capability(compute_capability)
+        if capability is not None and capability < AMPERE:
+            raise UserError(
+                f"engine was built for Ampere and newer GPUs (compute >= 8.0), this GPU is {gpu_name} "
+                f"(compute {compute_capability}); {rebuild} --compat none",
+                "sidecar",
+            )
+    elif (built_gpu and built_gpu != gpu_name) or (built_cc and built_cc != compute_capability):
         raise UserError(
             f"engine was built for {built_gpu or '?'} (compute {built_cc or '?'}), this GPU is {gpu_name} "
-            f"(compute {compute_capability}); rebuild it with `cfnet build-engine` on this machine",
+            f"(compute {compute_capability}); {rebuild} "
+            "(or build with --compat hardware on an Ampere-or-newer GPU for one engine that runs on all of them)",
             "sidecar",
         )
+
+
+def parse_capability(value: Any) -> tuple[int, int] | None:
+    """A compute capability `8.6` (or `[8, 6]`) as (8, 6); None when unknown."""
+    parts = _recorded(value).split(".")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        return None
+    return int(parts[0]), int(parts[1])
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """`10.13.0.35` -> (10, 13, 0, 35); non-numeric parts end it."""
+    numbers: list[int] = []
+    for part in text.split("."):
+        if not part.isdigit():
+            break
+        numbers.append(int(part))
+    return tuple(numbers)
 
 
 def _recorded(value: Any) -> str:
@@ -99,10 +164,13 @@ class TensorRTBackend(Closing):
             device = self._context.get_device()
             major, minor = device.compute_capability()
             try:
-                check_compatible(sidecar, trt.__version__, device.name(), f"{major}.{minor}")
+                check_compatible(sidecar, trt.__version__, device.name(), f"{major}.{minor}", str(path))
             except UserError as exc:
                 raise UserError(exc.what, str(sidecar_path(path))) from None
-            self._engine: trt.ICudaEngine = trt.Runtime(logger).deserialize_cuda_engine(path.read_bytes())
+            runtime = trt.Runtime(logger)
+            # a version-compatible plan carries its own lean runtime: host code, from a plan this project built
+            runtime.engine_host_code_allowed = sidecar.get("compat") == "version"
+            self._engine: trt.ICudaEngine = runtime.deserialize_cuda_engine(path.read_bytes())
             if self._engine is None:
                 raise UserError(
                     f"TensorRT {trt.__version__} cannot deserialize the engine (built with TensorRT "

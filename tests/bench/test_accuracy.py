@@ -51,3 +51,34 @@ def test_pad_to_multiple_pads_bottom_right_with_zeros() -> None:
     padded = pad_to_multiple(images, 4)
     assert padded.shape == (1, 3, 8, 12)
     assert padded[..., :5, :9].min() == 1 and padded.sum() == images.sum()
+
+
+class ProfileLimitedRunner(ArrayRunner):
+    """Fails on inputs larger than `limit`, as a TensorRT engine built for a smaller profile does."""
+
+    def __init__(self, name: str, maps: list[np.ndarray], classes: int, limit: int) -> None:
+        super().__init__(name, maps, classes)
+        self.limit = limit
+
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        if max(images.shape[-2:]) > self.limit:
+            raise RuntimeError(f"input {images.shape[-2]}x{images.shape[-1]} exceeds the engine's profile\nmore")
+        return super().infer(images)
+
+
+def test_a_failing_runner_marks_only_its_own_result() -> None:
+    labels = [np.zeros((4, 4), np.int64), np.ones((8, 8), np.int64)]
+    images = [np.zeros((3, *label.shape), np.float32) for label in labels]
+    runners = {
+        "torch": ArrayRunner("torch", [label.copy() for label in labels], 2),
+        "tensorrt": ProfileLimitedRunner("tensorrt", [label.copy() for label in labels], 2, limit=4),
+    }
+    result = measure_accuracy(runners, zip(images, labels, strict=True), num_classes=2, divisor=4)
+    assert result["torch"] == {"miou": 1.0, "agreement": 1.0}
+    assert result["tensorrt"] == {
+        "miou": None, "agreement": None, "error": "accuracy failed: input 8x8 exceeds the engine's profile"
+    }
+    broken_reference = {"torch": ProfileLimitedRunner("torch", list(labels), 2, limit=4),
+                        "onnxruntime": ArrayRunner("onnxruntime", list(labels), 2)}
+    result = measure_accuracy(broken_reference, zip(images, labels, strict=True), num_classes=2, divisor=4)
+    assert result["onnxruntime"] == {"miou": 1.0, "agreement": None}  # no agreement with a reference that failed

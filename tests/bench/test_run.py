@@ -160,6 +160,10 @@ def test_an_unreadable_stream_video_is_refused_before_anything_is_measured(
         (["--backends", "torch,tflite"], "unknown backend 'tflite'"),
         (["--checkpoints", "runs"], "--checkpoints needs --data"),
         (["--size", "512"], "malformed size"),
+        (["--images", "0"], "--images must be >= 1"),
+        (["--threads", "0"], "--threads must be >= 1"),
+        (["--models", ""], "nothing to measure"),
+        (["--backends", " , "], "nothing to measure"),
     ],
 )
 def test_bad_options_are_one_line_and_exit_2(
@@ -172,3 +176,105 @@ def test_bad_options_are_one_line_and_exit_2(
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and err.startswith("error: ") and message in err and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+class Validated(Exception):
+    """Raised in place of the measurement once a bench configuration has passed validation."""
+
+
+def _readme_bench_with_checkpoints() -> list[str]:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    lines = readme.replace("\\\n", " ").splitlines()
+    command = next(line for line in lines if line.startswith("cfnet bench") and "--checkpoints" in line)
+    return command.split()[1:]
+
+
+def test_the_readme_checkpoint_example_holds_on_the_demo_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cfnet demo --out demo` leaves checkpoints of the models it trains; the README's example must name only
+    those (it named none, so every zoo model: `no checkpoint for unet`)."""
+    import bench.run
+    from bench.demo import MODELS
+
+    demo = tmp_path / "demo"
+    (demo / "checkpoints").mkdir(parents=True)
+    for name in MODELS:  # as `bench.demo._bench` leaves them
+        (demo / "checkpoints" / f"{name}.pt").write_bytes(b"checkpoint")
+    (demo / "data").mkdir()
+    write_video_file(demo / "video.mp4", synthetic_frames(2))
+
+    def validate_only(config: bench.run.BenchConfig, **_: object) -> None:
+        bench.run._validate(config)
+        raise Validated(config.models)
+
+    monkeypatch.setattr(bench.run, "run_bench", validate_only)
+    monkeypatch.chdir(tmp_path)
+    args = _readme_bench_with_checkpoints()
+    result = CliRunner().invoke(cli, args)
+    assert isinstance(result.exception, Validated), result.output
+    assert set(result.exception.args[0]) <= set(MODELS)
+    without_models = [a for i, a in enumerate(args) if "--models" not in (a, args[i - 1])]
+    result = CliRunner().invoke(cli, without_models)
+    assert "no checkpoint for unet" in str(result.exception) and "--models" in str(result.exception)
+
+
+def test_an_accuracy_failure_marks_the_row_and_keeps_its_timing() -> None:
+    from bench.run import _row
+    from bench.timing import Timing
+
+    info = {"model": "m", "params_m": 1.0, "gflops": 2.0, "paper_params_m": None, "paper_time_s": None,
+            "paper_miou": None}
+    timings = {"tensorrt": Timing((0.01, 0.01))}
+    accuracy = {"tensorrt": {"miou": None, "agreement": None, "error": "accuracy failed: too big"}}
+    row = _row(info, "tensorrt", timings, {}, accuracy, {})
+    assert row["status"] == "timed; accuracy failed: too big" and row["median_ms"] == pytest.approx(10.0)
+    assert row["miou"] is None
+
+
+def test_the_split_image_sizes_come_from_the_png_headers(tmp_path: Path) -> None:
+    from bench.run import _image_sizes
+    from cfnet.data.cityscapes import CityscapesDataset
+    from cfnet.data.synth import synthesize
+
+    data = synthesize(tmp_path / "data", train=1, val=2, size=(40, 72), seed=0)
+    assert _image_sizes(CityscapesDataset(data, "val"), None) == [(40, 72)]
+
+
+def test_a_backend_that_fails_on_the_split_marks_its_row_and_the_bench_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a TensorRT engine whose profile is smaller than the split's images: timing works at the bench size,
+    the accuracy step's full-size images fail. Before, the exception ended the whole bench (exit 2)."""
+    import numpy as np
+
+    import bench.run
+    from bench.run import BenchConfig, run_bench
+    from cfnet.data.synth import synthesize
+
+    real_open = bench.run.open_runner
+
+    class ProfileLimited:
+        def __init__(self, runner: object) -> None:
+            self.runner, self.name = runner, "onnxruntime"
+
+        def infer(self, images: np.ndarray) -> np.ndarray:
+            if images.shape[-2:] != (32, 32):
+                raise RuntimeError(f"input {images.shape[-2]}x{images.shape[-1]} exceeds the engine's profile")
+            return self.runner.infer(images)  # type: ignore[attr-defined]
+
+        def close(self) -> None:
+            self.runner.close()  # type: ignore[attr-defined]
+
+    def open_runner(backend: str, *args: object) -> object:
+        runner = real_open(backend, *args)  # type: ignore[arg-type]
+        return ProfileLimited(runner) if backend == "onnxruntime" else runner
+
+    monkeypatch.setattr(bench.run, "open_runner", open_runner)
+    data = synthesize(tmp_path / "data", train=0, val=2, size=(64, 96), seed=0)
+    config = BenchConfig(models=("segformer",), preset="tiny", size=(32, 32), backends=("torch", "onnxruntime"),
+                         warmup=0, iters=2, threads=1, data=data, out=tmp_path / "out", command="test")
+    rows = {row["backend"]: row for row in run_bench(config, progress=lambda _: None)["rows"]}
+    assert rows["torch"]["status"] == "ok" and rows["torch"]["miou"] is not None
+    assert rows["onnxruntime"]["status"] == "timed; accuracy failed: input 64x96 exceeds the engine's profile"
+    assert rows["onnxruntime"]["median_ms"] > 0 and rows["onnxruntime"]["miou"] is None

@@ -46,3 +46,20 @@ def test_summaries_match_independent_definitions() -> None:
 def test_bad_iteration_counts_are_refused() -> None:
     with pytest.raises(ValueError):
         interleaved({"x": lambda: None}, warmup=0, iters=0)
+
+
+def test_a_call_that_fails_leaves_the_rounds_and_the_others_are_timed() -> None:
+    seen: list[str] = []
+
+    def flaky() -> None:
+        seen.append("flaky")
+        if len(seen) == 2:
+            raise RuntimeError("CUDA error: an illegal memory access")
+
+    errors: dict[str, BaseException] = {}
+    timings = interleaved({"ok": lambda: None, "flaky": flaky}, warmup=1, iters=3, pause=0, errors=errors)
+    assert set(timings) == {"ok"} and len(timings["ok"].samples) == 3
+    assert str(errors["flaky"]) == "CUDA error: an illegal memory access" and seen == ["flaky", "flaky"]
+    with pytest.raises(RuntimeError):  # without `errors`, a failure is the caller's
+        seen.clear()
+        interleaved({"flaky": flaky}, warmup=1, iters=3, pause=0)

@@ -149,3 +149,61 @@ def test_tensorrt_missing_is_a_user_error() -> None:
     with pytest.raises(UserError, match="TensorRT is not available") as info:
         open_builder()
     assert "pip install" in str(info.value)
+
+
+def test_only_float_reductions_are_pinned_to_fp32() -> None:
+    from export.engine_config import keeps_fp32
+
+    assert keeps_fp32("REDUCE", [True]) and keeps_fp32("NORMALIZATION", [True, True, True])
+    assert not keeps_fp32("REDUCE", [False])  # integer shape arithmetic keeps its type
+    assert not keeps_fp32("NORMALIZATION", [True, False]) and not keeps_fp32("CONVOLUTION", [True])
+
+
+def test_compatibility_is_checked_before_the_build_and_recorded() -> None:
+    from export.engine_config import check_build_compat
+
+    check_build_compat("hardware", "8.0", "NVIDIA A100")
+    check_build_compat("hardware", "unknown", "unknown (ImportError)")
+    check_build_compat("version", "7.5", "Tesla T4")
+    with pytest.raises(UserError, match="needs one to build on; this is Tesla T4 \\(compute 7.5\\)"):
+        check_build_compat("hardware", "7.5", "Tesla T4")
+    with pytest.raises(UserError, match="unknown compatibility 'ampere'"):
+        check_build_compat("ampere", "8.6", "NVIDIA A10")
+    plan = plan_build("10.13.0", True, True, "fp32")
+    content = sidecar(_input(), Path("m.onnx"), default_profile(_input()), plan, tensorrt_version="10.13.0",
+                      gpu_name="NVIDIA A10", compute_capability="8.6", compat="hardware")
+    assert content["compat"] == "hardware" and content["compute_capability"] == "8.6"
+    assert content["tensorrt_version"] == "10.13.0" and content["gpu_name"] == "NVIDIA A10"
+
+
+class TimingConfig:
+    """The two calls of `IBuilderConfig` a timing cache goes through; TensorRT returns False from
+    `set_timing_cache` for a cache made by another TensorRT version or GPU."""
+
+    def __init__(self, accepts: bytes) -> None:
+        self.accepts = accepts
+        self.attached: list[bytes] = []
+
+    def create_timing_cache(self, data: bytes) -> bytes:
+        return data
+
+    def set_timing_cache(self, cache: bytes, ignore_mismatch: bool) -> bool:
+        assert ignore_mismatch is False
+        self.attached.append(cache)
+        return cache in (self.accepts, b"")
+
+
+def test_a_mismatched_timing_cache_is_replaced_not_silently_unused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from export.tensorrt import attach_timing_cache
+
+    path = tmp_path / "trt.cache"
+    path.write_bytes(b"cache of another GPU")
+    config = TimingConfig(accepts=b"cache of this GPU")
+    assert attach_timing_cache(config, path) == b""  # type: ignore[arg-type]
+    assert config.attached == [b"cache of another GPU", b""]
+    assert "made by another TensorRT version or GPU" in capsys.readouterr().err
+    path.write_bytes(b"cache of this GPU")
+    assert attach_timing_cache(config, path) == b"cache of this GPU"  # type: ignore[arg-type]
+    assert capsys.readouterr().err == ""

@@ -65,7 +65,7 @@ def test_tensorrt_provider_caches_its_engines_beside_the_model(tmp_path: Path) -
     options = provider_options(["TensorrtExecutionProvider", "CPUExecutionProvider"], tmp_path / "m.onnx")
     assert options[1] == {}
     assert options[0]["trt_engine_cache_enable"] == "True"
-    assert Path(options[0]["trt_engine_cache_path"]).parent == tmp_path
+    assert Path(options[0]["trt_engine_cache_path"]).parent.parent == tmp_path
 
 
 def test_cuda_and_unknown_providers(tiny_onnx: Path) -> None:
@@ -126,3 +126,26 @@ def test_sidecar_naming_another_tensorrt_or_gpu_is_refused() -> None:
         check_compatible({"compute_capability": "8.6"}, "10.13.0.35", "NVIDIA A2", "8.9")
     unknown = {"tensorrt_version": "10.13.0.35", "gpu_name": "unknown (ImportError)", "compute_capability": "unknown"}
     check_compatible(unknown, "10.13.0.35", "NVIDIA T4", "7.5")  # the builder could not query its GPU
+
+
+def test_engine_portability_follows_the_compatibility_it_was_built_with() -> None:
+    base = {"tensorrt_version": "10.8.0.43", "gpu_name": "NVIDIA A10", "compute_capability": "8.6",
+            "onnx": "models/cfnet.onnx"}
+    with pytest.raises(UserError, match="cfnet build-engine models/cfnet.onnx --out m.engine") as info:
+        check_compatible(base, "10.13.0.35", "NVIDIA A10", "8.6", "m.engine")
+    assert "--compat version" in info.value.what  # the message names the build that would have covered it
+    with pytest.raises(UserError, match="--compat hardware"):
+        check_compatible(base, "10.8.0.43", "NVIDIA L4", "8.9", "m.engine")
+    version = {**base, "compat": "version"}
+    check_compatible(version, "10.13.0.35", "NVIDIA A10", "8.6")  # a later TensorRT runs it
+    check_compatible(version, "11.4.0", "NVIDIA A10", "8.6")
+    with pytest.raises(UserError, match=r"TensorRT 10\.8\.0\.43, which runs on that version or later.*10\.3\.0"):
+        check_compatible(version, "10.3.0", "NVIDIA A10", "8.6")
+    with pytest.raises(UserError, match="this GPU is NVIDIA L4"):
+        check_compatible(version, "10.8.0.43", "NVIDIA L4", "8.9")  # version compatibility is not hardware's
+    hardware = {**base, "compat": "hardware"}
+    check_compatible(hardware, "10.8.0.43", "NVIDIA H100", "9.0")  # any Ampere-or-newer GPU
+    with pytest.raises(UserError, match=r"Ampere and newer GPUs \(compute >= 8\.0\), this GPU is Tesla T4"):
+        check_compatible(hardware, "10.8.0.43", "Tesla T4", "7.5")
+    with pytest.raises(UserError, match="this is TensorRT 10.13"):
+        check_compatible(hardware, "10.13.0.35", "NVIDIA H100", "9.0")
