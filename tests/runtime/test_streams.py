@@ -326,3 +326,41 @@ def test_sigterm_before_the_first_frame_exits_130_like_ctrl_c(
     code, _, stderr = cfnet(["stream", video, "--model", tmp_path / "m.onnx", "--out", tmp_path / "o.mp4"], capsys)
     assert code == 130 and stderr.strip() == "error: interrupted"
     assert signal.getsignal(signal.SIGTERM) == before and sorted(os.listdir(tmp_path)) == ["a.mp4"]
+
+
+def test_the_batcher_pushes_a_full_batch_at_once_and_a_partial_one_when_its_oldest_frame_timed_out() -> None:
+    from runtime.preprocess import FrameInfo
+    from runtime.stream import StreamStats, _Batcher, _Item, _Run, _Stream
+
+    frame = np.zeros((4, 4, 3), np.uint8)
+    info = FrameInfo((4, 4), (4, 4), (4, 4))
+
+    def item(stream: int, index: int) -> _Item:
+        return _Item(stream, index, frame, 0.0, np.zeros((1, 3, 4, 4), np.float32), info)
+
+    def streams() -> list[_Stream]:
+        stats = [StreamStats(str(i), None, "b", True, (4, 4), 10.0) for i in range(2)]
+        return [_Stream(i, None, True, None, stats[i], 2) for i in range(2)]  # type: ignore[arg-type]
+
+    # timeout 50 ms, only stream 0 has a frame: the batch goes out partial while stream 1 is still open
+    runs = [_Run(), _Run()]
+    timers = [threading.Timer(10, run.stop.set) for run in runs]  # a stopped run's next_batch returns None
+    for timer in timers:
+        timer.start()
+    short = _Batcher(streams(), 2, 0.05, 60.0, runs[0])
+    short.put(short.streams[0], item(0, 0))
+    batch = short.next_batch()
+    assert batch is not None and [(i.stream, i.index) for i in batch[0]] == [(0, 0)] and batch[1] == []
+    # a timeout of a minute: the batch waits for the second stream's frame and goes out when full
+    long = _Batcher(streams(), 2, 60.0, 60.0, runs[1])
+    long.put(long.streams[0], item(0, 0))
+    threading.Timer(0.1, lambda: long.put(long.streams[1], item(1, 0))).start()
+    batch = long.next_batch()
+    assert batch is not None and [(i.stream, i.index) for i in batch[0]] == [(0, 0), (1, 0)]
+    # a stream that closes ends with its marker after its last frame; when all have, no more batches
+    long.close(long.streams[0], "end")
+    long.close(long.streams[1], "end")
+    assert long.next_batch() == ([], long.streams)
+    assert long.next_batch() is None
+    for timer in timers:
+        timer.cancel()
