@@ -39,10 +39,10 @@ def model_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--classes",
             callback=_parsed("parse_classes"),
-            help="Class count or JSON list of names (models without metadata).",
+            help="Class count, JSON list of names ('[\"road\",\"car\"]') or JSON file of one (model without metadata).",
         ),
-        click.option("--mean", callback=_parsed("parse_triple"), help="Normalisation mean, R,G,B on the 0..1 scale."),
-        click.option("--std", callback=_parsed("parse_triple"), help="Normalisation std, R,G,B on the 0..1 scale."),
+        click.option("--mean", callback=_parsed("parse_mean"), help="Normalisation mean, R,G,B on the 0..1 scale."),
+        click.option("--std", callback=_parsed("parse_std"), help="Normalisation std, R,G,B on the 0..1 scale."),
         click.option("--input-size", callback=_parsed("parse_size"), help="HxW the frames are resized to fit."),
     ]
     for option in reversed(options):
@@ -75,20 +75,22 @@ def segment_command(
     as_json: bool,
     **overrides: Any,
 ) -> None:
-    """Segment images: a mask PNG (trainIds) and an overlay PNG per image.
+    """Segment images (a folder: the images in it): a mask PNG (trainIds) and an overlay PNG per image.
 
     \b
     Example:
       cfnet segment street.png --model model.onnx --out seg
       # -> seg/street_mask.png, seg/street_overlay.png
+      cfnet segment photos/ --model model.onnx --out seg
     """
-    import cv2
     import numpy as np
 
     from runtime.errors import UserError
-    from runtime.files import write_image
+    from runtime.files import check_output, image_files, read_image, write_image
     from runtime.segmentation import segment
 
+    check_output(out, folder=True)
+    images = tuple(image_files(images))
     stems = [p.stem for p in images]
     clash = next((s for s in stems if stems.count(s) > 1), None)
     if clash is not None:
@@ -96,11 +98,7 @@ def segment_command(
     written = []
     with _open(model, device, threads, overrides) as backend:
         for image_path in images:
-            if not image_path.is_file():
-                raise UserError("image not found", str(image_path))
-            frame = cv2.imread(str(image_path), cv2.IMREAD_UNCHANGED)
-            if frame is None:
-                raise UserError("cannot read image", str(image_path))
+            frame = read_image(image_path)
             mask, blended = segment(frame, backend, alpha=alpha, legend=legend)
             mask_path = write_image(out / f"{image_path.stem}_mask.png", mask)
             overlay_path = write_image(out / f"{image_path.stem}_overlay.png", blended)
@@ -155,7 +153,7 @@ def stream_command(
       cfnet stream rtsp://camera/stream --model model.onnx --out cam.mp4 --max-frames 300 --json
     """
     from runtime.errors import UserError
-    from runtime.files import write_image
+    from runtime.files import check_output, write_image
     from runtime.progress import ProgressBar
     from runtime.stream import gui_available, run_stream
     from runtime.video import VideoSource
@@ -164,6 +162,10 @@ def stream_command(
         raise UserError(
             "--show needs OpenCV with GUI support", "pip install opencv-python instead of the headless build"
         )
+    if out is not None:
+        check_output(out)
+    if save_masks is not None:
+        check_output(save_masks, folder=True)
     with _open(model, device, threads, overrides) as backend:
         src = VideoSource(source)
         bar = None

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from runtime.errors import UserError
+from runtime.files import check_output
 
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 DEFAULT_FPS = 30.0
@@ -84,7 +85,7 @@ class VideoWriter:
     """Writes BGR frames of one size to `path` through a temp file in the same folder; `finish()` renames it."""
 
     def __init__(self, path: str | Path, fps: float, size: tuple[int, int]) -> None:
-        self.path = Path(path)
+        self.path = check_output(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         suffix = self.path.suffix or ".mp4"
         self.tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.part{suffix}")
