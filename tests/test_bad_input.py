@@ -210,3 +210,17 @@ def test_bad_input_is_named_in_one_line_and_nothing_is_written(
     out = models["out"]
     assert [p for p in out.parent.iterdir() if p.name.startswith(out.name)] == []
     assert [p for p in models["png"].parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_train_side_and_runtime_share_one_size_limit() -> None:
+    """`cfnet/sizes.py` and the runtime's parser mirror each other (the runtime may not import cfnet)."""
+    from cfnet.sizes import MAX_SIDE, parse_size
+    from runtime.artifact import MAX_SIDE as RUNTIME_MAX_SIDE
+    from runtime.artifact import parse_size as runtime_parse_size
+
+    assert MAX_SIDE == RUNTIME_MAX_SIDE
+    edge = f"{MAX_SIDE}x{MAX_SIDE}"
+    assert parse_size(edge) == runtime_parse_size(edge) == (MAX_SIDE, MAX_SIDE)
+    for parse in (parse_size, runtime_parse_size):
+        with pytest.raises(ValueError, match=f"at most {MAX_SIDE} per side"):
+            parse(f"{MAX_SIDE + 1}x64")
