@@ -169,6 +169,11 @@ RUNTIME_CASES = {
         ["export", "onnx", "--model", "unet", "--preset", "tiny", "--size", "64x64", "--out", "{png}/m.onnx"],
         "is a file, not a folder",
     ),
+    "data synth: OUT's parent is a file": (["data", "synth", "{png}/data", "--train", "1", "--val", "0"], "a file"),
+    "data synth: --video's parent is a file": (
+        ["data", "synth", "{out}", "--train", "0", "--val", "0", "--video", "{png}/v.mp4"],
+        "a file",
+    ),
     "bench: --out's parent is a file": (["bench", "--models", "unet", "--out", "{png}/report"], "is a file"),
     "bench: --markdown's parent is a file": (["bench", "--out", "{out}", "--markdown", "{png}/b.md"], "is a file"),
     "segment: --classes fewer than the outputs": (SEG + ["--classes", "3"], "outputs 4 classes but 3 are named"),
