@@ -139,6 +139,8 @@ def models(files: dict[str, Path], tmp_path: Path) -> dict[str, Path]:
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(image.read_bytes()[: image.stat().st_size // 2])
     (tmp_path / "empty").mkdir()
+    (tmp_path / "calib").mkdir()
+    (tmp_path / "calib" / "truncated.png").write_bytes(truncated.read_bytes())
     tiny = export_tiny(tmp_path / "tiny.onnx", tiny_metadata())
     proto = onnx.load(str(tiny))
     proto.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "classes"
@@ -148,6 +150,7 @@ def models(files: dict[str, Path], tmp_path: Path) -> dict[str, Path]:
         "image": image,
         "truncated": truncated,
         "empty": tmp_path / "empty",
+        "calib": tmp_path / "calib",
         "tiny": tiny,
         "dynamic": tmp_path / "dynamic.onnx",
         "gray": _foreign_onnx(tmp_path / "gray.onnx", 1, False),
@@ -196,6 +199,11 @@ RUNTIME_CASES = {
     "segment: --classes 0": (SEG + ["--classes", "0"], "at least 1 class"),
     "segment: --std 0,0,0": (SEG + ["--std", "0,0,0"], "Invalid value for '--std'"),
     "segment: an empty folder": (["segment", "{empty}", "--model", "{tiny}", "--out", "{out}"], "no images"),
+    "export: a truncated calibration PNG": (
+        ["export", "onnx", "--model", "unet", "--preset", "tiny", "--size", "64x64", "--out", "{out}.onnx"]
+        + ["--calib-data", "{calib}", "--precision", "int8"],
+        "cannot read image: libpng error",
+    ),
     "segment: a truncated PNG": (
         ["segment", "{truncated}", "--model", "{tiny}", "--out", "{out}"],
         "cannot read image: libpng error",
