@@ -75,7 +75,8 @@ def image_files(paths: list[Path] | tuple[Path, ...]) -> list[Path]:
 
 def read_image(path: str | Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
     """Decode the image at `path`; a missing, truncated or corrupt file is a `UserError` that carries the
-    decoder's own message (libpng and libjpeg print theirs on stderr, which is captured for it)."""
+    decoder's own message (libpng and libjpeg print theirs on stderr, which is captured for it: what other
+    threads write to file descriptor 2 during the decode lands there too, so the stream's threads don't use it)."""
     path = Path(path)
     if not path.is_file():
         raise UserError("image not found", str(path))
