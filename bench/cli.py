@@ -88,6 +88,11 @@ def bench_command(
 
     from bench.report import markdown_table, write_report
     from bench.run import QUICK_MODELS, BenchConfig, run_bench
+    from runtime.files import check_output
+
+    check_output(out, folder=True)
+    if markdown is not None:
+        check_output(markdown)
 
     chosen = _names(models) if models is not None else (QUICK_MODELS if quick else _names(ALL_MODELS))
     config = BenchConfig(

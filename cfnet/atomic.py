@@ -1,6 +1,7 @@
 """Atomic outputs: write to a temp file in the destination folder, then `os.replace` it into place.
 
 Used by cfnet, export and bench (the runtime keeps its own `runtime/files.py`: it may not import cfnet).
+`make_folder` reports a regular file in the way of an output's folder as one line.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
+from cfnet.errors import UserError
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -20,7 +23,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     The suffix is kept because some writers (OpenCV's VideoWriter, matplotlib) choose the format by it.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     fd, name = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(name)
@@ -30,6 +33,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def make_folder(folder: str | Path) -> Path:
+    """Create `folder` and its parents; a regular file in the way is a `UserError`, not an `OSError` traceback."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError("cannot create the output folder: a file of that name is in the way", str(folder)) from None
+    return folder
 
 
 @cache

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from cfnet.atomic import write_bytes
+from cfnet.atomic import make_folder, write_bytes
 from cfnet.data.labels import IGNORE_INDEX, TRAIN_CLASSES, TRAIN_ID_TO_ID
 from cfnet.errors import UserError
 from cfnet.metrics import ConfusionMatrix, scores
@@ -69,8 +69,7 @@ def confusion(
         names = _result_names(dataset)
         if names is None:
             raise UserError("the dataset does not expose image paths to name predictions", "--save-predictions")
-        out_dir = Path(save_predictions)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir = make_folder(save_predictions)
     was_training = model.training
     model.eval()
     matrix = ConfusionMatrix(num_classes, IGNORE_INDEX)

@@ -4,6 +4,17 @@ from __future__ import annotations
 
 import click
 
+MAX_SIDE = 8192  # the largest height or width any command accepts (runtime/artifact.py holds the same limit)
+
+
+def check_size(size: tuple[int, ...], what: str = "size") -> tuple[int, ...]:
+    """`size` (..., H, W) if H and W are within `MAX_SIDE`, else `ValueError` naming the limit (a 100000x100000
+    float32 image alone is 120 GB: refused before anything is allocated)."""
+    if max(size[-2:]) > MAX_SIDE:
+        text = "x".join(str(d) for d in size)
+        raise ValueError(f"{what} {text} is too large: at most {MAX_SIDE} per side (height and width)")
+    return size
+
 
 def parse_dims(text: str, count: int, what: str) -> tuple[int, ...]:
     """Parse `count` positive integers joined by `x` (e.g. `512x1024`), or raise `ValueError`."""
@@ -14,7 +25,7 @@ def parse_dims(text: str, count: int, what: str) -> tuple[int, ...]:
     dims = tuple(int(p) for p in parts)
     if min(dims) <= 0:
         raise ValueError(f"malformed {what} '{text}': every dimension must be positive")
-    return dims
+    return check_size(dims, what)
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -53,11 +53,10 @@ def preprocess_file(path: Path, metadata: dict[str, str]) -> np.ndarray:
     import cv2
 
     from runtime.artifact import metadata_from_props
+    from runtime.files import read_image
     from runtime.preprocess import preprocess
 
-    frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if frame is None:
-        raise UserError("unreadable image", str(path))
+    frame = read_image(path, cv2.IMREAD_COLOR)
     batch, _ = preprocess(frame, metadata_from_props(metadata, str(path)))
     return np.ascontiguousarray(batch, dtype=np.float32)
 

@@ -29,7 +29,9 @@ def export_group() -> None:
 @click.option("--no-simplify", is_flag=True, help="Skip onnxslim.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
 @click.option("--calib-data", type=click.Path(file_okay=False), help="Image folder: int8 calibration, parity.")
-@click.option("--calib-images", default=32, show_default=True, help="Images of --calib-data to calibrate on.")
+@click.option(
+    "--calib-images", default=32, show_default=True, type=click.IntRange(min=1), help="Images of --calib-data to use."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the export report as JSON on stdout.")
 def onnx_command(
     checkpoint: str | None,

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import onnx
+
+from export.scratch import scratch_dir
 
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 
@@ -62,7 +63,7 @@ def quantize_int8(
         "percentile": CalibrationMethod.Percentile,
     }
     # ONNX Runtime's calibrators print progress on stdout, which belongs to `--json`
-    with tempfile.TemporaryDirectory(prefix="cfnet-int8-") as tmp, contextlib.redirect_stdout(sys.stderr):
+    with scratch_dir("int8") as tmp, contextlib.redirect_stdout(sys.stderr):
         fp32, prepared, int8 = Path(tmp, "fp32.onnx"), Path(tmp, "prepared.onnx"), Path(tmp, "int8.onnx")
         onnx.save_model(model, str(fp32))
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)

@@ -7,8 +7,9 @@ temp name in the output folder and renamed, so an interrupted export leaves noth
 
 from __future__ import annotations
 
+import io
+import json
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -23,8 +24,10 @@ import torch
 from cfnet.atomic import write_bytes
 from cfnet.errors import UserError
 from cfnet.models.base import SegmentationModel
+from cfnet.sizes import check_size
 from export.metadata import PRECISIONS, build_metadata, set_metadata
 from export.parity import FP32_MAX_RELATIVE_ERROR, FP32_MIN_AGREEMENT, Parity, compare, fp32_ok
+from runtime.files import check_output
 
 INPUT, OUTPUT = "images", "logits"
 PARITY_SEED = 0
@@ -118,6 +121,7 @@ def export_report(
     proto = trace(model, size, batch=batch, dynamic=dynamic, opset=opset)
     if simplify:
         proto = simplify_graph(proto)
+    fix_class_dim(proto, len(json.loads(metadata["cfnet.classes"])))
     set_metadata(proto, {**metadata, "cfnet.precision": "fp32"})
     onnx.checker.check_model(proto, full_check=True)
 
@@ -173,13 +177,13 @@ def trace(model: SegmentationModel, size: tuple[int, int], *, batch: int, dynami
     """The inference graph of `model` from the TorchScript exporter: input `images`, output `logits`."""
     example = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(PARITY_SEED))
     axes = {0: "batch", 2: "height", 3: "width"}
-    with tempfile.TemporaryDirectory(prefix="cfnet-trace-") as tmp, torch.no_grad(), warnings.catch_warnings():
+    buffer = io.BytesIO()  # in memory: an export killed mid-way leaves no temp folder behind
+    with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        path = Path(tmp, "traced.onnx")
         torch.onnx.export(
             model,
             (example,),
-            str(path),
+            buffer,  # type: ignore[arg-type]  # the TorchScript exporter writes file-like objects (models < 2 GB)
             input_names=[INPUT],
             output_names=[OUTPUT],
             opset_version=opset,
@@ -187,7 +191,16 @@ def trace(model: SegmentationModel, size: tuple[int, int], *, batch: int, dynami
             dynamic_axes={INPUT: axes, OUTPUT: axes} if dynamic else None,
             do_constant_folding=True,
         )
-        return onnx.load(str(path))
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def fix_class_dim(proto: onnx.ModelProto, classes: int) -> None:
+    """Declare the logits `N x classes x H x W` (the exporter leaves the class dimension a symbol after a Resize)."""
+    logits = next(o for o in proto.graph.output if o.name == OUTPUT)
+    dims = logits.type.tensor_type.shape.dim
+    if len(dims) == 4:
+        dims[1].Clear()
+        dims[1].dim_value = classes
 
 
 def simplify_graph(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -222,14 +235,17 @@ def _check_arguments(
         raise UserError(f"opset {opset} is too old", "LayerNormalization needs opset >= 17")
     if batch < 1 or min(size) < 1:
         raise UserError(f"batch {batch} and size {size[0]}x{size[1]} must be positive", "export")
+    try:
+        check_size(size)
+    except ValueError as exc:
+        raise UserError(str(exc), "--size") from None
     if size[0] % divisor or size[1] % divisor:
         raise UserError(
             f"export size {size[0]}x{size[1]} is not a multiple of the model's size divisor {divisor}", "--size"
         )
     if precision == "int8" and calib_images is None:
         raise UserError("int8 export needs calibration images", "--calib-data DIR")
-    if out.is_dir():
-        raise UserError("output path is a folder", str(out))
+    check_output(out)
 
 
 def _parity_inputs(

@@ -7,7 +7,6 @@ path, sidecar) comes from `export.engine_config`, which is tested on the CPU.
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +24,7 @@ from export.engine_config import (
     sidecar,
     write_sidecar,
 )
+from export.scratch import scratch_dir
 
 if TYPE_CHECKING:  # the stubs of tensorrt-stubs; at run time TensorRT is imported inside the functions
     import tensorrt as trt
@@ -84,7 +84,7 @@ def build_engine(
     check_build_compat(compat, capability, gpu_name)
     plan = plan_build(trt.__version__, hasattr(trt.BuilderFlag, "FP16"), fp16, onnx_input.precision)
     print(f"TensorRT {trt.__version__}: {plan.describe()}, compatibility: {compat}", file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="cfnet-engine-") as tmp:
+    with scratch_dir("engine") as tmp:
         source = onnx_path
         if plan.convert_to_fp16:
             source = _fp16_copy(onnx_path, Path(tmp, "model.fp16.onnx"))

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import colorsys
 import json
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from runtime.errors import UserError
 
@@ -120,12 +123,22 @@ def metadata_from_props(
     return _checked(_apply(meta, overrides), where)
 
 
+MAX_SIDE = 8192  # the largest height or width any command accepts (cfnet/sizes.py holds the same limit)
+
+
+def check_size(size: tuple[int, int], what: str = "size") -> tuple[int, int]:
+    """`size` (H, W) if each side is within `MAX_SIDE` (a 100000x100000 float32 batch alone is 120 GB)."""
+    if max(size) > MAX_SIDE:
+        raise ValueError(f"{what} {size[0]}x{size[1]} is too large: at most {MAX_SIDE} per side (height and width)")
+    return size
+
+
 def parse_size(text: str) -> tuple[int, int]:
-    """`512x1024` -> (512, 1024), height first."""
+    """`512x1024` -> (512, 1024), height first; each side within `MAX_SIDE`."""
     parts = text.lower().split("x")
     if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
         raise ValueError(f"malformed size '{text}': expected HxW like 512x1024")
-    return int(parts[0]), int(parts[1])
+    return check_size((int(parts[0]), int(parts[1])))
 
 
 def parse_triple(text: str) -> tuple[float, float, float]:
@@ -139,18 +152,71 @@ def parse_triple(text: str) -> tuple[float, float, float]:
     return values[0], values[1], values[2]
 
 
+def parse_mean(text: str) -> tuple[float, float, float]:
+    """`--mean`: three floats on the 0..1 scale (values above 1 are warned about: the 0..255 scale?)."""
+    return _warn_255(parse_triple(text), "--mean", "0.485,0.456,0.406")
+
+
+def parse_std(text: str) -> tuple[float, float, float]:
+    """`--std`: three positive floats on the 0..1 scale (values above 1 are warned about)."""
+    values = parse_triple(text)
+    if min(values) <= 0:
+        raise ValueError(f"std {text} must be positive (it divides the pixels)")
+    return _warn_255(values, "--std", "0.229,0.224,0.225")
+
+
+def _warn_255(values: tuple[float, float, float], option: str, example: str) -> tuple[float, float, float]:
+    if max(values) > 1:
+        print(
+            f"warning: {option} {','.join(f'{v:g}' for v in values)} looks like the 0..255 scale; "
+            f"cfnet divides pixels by 255 first, so give it on the 0..1 scale (e.g. {example})",
+            file=sys.stderr,
+        )
+    return values
+
+
 def parse_classes(text: str) -> tuple[str, ...]:
-    """`--classes`: a count (`19`, names `class0..`) or a JSON file holding a list of names."""
-    if text.isdigit() and int(text) > 0:
+    """`--classes`: a count (`19`, names `class0..`), an inline JSON list of names, or a JSON file holding one."""
+    text = text.strip()
+    if text.isdigit():
+        if int(text) < 1:
+            raise ValueError("--classes needs at least 1 class")
         return tuple(f"class{i}" for i in range(int(text)))
-    path = Path(text)
     try:
-        names = json.loads(path.read_text())
+        names = json.loads(text if text.startswith("[") else Path(text).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"--classes takes a count or a JSON list of names: {exc}") from None
+        raise ValueError(f"--classes takes a count, a JSON list of names or a file holding one: {exc}") from None
     if not isinstance(names, list) or not names:
-        raise ValueError(f"--classes file must hold a non-empty JSON list of names ({path})")
+        raise ValueError(f"--classes needs a non-empty JSON list of names ({text})")
     return tuple(str(n) for n in names)
+
+
+def check_io_shapes(inputs: Sequence[Any], outputs: Sequence[Any], meta: ModelMetadata, where: str) -> None:
+    """Refuse a model whose input is not `N x 3 x H x W` or whose output is not `N x C x H x W` logits with C the
+    metadata's class count. Dimensions that are not known numbers (dynamic: a name, None or -1) pass; the
+    backends check the class count again on the first logits they produce."""
+    if len(inputs) != 4 or _known(inputs[1]) not in (None, 3):
+        raise UserError(
+            f"the model's input is {_shape_text(inputs)}: cfnet feeds N x 3 x H x W RGB images", where
+        )
+    if len(outputs) != 4:
+        raise UserError(
+            f"the model's output is {_shape_text(outputs)}: cfnet reads N x C x H x W logits (class scores)", where
+        )
+    channels = _known(outputs[1])
+    if channels is not None and channels != meta.num_classes:
+        raise UserError(
+            f"the model outputs {channels} classes but {meta.num_classes} are named (--classes or its metadata)",
+            where,
+        )
+
+
+def _known(dim: Any) -> int | None:
+    return int(dim) if isinstance(dim, int | np.integer) and dim >= 0 else None
+
+
+def _shape_text(shape: Sequence[Any]) -> str:
+    return f"{len(shape)}-D [{', '.join(str(d) for d in shape)}]"
 
 
 def default_palette(count: int) -> tuple[tuple[int, int, int], ...]:

@@ -44,10 +44,10 @@ def model_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--classes",
             callback=_parsed("parse_classes"),
-            help="Class count or JSON list of names (models without metadata).",
+            help="Class count, JSON list of names ('[\"road\",\"car\"]') or JSON file of one (model without metadata).",
         ),
-        click.option("--mean", callback=_parsed("parse_triple"), help="Normalisation mean, R,G,B on the 0..1 scale."),
-        click.option("--std", callback=_parsed("parse_triple"), help="Normalisation std, R,G,B on the 0..1 scale."),
+        click.option("--mean", callback=_parsed("parse_mean"), help="Normalisation mean, R,G,B on the 0..1 scale."),
+        click.option("--std", callback=_parsed("parse_std"), help="Normalisation std, R,G,B on the 0..1 scale."),
         click.option("--input-size", callback=_parsed("parse_size"), help="HxW the frames are resized to fit."),
     ]
     for option in reversed(options):
@@ -80,20 +80,22 @@ def segment_command(
     as_json: bool,
     **overrides: Any,
 ) -> None:
-    """Segment images: a mask PNG (trainIds) and an overlay PNG per image.
+    """Segment images (a folder: the images in it): a mask PNG (trainIds) and an overlay PNG per image.
 
     \b
     Example:
       cfnet segment street.png --model model.onnx --out seg
       # -> seg/street_mask.png, seg/street_overlay.png
+      cfnet segment photos/ --model model.onnx --out seg
     """
-    import cv2
     import numpy as np
 
     from runtime.errors import UserError
-    from runtime.files import write_image
+    from runtime.files import check_output, image_files, read_image, write_image
     from runtime.segmentation import segment
 
+    check_output(out, folder=True)
+    images = tuple(image_files(images))
     stems = [p.stem for p in images]
     clash = next((s for s in stems if stems.count(s) > 1), None)
     if clash is not None:
@@ -101,11 +103,7 @@ def segment_command(
     written = []
     with _open(model, device, threads, overrides) as backend:
         for image_path in images:
-            if not image_path.is_file():
-                raise UserError("image not found", str(image_path))
-            frame = cv2.imread(str(image_path), cv2.IMREAD_UNCHANGED)
-            if frame is None:
-                raise UserError("cannot read image", str(image_path))
+            frame = read_image(image_path)
             mask, blended = segment(frame, backend, alpha=alpha, legend=legend)
             mask_path = write_image(out / f"{image_path.stem}_mask.png", mask)
             overlay_path = write_image(out / f"{image_path.stem}_overlay.png", blended)
@@ -244,7 +242,7 @@ def _stream(
     import sys
 
     from runtime.errors import UserError
-    from runtime.files import write_image
+    from runtime.files import check_output, write_image
     from runtime.progress import ProgressBar
     from runtime.stream import gui_available, run_streams
     from runtime.video import VideoSource, stream_names
@@ -259,6 +257,10 @@ def _stream(
     names = stream_names(list(sources))
     into_folder = several or (out is not None and out.is_dir())
     outs = [out / f"{n}.mp4" if out is not None else None for n in names] if into_folder else [out]
+    if out is not None:
+        check_output(out, folder=into_folder)
+    if save_masks is not None:
+        check_output(save_masks, folder=True)
     with _open(model, device, threads, overrides) as backend, contextlib.ExitStack() as stack:
         if serve is not None:
             from runtime.liveview import LiveView

@@ -1,4 +1,5 @@
-"""Atomic file writes: a temp file in the destination folder, then `os.replace`.
+"""Files in and out: outputs checked up front and written atomically (temp file, then `os.replace`); images
+read with the decoder's own chatter (`libpng error: ...`) folded into the one error line.
 
 Temp names carry the writing process's id (`.<name>.<pid>.<...>part<suffix>`), so that the temp files a killed
 process (SIGKILL, power loss) left behind are recognised and removed by the next run writing to that folder.
@@ -19,6 +20,23 @@ from runtime.errors import UserError
 
 _UMASK = os.umask(0o022)  # read once at import: `os.umask` is read by setting it, which races with threads
 os.umask(_UMASK)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def check_output(path: str | Path, *, folder: bool = False) -> Path:
+    """Refuse, before anything is computed or written, an output that cannot be created: `path` is a folder
+    where a file is wanted (or a file where a folder is), or an existing parent of it is a regular file."""
+    path = Path(path)
+    if not folder and path.is_dir():
+        raise UserError("output path is a folder", str(path))
+    if folder and path.exists() and not path.is_dir():
+        raise UserError("output folder is a file", str(path))
+    blocking = next((p for p in path.parents if p.exists() or p.is_symlink()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise UserError(f"cannot create the output: {blocking} is a file, not a folder", str(path))
+    return path
+
+
 _PART = re.compile(r"^\..+\.(?P<pid>\d+)\.(?:[\w-]+\.)?part(?:\.\w+)?$")
 _swept: set[Path] = set()
 _sweep_lock = threading.Lock()
@@ -69,7 +87,7 @@ def _alive(pid: int) -> bool:
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
     """Write `data` to `path` atomically (no half-written file on any failure)."""
-    path = Path(path)
+    path = check_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_parts(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".part", dir=path.parent)
@@ -94,3 +112,41 @@ def write_image(path: str | Path, image: np.ndarray) -> Path:
     if not ok:
         raise UserError("cannot encode image", str(path))
     return write_bytes(path, encoded.tobytes())
+
+
+def image_files(paths: list[Path] | tuple[Path, ...]) -> list[Path]:
+    """`paths` with each folder replaced by the images directly in it (sorted; an empty folder is refused)."""
+    files: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            files.append(path)
+            continue
+        found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not found:
+            raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the folder", str(path))
+        files.extend(found)
+    return files
+
+
+def read_image(path: str | Path, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
+    """Decode the image at `path`; a missing, truncated or corrupt file is a `UserError` that carries the
+    decoder's own message (libpng and libjpeg print theirs on stderr, which is captured for it: what other
+    threads write to file descriptor 2 during the decode lands there too, so the stream's threads don't use it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("image not found", str(path))
+    data = np.fromfile(path, dtype=np.uint8)
+    with tempfile.TemporaryFile() as captured:
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            image = cv2.imdecode(data, flags) if data.size else None
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        chatter = captured.read().decode(errors="replace").strip().splitlines()
+    if image is None:
+        detail = f": {chatter[-1].strip()}" if chatter else " (truncated, corrupt or not an image)"
+        raise UserError(f"cannot read image{detail}", str(path))
+    return image

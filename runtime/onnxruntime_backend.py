@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from runtime.artifact import ModelMetadata, Overrides, metadata_from_props
+from runtime.artifact import ModelMetadata, Overrides, check_io_shapes, metadata_from_props
 from runtime.backend import Closing, crop_logits, pad_batch
 from runtime.errors import UserError
 
@@ -156,6 +156,9 @@ class OnnxRuntimeBackend(Closing):
         self.max_batch: int | None = shape[0] if shape and isinstance(shape[0], int) else None  # static N
         props = self.session.get_modelmeta().custom_metadata_map
         self.metadata: ModelMetadata = metadata_from_props(props, str(path), overrides, static)
+        output_shape = next(o.shape for o in outputs if o.name == self.output_name)
+        check_io_shapes(shape, output_shape, self.metadata, str(path))
+        self._logits_checked = False  # a dynamic class dimension is checked on the first logits
         on_gpu = self.providers[0] in GPU_PROVIDERS
         self.io_binding = on_gpu if io_binding is None else io_binding
         self.device = "cuda" if on_gpu else "cpu"  # where the model runs (the stream batches on a GPU only)
@@ -186,6 +189,9 @@ class OnnxRuntimeBackend(Closing):
             binding.bind_output(self.output_name, self.device)
             self.session.run_with_iobinding(binding)
             logits = np.asarray(binding.copy_outputs_to_cpu()[0], dtype=np.float32)
+        if not self._logits_checked:
+            check_io_shapes(images.shape, logits.shape, self.metadata, str(self.path))
+            self._logits_checked = True
         return crop_logits(logits, size, (images.shape[2], images.shape[3]))
 
     def close(self) -> None:

@@ -14,18 +14,29 @@ from runtime.preprocess import FrameInfo
 def postprocess(logits: np.ndarray, infos: Sequence[FrameInfo]) -> list[np.ndarray]:
     """`N x C x h x w` logits -> one `H x W` uint8 mask per frame: argmax, unpad, nearest resize to the frame.
 
-    Logits at a fraction of the padded input size are handled too (the unpadded region scales with them).
+    Logits smaller than the padded input (a foreign model's 1/4, as Hugging Face SegFormer's) are first
+    resized bilinearly to it (half-pixel centres: torch's `interpolate(mode="bilinear", align_corners=False)`,
+    as that model's own post-processing does), so that the argmax sees interpolated scores, not blocks.
     """
     masks = []
     for scores, info in zip(logits, infos, strict=True):
-        rows = -(-info.resized_size[0] * scores.shape[1] // info.input_size[0])
-        cols = -(-info.resized_size[1] * scores.shape[2] // info.input_size[1])
-        labels = argmax_classes(scores[:, :rows, :cols])
+        if scores.shape[1:] != info.input_size:
+            scores = upsample_scores(scores, info.input_size)
+        labels = argmax_classes(scores[:, : info.resized_size[0], : info.resized_size[1]])
         height, width = info.frame_size
         if labels.shape != (height, width):
             labels = cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
         masks.append(np.ascontiguousarray(labels))
     return masks
+
+
+def upsample_scores(scores: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`C x h x w` scores -> `C x H x W`, bilinear with half-pixel centres, channel by channel."""
+    out = np.empty((scores.shape[0], *size), dtype=np.float32)
+    for c in range(scores.shape[0]):
+        plane = np.ascontiguousarray(scores[c], dtype=np.float32)
+        cv2.resize(plane, (size[1], size[0]), out[c], interpolation=cv2.INTER_LINEAR)
+    return out
 
 
 def argmax_classes(scores: np.ndarray) -> np.ndarray:

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from runtime.artifact import ModelMetadata, Overrides, metadata_from_props, read_sidecar, sidecar_path
+from runtime.artifact import (
+    ModelMetadata,
+    Overrides,
+    check_io_shapes,
+    metadata_from_props,
+    read_sidecar,
+    sidecar_path,
+)
 from runtime.backend import Closing, crop_logits, pad_batch
 from runtime.errors import UserError
 
@@ -183,6 +190,12 @@ class TensorRTBackend(Closing):
             outputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
             self.input_name = "images" if "images" in inputs else inputs[0]
             self.output_name = "logits" if "logits" in outputs else outputs[0]
+            check_io_shapes(
+                list(self._engine.get_tensor_shape(self.input_name)),
+                list(self._engine.get_tensor_shape(self.output_name)),
+                self.metadata,
+                str(path),
+            )
             low, _, high = self._engine.get_tensor_profile_shape(self.input_name, 0)
             self._min_size = (int(low[2]), int(low[3]))
             self._max_size = (int(high[2]), int(high[3]))
@@ -236,6 +249,7 @@ class TensorRTBackend(Closing):
             self._cuda.memcpy_dtoh_async(host_out[:count], dev_out, self._stream)
             self._stream.synchronize()
             logits = host_out[:count].reshape(out_shape).astype(np.float32)
+            check_io_shapes(images.shape, logits.shape, self.metadata, str(self.path))
             return crop_logits(logits, size, (images.shape[2], images.shape[3]))
         finally:
             self._context.pop()

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from runtime.errors import UserError
-from runtime.files import part_path
+from runtime.files import check_output, part_path
 from runtime.mp4 import set_frame_size
 
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
@@ -119,7 +119,7 @@ class VideoWriter:
     """
 
     def __init__(self, path: str | Path, fps: float, size: tuple[int, int]) -> None:
-        self.path = Path(path)
+        self.path = check_output(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = part_path(self.path if self.path.suffix else self.path.with_suffix(".mp4"))
         self.size = size

@@ -97,3 +97,143 @@ def test_a_malicious_checkpoint_is_refused_and_never_executed(
     assert str(files["evil"]) in err
     assert not files["marker"].exists(), "the pickle's payload ran"
     assert not Path(f"{files['out']}.onnx").exists()
+
+
+def _foreign_onnx(path: Path, in_channels: int, reduce_to_3d: bool) -> Path:
+    """A 1x1-conv ONNX without cfnet metadata: `in_channels` -> 4 scores; `reduce_to_3d`: their mean, N x H x W."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((4, in_channels, 1, 1), np.float32), "w")
+    nodes = [helper.make_node("Conv", ["images", "w"], ["scores" if reduce_to_3d else "logits"])]
+    out_shape: list[int | str] = ["n", 4, "h", "w"]
+    if reduce_to_3d:
+        nodes.append(helper.make_node("ReduceMean", ["scores"], ["logits"], axes=[1], keepdims=0))
+        out_shape = ["n", "h", "w"]
+    graph = helper.make_graph(
+        nodes,
+        "foreign",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["n", in_channels, "h", "w"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, out_shape)],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture
+def models(files: dict[str, Path], tmp_path: Path) -> dict[str, Path]:
+    """A good image, a truncated PNG, an empty folder, the runtime tests' 4-class ONNX (one with a dynamic class
+    dimension) and foreign ONNX files with 1 input channel or a 3-D output."""
+    import cv2
+    import numpy as np
+    import onnx
+
+    from tests.runtime.conftest import export_tiny, tiny_metadata
+
+    image = tmp_path / "street.png"
+    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8))
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(image.read_bytes()[: image.stat().st_size // 2])
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "calib").mkdir()
+    (tmp_path / "calib" / "truncated.png").write_bytes(truncated.read_bytes())
+    tiny = export_tiny(tmp_path / "tiny.onnx", tiny_metadata())
+    proto = onnx.load(str(tiny))
+    proto.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "classes"
+    onnx.save(proto, str(tmp_path / "dynamic.onnx"))
+    return {
+        **files,
+        "image": image,
+        "truncated": truncated,
+        "empty": tmp_path / "empty",
+        "calib": tmp_path / "calib",
+        "tiny": tiny,
+        "dynamic": tmp_path / "dynamic.onnx",
+        "gray": _foreign_onnx(tmp_path / "gray.onnx", 1, False),
+        "flat": _foreign_onnx(tmp_path / "flat.onnx", 3, True),
+    }
+
+
+SEG = ["segment", "{image}", "--model", "{tiny}", "--out", "{out}"]
+STREAM = ["stream", "{missing}.mp4", "--model", "{tiny}", "--out", "{out}.mp4"]
+FOREIGN = ["--classes", "4", "--input-size", "96x128"]
+HUGE = "100000x100000"
+TOO_LARGE = "too large: at most 8192 per side"
+# case -> (arguments, a fragment the one error line must contain)
+RUNTIME_CASES = {
+    "segment: --out's parent is a file": (SEG[:-1] + ["{png}/seg"], "is a file, not a folder"),
+    "stream: --out's parent is a file": (STREAM[:-1] + ["{png}/seg.mp4"], "is a file, not a folder"),
+    "stream: --save-masks's parent is a file": (STREAM + ["--save-masks", "{png}/masks"], "is a file, not a folder"),
+    "export: --out's parent is a file": (
+        ["export", "onnx", "--model", "unet", "--preset", "tiny", "--size", "64x64", "--out", "{png}/m.onnx"],
+        "is a file, not a folder",
+    ),
+    "data synth: OUT's parent is a file": (["data", "synth", "{png}/data", "--train", "1", "--val", "0"], "a file"),
+    "data synth: --video's parent is a file": (
+        ["data", "synth", "{out}", "--train", "0", "--val", "0", "--video", "{png}/v.mp4"],
+        "a file",
+    ),
+    "bench: --out's parent is a file": (["bench", "--models", "unet", "--out", "{png}/report"], "is a file"),
+    "bench: --markdown's parent is a file": (["bench", "--out", "{out}", "--markdown", "{png}/b.md"], "is a file"),
+    "segment: --classes fewer than the outputs": (SEG + ["--classes", "3"], "outputs 4 classes but 3 are named"),
+    "segment: names more than a dynamic output": (
+        ["segment", "{image}", "--model", "{dynamic}", "--out", "{out}", "--classes", '["a","b","c","d","e"]'],
+        "outputs 4 classes but 5 are named",
+    ),
+    "stream: --classes disagree": (STREAM + ["--classes", "5"], "outputs 4 classes but 5 are named"),
+    "segment: a 1-channel foreign ONNX": (SEG[:3] + ["{gray}", "--out", "{out}", *FOREIGN], "N x 3 x H x W"),
+    "segment: a 3-D output": (SEG[:3] + ["{flat}", "--out", "{out}", *FOREIGN], "output is 3-D"),
+    "export: huge --size": (["export", "onnx", "--model", "unet", "--out", "{out}.onnx", "--size", HUGE], TOO_LARGE),
+    "data synth: huge --size": (["data", "synth", "{out}", "--size", HUGE], TOO_LARGE),
+    "bench: huge --size": (["bench", "--models", "unet", "--out", "{out}", "--size", HUGE], TOO_LARGE),
+    "segment: huge --input-size": (SEG + ["--input-size", HUGE], TOO_LARGE),
+    "stream: huge --input-size": (STREAM + ["--input-size", HUGE], TOO_LARGE),
+    "export: --calib-images 0": (
+        ["export", "onnx", "--model", "unet", "--out", "{out}.onnx", "--calib-images", "0"],
+        "--calib-images",
+    ),
+    "segment: --classes 0": (SEG + ["--classes", "0"], "at least 1 class"),
+    "segment: --std 0,0,0": (SEG + ["--std", "0,0,0"], "Invalid value for '--std'"),
+    "segment: an empty folder": (["segment", "{empty}", "--model", "{tiny}", "--out", "{out}"], "no images"),
+    "export: a truncated calibration PNG": (
+        ["export", "onnx", "--model", "unet", "--preset", "tiny", "--size", "64x64", "--out", "{out}.onnx"]
+        + ["--calib-data", "{calib}", "--precision", "int8"],
+        "cannot read image: libpng error",
+    ),
+    "segment: a truncated PNG": (
+        ["segment", "{truncated}", "--model", "{tiny}", "--out", "{out}"],
+        "cannot read image: libpng error",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RUNTIME_CASES))
+def test_bad_input_is_named_in_one_line_and_nothing_is_written(
+    case: str, models: dict[str, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`capfd`: what native libraries print on file descriptor 2 (libpng) counts as a line too."""
+    args, fragment = RUNTIME_CASES[case]
+    err = _fails_cleanly(_fill(args, models), capfd)
+    assert fragment in err
+    assert "metadata" not in err or "--classes" in err  # a bad option is blamed on the option
+    out = models["out"]
+    assert [p for p in out.parent.iterdir() if p.name.startswith(out.name)] == []
+    assert [p for p in models["png"].parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_train_side_and_runtime_share_one_size_limit() -> None:
+    """`cfnet/sizes.py` and the runtime's parser mirror each other (the runtime may not import cfnet)."""
+    from cfnet.sizes import MAX_SIDE, parse_size
+    from runtime.artifact import MAX_SIDE as RUNTIME_MAX_SIDE
+    from runtime.artifact import parse_size as runtime_parse_size
+
+    assert MAX_SIDE == RUNTIME_MAX_SIDE
+    edge = f"{MAX_SIDE}x{MAX_SIDE}"
+    assert parse_size(edge) == runtime_parse_size(edge) == (MAX_SIDE, MAX_SIDE)
+    for parse in (parse_size, runtime_parse_size):
+        with pytest.raises(ValueError, match=f"at most {MAX_SIDE} per side"):
+            parse(f"{MAX_SIDE + 1}x64")

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cfnet.atomic import atomic_path, umask
+from cfnet.atomic import atomic_path, make_folder, umask
 from cfnet.data.labels import COLOR_BY_ID
 from cfnet.data.scene import Renderer, random_scene
 from cfnet.errors import UserError
@@ -73,7 +73,7 @@ def synthesize(
         raise UserError(f"image size {h}x{w} too small: at least 32x32", str(out))
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise UserError("output exists and is not empty (use --overwrite)", str(out))
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(out.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     tmp.chmod(0o777 & ~umask())  # mkdtemp makes it private; the set is an ordinary folder
     try:
@@ -120,7 +120,6 @@ def synthesize_video(
     if out.suffix.lower() != ".mp4":
         raise UserError("the video must be an .mp4 file", str(out))
     h, w = size
-    out.parent.mkdir(parents=True, exist_ok=True)
     scene = random_scene(np.random.default_rng([seed, 2]), length=frames * VIDEO_STEP + 110.0)
     renderer = Renderer(size)
     with atomic_path(out) as tmp:

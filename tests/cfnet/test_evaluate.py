@@ -139,6 +139,7 @@ def test_cli_json_matches_the_python_api(data: Path, checkpoint: Path, capsys: p
         ("missing-checkpoint", "error: checkpoint not found ({missing})"),
         ("missing-data", "error: data folder not found ({missing})"),
         ("missing-split", "error: no 'test' split: folder missing ({data}/leftImg8bit/test)"),
+        ("preds-in-a-file", "error: cannot create the output folder: a file of that name is in the way ({bad}/p)"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -153,6 +154,7 @@ def test_bad_input_is_one_line_and_exit_2(
         "missing-checkpoint": ["--checkpoint", paths["missing"], "--data", str(data)],
         "missing-data": ["--checkpoint", str(checkpoint), "--data", paths["missing"]],
         "missing-split": ["--checkpoint", str(checkpoint), "--data", str(data), "--split", "test"],
+        "preds-in-a-file": ["--checkpoint", str(checkpoint), "--data", str(data), "--save-predictions", f"{bad}/p"],
     }[case]
     code, out, err = _cli(capsys, "evaluate", *args)
     assert code == 2 and out == ""

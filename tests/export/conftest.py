@@ -17,6 +17,14 @@ def tiny_model(name: str) -> SegmentationModel:
     return build_model(name, preset="tiny").eval()
 
 
+def logits_dims(path: Path) -> list[int | str]:
+    """The declared shape of the `logits` output: numbers, or names for dynamic dimensions."""
+    import onnx
+
+    output = next(o for o in onnx.load(str(path), load_external_data=False).graph.output if o.name == "logits")
+    return [d.dim_param or d.dim_value for d in output.type.tensor_type.shape.dim]
+
+
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[SegmentationModel, Path]]:
     """Each zoo model (tiny) and its dynamic fp32 ONNX at 64x128, through `export_onnx`."""

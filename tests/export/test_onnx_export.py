@@ -20,7 +20,7 @@ from cfnet.data.labels import MEAN, PALETTE, STD, TRAIN_CLASSES
 from cfnet.models import MODEL_NAMES, SegmentationModel
 from export.onnx import ParityError, export_onnx, write_atomic
 from export.parity import compare
-from tests.export.conftest import EXPORT_SIZE
+from tests.export.conftest import EXPORT_SIZE, logits_dims
 
 ROOT = Path(__file__).resolve().parents[2]
 OTHER_SIZES = ((96, 160), (72, 100))  # neither is the export size; 72x100 is not a multiple of 32
@@ -74,12 +74,41 @@ def test_metadata_is_what_the_runtime_reads(exported: dict[str, tuple[Segmentati
     assert meta.input_size == EXPORT_SIZE and meta.num_classes == 19 and meta.size_divisor == model.size_divisor
 
 
+def test_every_export_declares_a_fixed_class_dimension(exported: dict[str, tuple[SegmentationModel, Path]]) -> None:
+    """README: the output is `N x 19 x H x W` (the exporter left the class dimension a symbol after a Resize)."""
+    for name, (_, path) in exported.items():
+        assert logits_dims(path) == ["batch", 19, "height", "width"], name
+
+
 def test_static_export_fixes_the_shape(tmp_path: Path) -> None:
     from tests.export.conftest import tiny_model
 
     path = export_onnx(tiny_model("pspnet"), tmp_path / "static.onnx", size=(64, 96), dynamic=False, batch=2)
     dims = [d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
     assert dims == [2, 3, 64, 96]
+    assert logits_dims(path) == [2, 19, 64, 96]
+
+
+def test_tracing_leaves_no_temp_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An export killed while tracing (SIGKILL runs no cleanup) left an empty `cfnet-trace-*` folder: none exists."""
+    import tempfile
+
+    from tests.export.conftest import tiny_model
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    seen: list[list[str]] = []
+    real_export = torch.onnx.export
+
+    def spying_export(*args: object, **kwargs: object) -> object:
+        seen.append(sorted(p.name for p in scratch.iterdir()))
+        return real_export(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch.onnx, "export", spying_export)
+    export_onnx(tiny_model("unet"), tmp_path / "unet.onnx", size=(32, 32), simplify=False)
+    assert seen == [[]]
+    assert list(scratch.iterdir()) == []
 
 
 class _Drifting(SegmentationModel):

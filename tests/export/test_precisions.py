@@ -16,6 +16,7 @@ from export.calibration import image_files
 from export.fp16 import convert_to_mixed_fp16
 from export.onnx import export_onnx
 from export.parity import compare
+from tests.export.conftest import logits_dims
 
 FP32_OPS = {"LayerNormalization", "Softmax", "Resize", "BatchNormalization", "ReduceMean", "ReduceSum", "Erf", "Div"}
 FP16_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
@@ -70,6 +71,7 @@ def test_fp16_export_writes_fp16_metadata(tmp_path: Path) -> None:
     props = {p.key: p.value for p in proto.metadata_props}
     assert props["cfnet.precision"] == "fp16"
     assert any(i.data_type == TensorProto.FLOAT16 for i in proto.graph.initializer)
+    assert logits_dims(path) == ["batch", 19, "height", "width"]
 
 
 def _real_batches(folder: Path, metadata: dict[str, str]) -> list[np.ndarray]:
@@ -93,6 +95,7 @@ def test_int8_export_is_qdq_and_agrees_on_real_images(tmp_path: Path, synth_imag
     proto = onnx.load(str(path))
     props = {p.key: p.value for p in proto.metadata_props}
     assert props["cfnet.precision"] == "int8"
+    assert logits_dims(path) == ["batch", 19, "height", "width"]
     ops = [n.op_type for n in proto.graph.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
     weights = {i.name for i in proto.graph.initializer if i.data_type == TensorProto.INT8}

@@ -83,6 +83,7 @@ def test_option_parsers(tmp_path: Path) -> None:
     names = tmp_path / "names.json"
     names.write_text(json.dumps(["road", "sky"]))
     assert parse_classes(str(names)) == ("road", "sky")
+    assert parse_classes('["road", "sky"]') == ("road", "sky")  # inline, as the help says
     assert parse_size("512x1024") == (512, 1024)
     assert parse_triple("0.1,0.2,0.3") == (0.1, 0.2, 0.3)
     for bad, parse in (("0", parse_classes), ("512", parse_size), ("0x4", parse_size), ("1,2", parse_triple)):

@@ -112,3 +112,26 @@ def test_argmax_classes_equals_numpy_argmax_with_ties_and_crops() -> None:
     ties = rng.integers(0, 3, (5, 16, 16)).astype(np.float32)  # many equal maxima: the first one wins
     np.testing.assert_array_equal(argmax_classes(ties), ties.argmax(axis=0))
     assert argmax_classes(ties).dtype == np.uint8
+
+
+def test_quarter_size_logits_are_upsampled_bilinearly_as_transformers_does() -> None:
+    """A foreign model with logits at 1/4 of its input (Hugging Face SegFormer): the mask is the argmax of the
+    bilinearly upsampled logits, as `SegformerImageProcessor.post_process_semantic_segmentation` computes it
+    (`interpolate(mode="bilinear", align_corners=False)`), not a blocky nearest resize of a 1/4 mask."""
+    import torch
+    from transformers import SegformerImageProcessor
+    from transformers.modeling_outputs import SemanticSegmenterOutput
+
+    meta = ModelMetadata(
+        classes=tuple(CLASSES), palette=META.palette, mean=META.mean, std=META.std, input_size=(64, 96)
+    )
+    frame = np.zeros((64, 96, 3), np.uint8)  # the input size: no resize, no padding, as the processor's target
+    _, infos = preprocess(frame, meta)
+    logits = np.random.default_rng(3).standard_normal((1, len(CLASSES), 16, 24)).astype(np.float32)
+    mask = postprocess(logits, infos)[0]
+    outputs = SemanticSegmenterOutput(logits=torch.from_numpy(logits))
+    reference = SegformerImageProcessor().post_process_semantic_segmentation(outputs, target_sizes=[(64, 96)])[0]
+    assert mask.shape == (64, 96)
+    assert np.mean(mask == reference.numpy()) >= 0.999
+    blocky = cv2.resize(logits[0].argmax(axis=0).astype(np.uint8), (96, 64), interpolation=cv2.INTER_NEAREST)
+    assert np.mean(blocky == reference.numpy()) < 0.95  # the old way: far from the reference

@@ -304,7 +304,7 @@ def test_a_stream_failing_midway_exits_1_after_finalising_every_output(
         ["stream", a, b, "--model", tiny_onnx, "--out", out, "--save-masks", tmp_path / "masks"], capsys
     )
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]  # the rest: the progress bar
-    assert code == 1 and len(errors) == 1 and "File exists" in errors[0] and errors[0].endswith(f"({b})")
+    assert code == 1 and len(errors) == 1 and "is a file, not a folder" in errors[0] and errors[0].endswith(f"({b})")
     assert "6 frames (0 dropped, 0 resized) from " + str(a) in stdout and "ended: error" in stdout
     assert len(read_video(out / "a.mp4")[0]) == 6 and len(os.listdir(tmp_path / "masks" / "a")) == 6
     assert len(read_video(out / "b.mp4")[0]) == 1  # its frame was encoded before the mask write failed

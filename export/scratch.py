@@ -1,0 +1,51 @@
+"""Scratch folders for the export steps that need files (int8 calibration, TensorRT's fp16 copy).
+
+A folder is named `cfnet-<kind>-<pid>-XXXX` in the temp directory and removed on exit; an export killed by
+SIGKILL or an unhandled SIGTERM cannot remove its own, so each new one first removes those whose process
+is gone (only the user's own folders).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+_NAME = re.compile(r"^cfnet-[a-z0-9]+-(\d+)-")
+
+
+@contextmanager
+def scratch_dir(kind: str) -> Iterator[Path]:
+    """A private temp folder for `kind` (e.g. `int8`), removed with its contents on exit."""
+    remove_stale()
+    with tempfile.TemporaryDirectory(prefix=f"cfnet-{kind}-{os.getpid()}-") as tmp:
+        yield Path(tmp)
+
+
+def remove_stale(root: str | Path | None = None) -> list[Path]:
+    """Remove the scratch folders under `root` (default: the temp directory) of processes that no longer run."""
+    removed = []
+    for folder in Path(root or tempfile.gettempdir()).glob("cfnet-*-*-*"):
+        match = _NAME.match(folder.name)
+        try:
+            mine = folder.is_dir() and not folder.is_symlink() and folder.stat().st_uid == os.getuid()
+        except OSError:  # removed meanwhile by another process
+            continue
+        if match and mine and not _running(int(match.group(1))):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
