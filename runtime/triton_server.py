@@ -1,0 +1,204 @@
+"""`cfnet serve`: run the `tritonserver` binary of the `nvidia-pytriton` wheel on a model repository.
+
+The wheel's server has only the Python backend and runs on CPU-only Linux. Set-up it needs (measured):
+`LD_LIBRARY_PATH` holds the wheel's `nvidia_pytriton.libs` and the running Python's own `lib` folder (else the
+stub crashes on `_thread.RLock._recursion_count`); the backend folder holds the stub built for the running
+Python as `triton_python_backend_stub` (a private backend folder is assembled in a temp dir: the wheel's files
+are never changed); the running Python's `bin` is first on `PATH`, so the stub imports this environment's numpy,
+OpenCV and ONNX Runtime. The server runs in its own process group: stopping it ends the stubs too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+from runtime.errors import UserError
+
+INSTALL_HINT = "pip install 'cfnet[serve]' (the nvidia-pytriton wheel ships the tritonserver binary)"
+
+
+def pytriton_home() -> tuple[Path, Path]:
+    """(the wheel's `pytriton/tritonserver` folder, its `nvidia_pytriton.libs` folder)."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the tritonserver binary is not installed", INSTALL_HINT)
+    package = Path(next(iter(spec.submodule_search_locations)))
+    home, libs = package / "tritonserver", package.parent / "nvidia_pytriton.libs"
+    if not (home / "bin" / "tritonserver").is_file():
+        raise UserError("the nvidia-pytriton wheel has no tritonserver binary", str(home))
+    return home, libs
+
+
+def backend_folder(home: Path, target: Path) -> Path:
+    """Assemble `target/python`: the wheel's Python backend plus the stub built for the running Python."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = home / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise UserError(f"the nvidia-pytriton wheel has no Python-backend stub for Python {version}", str(stub.parent))
+    python = target / "python"
+    python.mkdir(parents=True)
+    for item in (home / "backends" / "python").iterdir():
+        if item.is_file():
+            (python / item.name).symlink_to(item)
+    shutil.copy2(stub, python / "triton_python_backend_stub")
+    return target
+
+
+def server_environment(libs: Path) -> dict[str, str]:
+    """The environment the server and its stubs need (see the module docstring)."""
+    env = dict(os.environ)
+    python_lib = sysconfig.get_config_var("LIBDIR") or str(Path(sys.base_prefix) / "lib")
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libs), python_lib, env.get("LD_LIBRARY_PATH")) if p)
+    env["PATH"] = os.pathsep.join(p for p in (str(Path(sys.executable).parent), env.get("PATH")) if p)
+    return env
+
+
+class TritonServer:
+    """A `tritonserver` process on `repository`; a context manager (`stop()` on exit).
+
+    `start(timeout)` waits until the server is ready (every model loaded) or fails with its log's last lines.
+    """
+
+    def __init__(
+        self,
+        repository: str | Path,
+        host: str = "127.0.0.1",
+        http_port: int = 8000,
+        grpc_port: int = 8001,
+        metrics_port: int = 8002,
+        log_verbose: int = 0,
+    ) -> None:
+        self.repository = Path(repository).resolve()
+        if not self.repository.is_dir():
+            raise UserError("model repository not found", str(repository))
+        self.host, self.http_port, self.grpc_port, self.metrics_port = host, http_port, grpc_port, metrics_port
+        self.log_verbose = log_verbose
+        self.process: subprocess.Popen[bytes] | None = None
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"grpc://{self.host}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    @property
+    def log_path(self) -> Path:
+        assert self._workdir is not None
+        return Path(self._workdir.name) / "tritonserver.log"
+
+    def command(self, backends: Path) -> list[str]:
+        home, _ = pytriton_home()
+        return [
+            str(home / "bin" / "tritonserver"),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={backends}",
+            f"--http-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-gpu-metrics=false",
+            f"--log-verbose={self.log_verbose}",
+        ]
+
+    def start(self, timeout: float = 120.0) -> TritonServer:
+        """Launch the server and wait (at most `timeout` s) until it is ready."""
+        home, libs = pytriton_home()
+        self._workdir = tempfile.TemporaryDirectory(prefix="cfnet-triton-")
+        backends = backend_folder(home, Path(self._workdir.name) / "backends")
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                self.command(backends),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=server_environment(libs),
+                start_new_session=True,
+            )
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def ready(self) -> bool:
+        """Whether the server answers ready (HTTP `/v2/health/ready`)."""
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                raise UserError(f"tritonserver exited during start-up: {self.log_tail()}", str(self.repository))
+            if self.ready():
+                return
+            time.sleep(0.2)
+        raise UserError(f"tritonserver not ready after {timeout:.0f} s: {self.log_tail()}", str(self.repository))
+
+    def log_tail(self, lines: int = 3) -> str:
+        """The last error-looking lines of the server log (for one-line error messages)."""
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except (OSError, AssertionError):
+            return "no log"
+        errors = [line.strip() for line in text if line.startswith("E") or "error" in line.lower()]
+        return " | ".join((errors or text)[-lines:])[:600] or "empty log"
+
+    def models(self) -> list[tuple[str, str]]:
+        """(name, state) of each model of the repository, from the server's repository index."""
+        request = urllib.request.Request(f"{self.http_url}/v2/repository/index", data=b"{}", method="POST")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return [(m["name"], m.get("state", "?")) for m in json.loads(response.read())]
+
+    def stop(self, grace: float = 15.0) -> int | None:
+        """SIGTERM the server's process group, SIGKILL it after `grace` s; returns the server's exit code."""
+        code = None
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                code = self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                code = self.process.wait(5)
+            with contextlib.suppress(ProcessLookupError, PermissionError):  # stubs of a server that died
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process = None
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+        return code
+
+    def __enter__(self) -> TritonServer:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
