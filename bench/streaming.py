@@ -10,7 +10,7 @@ from bench.timing import interleaved
 BACKEND_ONLY_ROUNDS = 10
 
 
-def stream_fps(video: Path, model: Path, device: str, out: Path, threads: int | None = None) -> dict[str, Any]:
+def stream_fps(video: Path, model: Path | str, device: str, out: Path, threads: int | None = None) -> dict[str, Any]:
     """Stream `video` through `model` into the overlay MP4 `out`; FPS end to end and of the backend alone.
 
     The backend-only figure times `infer` on the video's first frame, preprocessed as the stream does, after

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -29,6 +30,28 @@ from types import TracebackType
 from runtime.errors import UserError
 
 INSTALL_HINT = "pip install 'cfnet[serve]' (the nvidia-pytriton wheel ships the tritonserver binary)"
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct ports that are free on `host` now (bound to port 0, then released)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def batch_counters(metrics: str, model: str) -> tuple[float, float]:
+    """`nv_inference_count` and `nv_inference_exec_count` of `model` (any version) in Prometheus text `metrics`."""
+    counts = {"nv_inference_count": 0.0, "nv_inference_exec_count": 0.0}
+    for line in metrics.splitlines():
+        name, _, rest = line.partition("{")
+        if name in counts and f'model="{model}"' in rest.partition("}")[0]:
+            counts[name] += float(rest.rpartition("}")[2].split()[0])
+    return counts["nv_inference_count"], counts["nv_inference_exec_count"]
 
 
 def pytriton_home() -> tuple[Path, Path]:
@@ -175,6 +198,12 @@ class TritonServer:
         request = urllib.request.Request(f"{self.http_url}/v2/repository/index", data=b"{}", method="POST")
         with urllib.request.urlopen(request, timeout=5) as response:
             return [(m["name"], m.get("state", "?")) for m in json.loads(response.read())]
+
+    def batch_counters(self, model: str) -> tuple[float, float]:
+        """(inferences, executions) of `model` so far, from the server's Prometheus metrics: their ratio is the
+        average batch the dynamic batcher formed."""
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
+            return batch_counters(response.read().decode(), model)
 
     def stop(self, grace: float = 15.0) -> int | None:
         """SIGTERM the server's process group, SIGKILL it after `grace` s; returns the server's exit code."""

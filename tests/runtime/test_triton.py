@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,21 +26,11 @@ from runtime.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.segmentation import segment
 from runtime.stream import run_stream
 from runtime.triton_backend import TritonBackend, parse_url
-from runtime.triton_server import TritonServer
+from runtime.triton_server import TritonServer, batch_counters, free_ports
 from tests.runtime.conftest import read_video, synthetic_frames, write_video_file
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 90.0
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def processes_naming(text: str) -> list[str]:
@@ -61,7 +50,8 @@ def processes_naming(text: str) -> list[str]:
 
 
 def model_counters(metrics_url: str) -> tuple[float, float]:
-    """(inferences, executions) of `cfnet_model`, from Triton's Prometheus metrics."""
+    """(inferences, executions) of `cfnet_model` from Triton's metrics, read by prometheus_client's parser and
+    compared with the runtime's own reading (`batch_counters`)."""
     with urllib.request.urlopen(metrics_url, timeout=5) as response:
         text = response.read().decode()
     values: dict[str, float] = {}
@@ -72,7 +62,9 @@ def model_counters(metrics_url: str) -> tuple[float, float]:
                 "nv_inference_exec_count",
             ):
                 values[family.name] = sample.value
-    return values["nv_inference_count"], values["nv_inference_exec_count"]
+    counts = values["nv_inference_count"], values["nv_inference_exec_count"]
+    assert batch_counters(text, "cfnet_model") == counts
+    return counts
 
 
 @pytest.fixture(scope="module")
