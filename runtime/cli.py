@@ -248,7 +248,7 @@ def serve_command(
     try:
         server.start(timeout)
         click.echo(f"Triton ready: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}")
-        for model, state in server.models():
+        for model, state, _ in server.models():
             click.echo(f"  {model:<24}{state}")
         click.echo("Ctrl-C stops the server")
         while server.process is not None and server.process.poll() is None:

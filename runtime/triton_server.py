@@ -181,8 +181,22 @@ class TritonServer:
                 raise UserError(f"tritonserver exited during start-up: {self.log_tail()}", str(self.repository))
             if self.ready():
                 return
+            failure = self.load_failure()
+            if failure:
+                raise UserError(f"Triton cannot load the repository: {failure}", str(self.repository))
             time.sleep(0.2)
         raise UserError(f"tritonserver not ready after {timeout:.0f} s: {self.log_tail()}", str(self.repository))
+
+    def load_failure(self) -> str | None:
+        """The first model-load failure the log reports (a model the server cannot load keeps it from ever getting
+        ready: the HTTP endpoint comes up only after loading, and a failed Python stub is retried for minutes)."""
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return None
+        marks = ("Failed to", "failed to load", "Invalid argument", "UNAVAILABLE:")
+        failed = next((line for line in text if any(m in line for m in marks)), None)
+        return None if failed is None else " ".join(failed.split("]", 1)[-1].split())[:400]
 
     def log_tail(self, lines: int = 3) -> str:
         """The last error-looking lines of the server log (for one-line error messages)."""
@@ -190,14 +204,20 @@ class TritonServer:
             text = self.log_path.read_text(errors="replace").splitlines()
         except (OSError, AssertionError):
             return "no log"
-        errors = [line.strip() for line in text if line.startswith("E") or "error" in line.lower()]
+        harmless = ("CudaDriverHelper", "NVML", "DCGM", "GPU metrics")  # no GPU here: expected, harmless
+        errors = [line.strip() for line in text if line.startswith("E") and not any(h in line for h in harmless)]
         return " | ".join((errors or text)[-lines:])[:600] or "empty log"
 
-    def models(self) -> list[tuple[str, str]]:
-        """(name, state) of each model of the repository, from the server's repository index."""
+    def models(self) -> list[tuple[str, str, str]]:
+        """(name, state, reason) of each model of the repository, from the server's repository index (empty
+        while the server does not answer)."""
         request = urllib.request.Request(f"{self.http_url}/v2/repository/index", data=b"{}", method="POST")
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return [(m["name"], m.get("state", "?")) for m in json.loads(response.read())]
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                index = json.loads(response.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            return []
+        return [(m["name"], m.get("state", "?"), " ".join(str(m.get("reason", "")).split())[:300]) for m in index]
 
     def batch_counters(self, model: str) -> tuple[float, float]:
         """(inferences, executions) of `model` so far, from the server's Prometheus metrics: their ratio is the

@@ -228,3 +228,29 @@ def test_cfnet_serve_and_a_server_lost_mid_stream(tiny_onnx: Path, tmp_path: Pat
         serve.kill()
         serve.wait(10)
     assert processes_naming(str(repository)) == []
+
+
+def test_cfnet_segment_takes_a_grpc_url(tiny_onnx: Path, url: str, tmp_path: Path) -> None:
+    import cv2
+
+    from cfnet.cli import main
+
+    frame = synthetic_frames(1, (40, 72))[0]
+    cv2.imwrite(str(tmp_path / "street.png"), frame)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["segment", str(tmp_path / "street.png"), "--model", url, "--out", str(tmp_path / "seg")])
+    assert exit_info.value.code == 0
+    with OnnxRuntimeBackend(tiny_onnx, device="cpu") as local:
+        expected, _ = segment(frame, local)
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "seg" / "street_mask.png"), cv2.IMREAD_UNCHANGED), expected)
+
+
+def test_a_repository_the_server_cannot_load_fails_start_up_in_one_line(tmp_path: Path) -> None:
+    repository = tmp_path / "broken"
+    (repository / "cfnet_model" / "1").mkdir(parents=True)
+    (repository / "cfnet_model" / "config.pbtxt").write_text('name: "cfnet_model"\nbackend: "python"\n')
+    http, grpc, metrics = free_ports(3)
+    server = TritonServer(repository, http_port=http, grpc_port=grpc, metrics_port=metrics)
+    with pytest.raises(UserError, match="Triton cannot load the repository: .*model file not found .*cfnet_model"):
+        server.start(START_TIMEOUT)
+    assert server.process is None and processes_naming(str(repository)) == []
