@@ -94,7 +94,11 @@ class TritonBackend(Closing):
 
     def segment_frames(self, frames: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
         """BGR uint8 frames of one size -> uint8 masks at that size, through the ensemble (server-side pre/post)."""
-        batch = np.ascontiguousarray(np.stack(list(frames)) if not isinstance(frames, np.ndarray) else frames)
+        if not isinstance(frames, np.ndarray):
+            if len({np.shape(f) for f in frames}) > 1:
+                raise UserError("the frames of one request must share a size; send them separately", self.url)
+            frames = np.stack(list(frames))
+        batch = np.ascontiguousarray(frames)
         if batch.ndim == 3:
             batch = batch[None]
         if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[3] != 3:

@@ -177,13 +177,17 @@ class TritonServer:
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process is None or self.process.poll() is not None:
+            exited = self.process is None or self.process.poll() is not None
+            failure = self.load_failure()  # first: a server that cannot load a model may exit right after
+            if failure:
+                where = str(self.repository)
+                if "unable to find backend library" in failure:
+                    where += ": this server has only the Python backend; export with --backend python"
+                raise UserError(f"Triton cannot load the repository: {failure}", where)
+            if exited:
                 raise UserError(f"tritonserver exited during start-up: {self.log_tail()}", str(self.repository))
             if self.ready():
                 return
-            failure = self.load_failure()
-            if failure:
-                raise UserError(f"Triton cannot load the repository: {failure}", str(self.repository))
             time.sleep(0.2)
         raise UserError(f"tritonserver not ready after {timeout:.0f} s: {self.log_tail()}", str(self.repository))
 

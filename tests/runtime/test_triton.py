@@ -254,3 +254,21 @@ def test_a_repository_the_server_cannot_load_fails_start_up_in_one_line(tmp_path
     with pytest.raises(UserError, match="Triton cannot load the repository: .*model file not found .*cfnet_model"):
         server.start(START_TIMEOUT)
     assert server.process is None and processes_naming(str(repository)) == []
+
+
+def test_serving_an_onnxruntime_repository_on_the_wheels_server_says_to_use_the_python_backend(
+    tiny_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cfnet.cli import main
+
+    repository = tmp_path / "repo"
+    export_triton(tiny_onnx, repository, backend="onnxruntime")
+    http, grpc, metrics = free_ports(3)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", str(repository), "--http-port", str(http), "--grpc-port", str(grpc),
+              "--metrics-port", str(metrics)])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "\n" not in err
+    assert err.startswith("error: Triton cannot load the repository:") and "'onnxruntime'" in err
+    assert err.endswith("this server has only the Python backend; export with --backend python)")
+    assert processes_naming(str(repository)) == []
