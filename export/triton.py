@@ -269,6 +269,8 @@ def export_triton(
             f"{artifact.path}: export with a dynamic batch (or a larger profile)",
         )
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError("the model repository must be a folder", str(out))
     gpu = gpu or backend == "tensorrt"  # a plan runs on the GPU only
     configs = repository_configs(artifact, name, backend, max_batch, instances, queue_delay_us, gpu)
     clash = [n for n in configs if (out / n).exists()]

@@ -50,21 +50,27 @@ class TritonBackend(Closing):
         self._grpc, self._error = grpcclient, InferenceServerException
         self.client = grpcclient.InferenceServerClient(self.address)
         try:
-            live = self.client.is_server_live(client_timeout=timeout)
-        except InferenceServerException:
-            live = False
-        if not live:
+            self.metadata: ModelMetadata = self._connect(overrides)
+        except BaseException:
             self.client.close()
-            raise UserError("Triton server not reachable", f"{url}: is `cfnet serve` running?")
-        for model in (self.ensemble, self.model):
-            if not self._call(self.client.is_model_ready, model, client_timeout=timeout):
-                self.client.close()
-                raise UserError(f"model '{model}' is not ready on the Triton server", url)
-        config = self._call(self.client.get_model_config, self.model, as_json=True, client_timeout=timeout)
-        self.metadata: ModelMetadata = config_metadata(config["config"], overrides)
+            raise
         self.name = f"triton[{self.address}/{self.ensemble}]"
         self.bytes_sent = 0
         self.bytes_received = 0
+
+    def _connect(self, overrides: Overrides | None) -> ModelMetadata:
+        """Check the server and both models, and read the metadata from `{name}_model`'s config."""
+        try:
+            live = self.client.is_server_live(client_timeout=self.timeout)
+        except self._error:
+            live = False
+        if not live:
+            raise UserError("Triton server not reachable", f"{self.url}: is `cfnet serve` running?")
+        for model in (self.ensemble, self.model):
+            if not self._call(self.client.is_model_ready, model, client_timeout=self.timeout):
+                raise UserError(f"model '{model}' is not ready on the Triton server", self.url)
+        config = self._call(self.client.get_model_config, self.model, as_json=True, client_timeout=self.timeout)
+        return config_metadata(config["config"], overrides)
 
     def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
         try:

@@ -54,6 +54,20 @@ def batch_counters(metrics: str, model: str) -> tuple[float, float]:
     return counts["nv_inference_count"], counts["nv_inference_exec_count"]
 
 
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group `pgid`, from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if fields[0] != "Z" and int(fields[2]) == pgid:
+                members.append(int(entry.name))
+    return members
+
+
 def pytriton_home() -> tuple[Path, Path]:
     """(the wheel's `pytriton/tritonserver` folder, its `nvidia_pytriton.libs` folder)."""
     spec = importlib.util.find_spec("pytriton")
@@ -242,6 +256,9 @@ class TritonServer:
                 code = self.process.wait(5)
             with contextlib.suppress(ProcessLookupError, PermissionError):  # stubs of a server that died
                 os.killpg(self.process.pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5.0  # a killed process lingers a moment: return once it is gone
+            while group_members(self.process.pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
             self.process = None
         if self._workdir is not None:
             self._workdir.cleanup()

@@ -134,6 +134,9 @@ def test_an_engine_batch_above_its_profile_and_a_model_without_metadata_are_refu
 ) -> None:
     with pytest.raises(UserError, match="--max-batch 8 exceeds the model's largest batch 4"):
         export_triton(engine, tmp_path / "repo")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match="must be a folder"):
+        export_triton(engine, tmp_path / "file", max_batch=4)
     bare = export_tiny(tmp_path / "bare.onnx", None)
     with pytest.raises(UserError, match="no cfnet metadata"):
         export_triton(bare, tmp_path / "repo")
