@@ -5,12 +5,14 @@ The wheel's server has only the Python backend and runs on CPU-only Linux. Set-u
 stub crashes on `_thread.RLock._recursion_count`); the backend folder holds the stub built for the running
 Python as `triton_python_backend_stub` (a private backend folder is assembled in a temp dir: the wheel's files
 are never changed); the running Python's `bin` is first on `PATH`, so the stub imports this environment's numpy,
-OpenCV and ONNX Runtime. The server runs in its own process group: stopping it ends the stubs too.
+OpenCV and ONNX Runtime. The server runs in its own process group: stopping it ends the stubs too; it is
+also told to end when the process that started it dies (even killed), so no server outlives its owner.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import json
 import os
@@ -52,6 +54,13 @@ def batch_counters(metrics: str, model: str) -> tuple[float, float]:
         if name in counts and f'model="{model}"' in rest.partition("}")[0]:
             counts[name] += float(rest.rpartition("}")[2].split()[0])
     return counts["nv_inference_count"], counts["nv_inference_exec_count"]
+
+
+def _die_with_parent() -> None:
+    """In the forked child: SIGTERM it when the process that started it dies, even by SIGKILL (Linux's
+    PR_SET_PDEATHSIG; tied to the starting thread, so start servers from a thread that outlives them)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
 
 
 def group_members(pgid: int) -> list[int]:
@@ -172,6 +181,7 @@ class TritonServer:
                 stderr=subprocess.STDOUT,
                 env=server_environment(libs),
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         try:
             self.wait_ready(timeout)

@@ -272,3 +272,26 @@ def test_serving_an_onnxruntime_repository_on_the_wheels_server_says_to_use_the_
     assert err.startswith("error: Triton cannot load the repository:") and "'onnxruntime'" in err
     assert err.endswith("this server has only the Python backend; export with --backend python)")
     assert processes_naming(str(repository)) == []
+
+
+def test_a_killed_cfnet_serve_takes_its_server_and_stubs_along(tiny_onnx: Path, tmp_path: Path) -> None:
+    repository = tmp_path / "repo"
+    export_triton(tiny_onnx, repository, backend="python")
+    http, grpc, metrics = free_ports(3)
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "cfnet", "serve", str(repository), "--http-port", str(http),
+         "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        assert serve.stdout is not None and serve.stdout.readline().startswith("Triton ready:")
+        running = processes_naming(str(repository))
+        assert sum("bin/tritonserver" in c for c in running) == 1
+        assert sum("triton_python_backend_stub" in c for c in running) == 3
+    finally:
+        serve.kill()  # SIGKILL: no clean-up code of cfnet serve runs
+        serve.wait(10)
+    deadline = time.monotonic() + 30
+    while processes_naming(str(repository)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_naming(str(repository)) == []
