@@ -282,6 +282,7 @@ def test_a_killed_cfnet_serve_takes_its_server_and_stubs_along(tiny_onnx: Path, 
         [sys.executable, "-m", "cfnet", "serve", str(repository), "--http-port", str(http),
          "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "TMPDIR": str(tmp_path)},  # the killed serve cannot remove its temp folder
     )
     try:
         assert serve.stdout is not None and serve.stdout.readline().startswith("Triton ready:")
