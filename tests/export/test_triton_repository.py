@@ -151,3 +151,13 @@ def test_the_cli_writes_the_repository(tiny: Path, tmp_path: Path, capsys: pytes
         main(["export", "triton", str(tiny), "--out", str(tmp_path / "repo")])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.startswith("error: model 'cfnet' exists")
+
+
+def test_a_static_onnx_keeps_its_size_and_batch(tmp_path: Path) -> None:
+    static = export_tiny(tmp_path / "static.onnx", tiny_metadata(), fixed_size=(32, 40))
+    with pytest.raises(UserError, match="--max-batch 8 exceeds the model's largest batch 1"):
+        export_triton(static, tmp_path / "repo")
+    export_triton(static, tmp_path / "repo", max_batch=1)
+    model = parse(tmp_path / "repo", "cfnet_model")
+    assert model.max_batch_size == 1 and list(model.input[0].dims) == [3, 32, 40]
+    assert list(model.model_warmup[0].inputs["images"].dims) == [3, 32, 40]
