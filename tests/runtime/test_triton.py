@@ -296,3 +296,10 @@ def test_a_killed_cfnet_serve_takes_its_server_and_stubs_along(tiny_onnx: Path, 
     while processes_naming(str(repository)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert processes_naming(str(repository)) == []
+
+
+def test_a_request_over_its_timeout_is_one_clean_error(url: str) -> None:
+    with TritonBackend(url, timeout=10) as backend:
+        backend.timeout = 1e-4  # far below one round trip
+        with pytest.raises(UserError, match="(?i)Triton: .*deadline"):
+            backend.segment_frames(synthetic_frames(1)[0][None])
