@@ -181,7 +181,7 @@ def python_config(name: str, inputs: list[dict[str, Any]], outputs: list[dict[st
     }
 
 
-def ensemble_config(name: str, max_batch: int, num_classes: int) -> dict[str, Any]:
+def ensemble_config(name: str, max_batch: int) -> dict[str, Any]:
     """The ensemble `{name}`: frames -> `{name}_preprocess` -> `{name}_model` -> `{name}_postprocess` -> mask."""
 
     def step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> dict[str, Any]:
@@ -226,7 +226,7 @@ def repository_configs(
         max_batch, instances, artifact.props,
     )
     return {
-        name: ensemble_config(name, max_batch, classes),
+        name: ensemble_config(name, max_batch),
         f"{name}_preprocess": pre,
         f"{name}_model": model_config(artifact, name, backend, max_batch, instances, queue_delay_us, gpu),
         f"{name}_postprocess": post,

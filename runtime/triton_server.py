@@ -135,6 +135,7 @@ class TritonServer:
         self.log_verbose = log_verbose
         self.process: subprocess.Popen[bytes] | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self.log_path: Path | None = None  # the server's log, in the temp folder of a started server
 
     @property
     def http_url(self) -> str:
@@ -147,11 +148,6 @@ class TritonServer:
     @property
     def metrics_url(self) -> str:
         return f"http://{self.host}:{self.metrics_port}/metrics"
-
-    @property
-    def log_path(self) -> Path:
-        assert self._workdir is not None
-        return Path(self._workdir.name) / "tritonserver.log"
 
     def command(self, backends: Path) -> list[str]:
         home, _ = pytriton_home()
@@ -173,6 +169,7 @@ class TritonServer:
         """Launch the server and wait (at most `timeout` s) until it is ready."""
         home, libs = pytriton_home()
         self._workdir = tempfile.TemporaryDirectory(prefix="cfnet-triton-")
+        self.log_path = Path(self._workdir.name) / "tritonserver.log"
         backends = backend_folder(home, Path(self._workdir.name) / "backends")
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
@@ -215,26 +212,29 @@ class TritonServer:
             time.sleep(0.2)
         raise UserError(f"tritonserver not ready after {timeout:.0f} s: {self.log_tail()}", str(self.repository))
 
+    def log_lines(self) -> list[str]:
+        """The server log so far (none before `start` or after `stop`)."""
+        if self.log_path is None:
+            return []
+        try:
+            return self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+
     def load_failure(self) -> str | None:
         """The first model-load failure the log reports (a model the server cannot load keeps it from ever getting
         ready: the HTTP endpoint comes up only after loading, and a failed Python stub is retried for minutes)."""
-        try:
-            text = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return None
+        text = self.log_lines()
         marks = ("Failed to", "failed to load", "Invalid argument", "UNAVAILABLE:")
         failed = next((line for line in text if any(m in line for m in marks)), None)
         return None if failed is None else " ".join(failed.split("]", 1)[-1].split())[:400]
 
     def log_tail(self, lines: int = 3) -> str:
         """The last error-looking lines of the server log (for one-line error messages)."""
-        try:
-            text = self.log_path.read_text(errors="replace").splitlines()
-        except (OSError, AssertionError):
-            return "no log"
+        text = self.log_lines()
         harmless = ("CudaDriverHelper", "NVML", "DCGM", "GPU metrics")  # no GPU here: expected, harmless
         errors = [line.strip() for line in text if line.startswith("E") and not any(h in line for h in harmless)]
-        return " | ".join((errors or text)[-lines:])[:600] or "empty log"
+        return " | ".join((errors or text)[-lines:])[:600] or "no log"
 
     def models(self) -> list[tuple[str, str, str]]:
         """(name, state, reason) of each model of the repository, from the server's repository index (empty
@@ -272,7 +272,7 @@ class TritonServer:
             self.process = None
         if self._workdir is not None:
             self._workdir.cleanup()
-            self._workdir = None
+            self._workdir = self.log_path = None
         return code
 
     def __enter__(self) -> TritonServer:
