@@ -14,7 +14,10 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e '.[dev,cpu]'
+	$(PIP) install -q -e '.[dev,cpu]' 'tritonclient[grpc,http]>=2.50'
+	# the rest of [serve]: cfnet runs only the tritonserver binary and Python-backend stub of nvidia-pytriton;
+	# its Python API (unused) pins numpy<2, which would downgrade the whole environment
+	$(PIP) install -q --no-deps 'nvidia-pytriton>=0.5'
 	# the stubs declare tensorrt as a dependency, which cannot install without NVIDIA's index
 	$(PIP) install -q --no-deps tensorrt-stubs
 	touch $(STAMP)

@@ -1,4 +1,4 @@
-"""The runners per backend: PyTorch eager, ONNX Runtime (fp32, fp16, int8) and TensorRT, built once per model.
+"""The runners per backend: PyTorch eager, ONNX Runtime (fp32, fp16, int8), TensorRT and a Triton server (opt-in).
 
 Every runner takes a float32 `N x 3 x H x W` array and returns the logits as a float32 array, synchronously
 (a GPU runner has finished when `infer` returns), so that the timing loop can treat them all alike.
@@ -16,6 +16,8 @@ from typing import Any, Protocol
 import numpy as np
 
 BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "onnxruntime-fp16", "tensorrt")
+SERVED = ("triton",)  # opt-in (`--backends ...,triton`): starts a Triton server per model
+KNOWN_BACKENDS = BACKENDS + SERVED
 ONNX_PRECISION = {"onnxruntime": "fp32", "onnxruntime-fp16": "fp16", "onnxruntime-int8": "int8", "tensorrt": "fp32"}
 Shape = tuple[int, int, int, int]
 
@@ -201,6 +203,14 @@ def open_runner(backend: str, model: Any, key: str, cache: ArtifactCache, device
     if backend in ONNX_PRECISION:
         precision = ONNX_PRECISION[backend]
         return RuntimeRunner(backend, cache.onnx(model, key, precision), device, threads, fp16=precision == "fp16")
+    if backend == "triton":
+        from bench.serving import TritonRunner
+        from runtime.errors import UserError as RuntimeUserError
+
+        try:
+            return TritonRunner(cache.onnx(model, key, "fp32"), cache.folder)
+        except RuntimeUserError as exc:
+            raise Skipped(str(exc)) from exc
     raise ValueError(f"unknown backend {backend!r}")
 
 

@@ -27,7 +27,8 @@ def _default_backends(quick: bool, device: str) -> tuple[str, ...]:
 @click.option("--preset", default="paper", show_default=True, help="Model preset (paper, tiny, ...).")
 @click.option("--size", type=SIZE, default="512x512", show_default=True, help="Input size HxW.")
 @click.option("--backends", default=None,
-              help=f"Comma-separated backends [default: {ALL_BACKENDS}; --quick on cpu: without onnxruntime-fp16].")
+              help=f"Comma-separated backends [default: {ALL_BACKENDS}; --quick on cpu: without onnxruntime-fp16]; "
+                   "add triton to serve the model with a Triton server (cfnet[serve]).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--warmup", type=int, default=None, help="Untimed rounds first [default: 3; --quick: 1].")
 @click.option("--iters", type=int, default=None, help="Timed rounds [default: 20; --quick: 5].")

@@ -30,6 +30,16 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 ACCURACY_COLUMNS = (("miou", "mIoU", ".3f"), ("agreement", "Agreement", ".4f"), ("paper_miou", "Paper mIoU", ".3f"))
 STREAM_COLUMNS = (("stream_fps", "Stream FPS", ".2f"), ("backend_fps", "Backend FPS", ".2f"))
+SERVING_COLUMNS = (  # the triton row: frames -> masks through the server's ensemble
+    ("serve_p50_ms", "Serve p50 (ms)", ".2f"),
+    ("serve_p90_ms", "Serve p90 (ms)", ".2f"),
+    ("serve_fps_1", "Serve FPS 1 stream", ".2f"),
+    ("serve_fps_n", "Serve FPS N streams", ".2f"),
+    ("serve_streams", "N", "d"),
+    ("serve_avg_batch", "Avg batch", ".2f"),
+    ("serve_bytes_sent", "Bytes/frame sent", ".0f"),
+    ("serve_bytes_received", "Bytes/frame received", ".0f"),
+)
 
 
 def columns(rows: list[dict[str, Any]]) -> tuple[tuple[str, str, str], ...]:
@@ -39,6 +49,8 @@ def columns(rows: list[dict[str, Any]]) -> tuple[tuple[str, str, str], ...]:
         cols += ACCURACY_COLUMNS
     if any("stream_fps" in row for row in rows):
         cols += STREAM_COLUMNS
+    if any(row.get("serve_fps_1") is not None for row in rows):
+        cols += SERVING_COLUMNS
     return (*cols, ("status", "Status", "s"))
 
 

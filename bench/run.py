@@ -15,8 +15,18 @@ from typing import Any
 
 import numpy as np
 
-from bench.backends import BACKENDS, ArtifactCache, Exporter, Runner, Skipped, first_line, open_runner
+from bench.backends import (
+    BACKENDS,
+    KNOWN_BACKENDS,
+    ArtifactCache,
+    Exporter,
+    Runner,
+    Skipped,
+    first_line,
+    open_runner,
+)
 from bench.paper import PAPER
+from bench.serving import STREAMS, TritonRunner
 from bench.timing import interleaved
 from cfnet.errors import UserError
 
@@ -96,8 +106,8 @@ def _validate(config: BenchConfig) -> None:
         if name not in MODEL_NAMES:
             raise UserError(f"unknown model '{name}'", f"choose from {', '.join(MODEL_NAMES)}")
     for backend in config.backends:
-        if backend not in BACKENDS:
-            raise UserError(f"unknown backend '{backend}'", f"choose from {', '.join(BACKENDS)}")
+        if backend not in KNOWN_BACKENDS:
+            raise UserError(f"unknown backend '{backend}'", f"choose from {', '.join(KNOWN_BACKENDS)}")
     if not config.models or not config.backends:
         raise UserError("nothing to measure", "--models and --backends need at least one name each")
     if config.checkpoints is not None and config.data is None:
@@ -256,9 +266,15 @@ def _bench_model(
         accuracy = measure_accuracy(runners, _samples(dataset, config.images), config.num_classes,
                                     int(getattr(model, "size_divisor", 32)))
     streams = _streams(name, config, cache, model, key, runners, threads, progress) if config.stream is not None else {}
+    serving = {}
+    triton = runners.get("triton")
+    if isinstance(triton, TritonRunner):
+        progress(f"[bench] {name}: frames -> masks through Triton, 1 and {STREAMS} concurrent streams")
+        frame = np.random.default_rng(config.seed).integers(0, 256, (*config.size, 3), dtype=np.uint8)
+        serving["triton"] = triton.serving(frame, max(config.iters, 8))
     for runner in runners.values():
         runner.close()
-    rows = [_row(model_info, backend, timings, reasons, accuracy, streams) for backend in config.backends]
+    rows = [_row(model_info, backend, timings, reasons, accuracy, streams, serving) for backend in config.backends]
     del model
     gc.collect()
     return model_info, rows
@@ -271,6 +287,7 @@ def _row(
     reasons: dict[str, str],
     accuracy: dict[str, dict[str, Any]],
     streams: dict[str, dict[str, Any]],
+    serving: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     row: dict[str, Any] = {
         "model": model_info["model"],
@@ -302,6 +319,8 @@ def _row(
             row["status"] = f"timed; {accuracy[backend]['error']}"
     if streams:
         row.update(streams.get(backend, {"stream_fps": None, "backend_fps": None, "stream_note": None}))
+    if serving:
+        row.update(serving.get(backend, dict.fromkeys(serving["triton"])))
     return row
 
 
@@ -319,8 +338,15 @@ def _streams(
                                 "stream_note": "the stream runs on runtime backends (torch-free)"}
             continue
         progress(f"[bench] {name}: streaming {Path(str(config.stream)).name} on {backend}")
+        runner = runners[backend]
         try:
-            path = cache.engine(model, key) if backend == "tensorrt" else cache.onnx(model, key, _precision(backend))
+            path: Path | str
+            if isinstance(runner, TritonRunner):
+                path = runner.url
+            elif backend == "tensorrt":
+                path = cache.engine(model, key)
+            else:
+                path = cache.onnx(model, key, _precision(backend))
             out = config.out / "streams" / f"{name}-{backend}.mp4"
             stats = stream_fps(Path(str(config.stream)), path, config.device, out, threads)
         except Exception as exc:  # this backend's stream failed: its row says so, the bench goes on

@@ -14,7 +14,7 @@ from bench.timing import interleaved
 BACKEND_ONLY_ROUNDS = 10
 
 
-def stream_fps(video: Path, model: Path, device: str, out: Path, threads: int | None = None) -> dict[str, Any]:
+def stream_fps(video: Path, model: Path | str, device: str, out: Path, threads: int | None = None) -> dict[str, Any]:
     """Stream `video` through `model` into the overlay MP4 `out`; FPS end to end and of the backend alone.
 
     The backend-only figure times `infer` on the video's first frame, preprocessed as the stream does, after
@@ -49,7 +49,7 @@ def stream_fps(video: Path, model: Path, device: str, out: Path, threads: int | 
 
 
 def multi_stream(
-    video: Path, model: Path, device: str, streams: int, out: Path, threads: int | None = None
+    video: Path, model: Path | str, device: str, streams: int, out: Path, threads: int | None = None
 ) -> dict[str, Any]:
     """K copies of `video` through one `cfnet stream` pipeline (its default batch, and batch K) against the
     naive alternatives on the same frames and model: the K streams one after another (K runs in turn) and K

@@ -300,7 +300,8 @@ from bench.cli import bench_command, demo_command  # noqa: E402
 
 cli.add_command(bench_command)
 cli.add_command(demo_command)
-from runtime.cli import segment_command, stream_command  # noqa: E402
+from runtime.cli import segment_command, serve_command, stream_command  # noqa: E402
 
 cli.add_command(segment_command)
 cli.add_command(stream_command)
+cli.add_command(serve_command)

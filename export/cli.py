@@ -164,3 +164,45 @@ def build_engine_command(
         click.echo(side.read_text())
     else:
         click.echo(f"wrote {engine} and {side}")
+
+
+@export_group.command("triton")
+@click.argument("model", metavar="MODEL", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Model repository folder.")
+@click.option("--name", default="cfnet", show_default=True, help="Name of the ensemble (frames -> mask).")
+@click.option(
+    "--backend",
+    type=click.Choice(["onnxruntime", "tensorrt", "python"]),
+    help="Runs the network [default: onnxruntime for .onnx, tensorrt for .engine].",
+)
+@click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
+              help="Where the network's instances run (gpu: ONNX Runtime with TensorRT FP16).")
+@click.option("--max-batch", default=8, show_default=True, help="max_batch_size: frames per batched execution.")
+@click.option("--instances", default=1, show_default=True, help="Instances of each model.")
+@click.option("--queue-delay-us", default=2000, show_default=True, help="Dynamic batcher's max queue delay (µs).")
+@click.option("--overwrite", is_flag=True, help="Replace models of the same names in the repository.")
+def triton_command(
+    model: str, out: str, name: str, backend: str | None, device: str, max_batch: int, instances: int,
+    queue_delay_us: int, overwrite: bool,
+) -> None:
+    """Write a Triton Inference Server model repository: network, pre/post-processing, ensemble.
+
+    OUT gets NAME (ensemble: uint8 BGR frames -> uint8 masks), NAME_preprocess and NAME_postprocess
+    (Python backend, the runtime's own code, copied into the repository) and NAME_model (the network,
+    dynamically batched). --backend python runs ONNX Runtime inside the Python backend, for servers
+    that have only that backend (`cfnet serve`). Serve it with `cfnet serve OUT`.
+
+    \b
+    Example:
+      cfnet export triton model.onnx --out triton-repo --backend python
+      cfnet export triton model.onnx --out triton-repo --device gpu --max-batch 16 --overwrite
+      cfnet export triton model.engine --out triton-repo
+    """
+    from export.triton import export_triton
+
+    folders = export_triton(
+        model, out, name=name, backend=backend, max_batch=max_batch, instances=instances,
+        queue_delay_us=queue_delay_us, gpu=device == "gpu", overwrite=overwrite,
+    )
+    for folder in folders.values():
+        click.echo(f"wrote {folder}")

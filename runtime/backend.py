@@ -77,13 +77,18 @@ def open_backend(
     spinning: bool = False,
     fp16: bool = False,
 ) -> Backend:
-    """Load an artifact: `.onnx` -> ONNX Runtime, `.engine`/`.plan` -> native TensorRT.
+    """Load an artifact: `.onnx` -> ONNX Runtime, `.engine`/`.plan` -> native TensorRT, `grpc://HOST:PORT/NAME` ->
+    a Triton server's `cfnet export triton` models.
 
     `device`: `auto` (best available), `cpu` or `cuda`; `providers` overrides ONNX Runtime's provider list;
     `threads` sets ONNX Runtime's intra-op threads and `spinning` lets them busy-wait between ops (off: better
     when decode/encode threads or other processes share the cores); `overrides` replaces or supplies metadata;
     `fp16` lets ONNX Runtime's TensorRT EP use FP16 kernels (a TensorRT engine has its precision built in).
     """
+    if str(path).startswith("grpc:"):
+        from runtime.triton_backend import TritonBackend
+
+        return TritonBackend(str(path), overrides=overrides)
     path = Path(path)
     if device not in DEVICES:
         raise UserError(f"unknown device '{device}'", f"choose from {', '.join(DEVICES)}")

@@ -37,7 +37,10 @@ def model_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """`--model`, `--device`, `--threads` and the metadata overrides shared by both commands."""
     options = [
         click.option(
-            "--model", "model", required=True, type=click.Path(path_type=Path), help="ONNX model or TensorRT engine."
+            "--model",
+            "model",
+            required=True,
+            help="ONNX model, TensorRT engine, or a Triton server's model: grpc://HOST:PORT/NAME.",
         ),
         click.option("--device", default="auto", show_default=True, type=DEVICE, help="Where to run the model."),
         click.option("--threads", type=click.IntRange(min=1), help="ONNX Runtime intra-op threads [default: cores]."),
@@ -55,7 +58,7 @@ def model_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def _open(model: Path, device: str, threads: int | None, overrides: dict[str, Any]) -> Any:
+def _open(model: str, device: str, threads: int | None, overrides: dict[str, Any]) -> Any:
     from runtime.artifact import Overrides
     from runtime.backend import open_backend
 
@@ -71,7 +74,7 @@ def _open(model: Path, device: str, threads: int | None, overrides: dict[str, An
 @click.option("--json", "as_json", is_flag=True, help="Print the written files as JSON.")
 def segment_command(
     images: tuple[Path, ...],
-    model: Path,
+    model: str,
     device: str,
     threads: int | None,
     out: Path,
@@ -220,7 +223,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def _stream(
     *,
     sources: tuple[str, ...],
-    model: Path,
+    model: str,
     device: str,
     threads: int | None,
     out: Path | None,
@@ -346,3 +349,52 @@ def _print_summary(result: Any) -> None:
         if any(cells):
             row = "".join(f"{c['median']:>9.2f}{c['p90']:>9.2f}" if c else f"{'-':>9}{'-':>9}" for c in cells)
             click.echo(f"{stage:<12}{row}")
+
+
+@click.command("serve")
+@click.argument("repository", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the endpoints bind to.")
+@click.option("--http-port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--grpc-port", default=8001, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--metrics-port", default=8002, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for every model to load.")
+def serve_command(
+    repository: Path, host: str, http_port: int, grpc_port: int, metrics_port: int, timeout: float
+) -> None:
+    """Serve a model repository (`cfnet export triton`) with Triton Inference Server on this machine.
+
+    Runs the tritonserver binary of the nvidia-pytriton wheel (`pip install 'cfnet[serve]'`; Python backend
+    only: export with --backend python). Prints the endpoints once every model is ready; Ctrl-C or SIGTERM
+    stop the server and its Python-backend processes.
+
+    \b
+    Example:
+      cfnet export triton model.onnx --out triton-repo --backend python
+      cfnet serve triton-repo --grpc-port 8001
+      cfnet stream drive.mp4 --model grpc://127.0.0.1:8001/cfnet --out drive_seg.mp4
+    """
+    import signal
+    import time
+
+    from runtime.errors import UserError
+    from runtime.triton_server import TritonServer
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    server = TritonServer(repository, host, http_port, grpc_port, metrics_port)
+    try:
+        server.start(timeout)
+        click.echo(f"Triton ready: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}")
+        for model, state, _ in server.models():
+            click.echo(f"  {model:<24}{state}")
+        click.echo("Ctrl-C stops the server")
+        while server.process is not None and server.process.poll() is None:
+            time.sleep(0.5)
+        raise UserError(f"tritonserver exited: {server.log_tail()}", str(repository))
+    except KeyboardInterrupt:
+        click.echo("stopping")
+    finally:
+        server.stop()
+        signal.signal(signal.SIGTERM, previous)

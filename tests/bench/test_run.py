@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from cfnet.cli import cli
 from tests.runtime.conftest import synthetic_frames, write_video_file
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "tensorrt", "triton")
 STREAM_FRAMES = 5
 
 
@@ -28,6 +28,18 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return out, json.loads((out / "results.json").read_text()), result.output
+
+
+def frame_count(video: Path) -> int:
+    capture = cv2.VideoCapture(str(video))
+    try:
+        return int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    finally:
+        capture.release()
+
+
+def table_header(out: Path) -> str:
+    return next(line for line in (out / "report.md").read_text().splitlines() if line.startswith("| Model"))
 
 
 def _rows(result: dict) -> dict[tuple[str, str], dict]:
@@ -59,7 +71,7 @@ def test_speedup_and_gflops_agree_with_the_latencies(report: tuple[Path, dict, s
     _, result, _ = report
     rows = _rows(result)
     measured = [row for row in result["rows"] if row["status"] == "ok"]
-    assert {row["backend"] for row in measured} == {"torch", "onnxruntime"}
+    assert {row["backend"] for row in measured} == {"torch", "onnxruntime", "triton"}
     for row in measured:
         torch_ms = rows[(row["model"], "torch")]["median_ms"]
         assert row["speedup"] == pytest.approx(torch_ms / row["median_ms"])
@@ -99,10 +111,8 @@ def test_stream_fps_sits_beside_the_backend_only_fps(report: tuple[Path, dict, s
     assert served["stream_fps"] > 0 and served["backend_fps"] > 0 and served["stream_note"] is None
     assert rows[("hrnet", "torch")]["stream_fps"] is None and "torch-free" in rows[("hrnet", "torch")]["stream_note"]
     assert rows[("hrnet", "tensorrt")]["stream_fps"] is None
-    capture = cv2.VideoCapture(str(out / "streams" / "hrnet-onnxruntime.mp4"))
-    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == STREAM_FRAMES
-    capture.release()
-    header = next(line for line in (out / "report.md").read_text().splitlines() if line.startswith("| Model"))
+    assert frame_count(out / "streams" / "hrnet-onnxruntime.mp4") == STREAM_FRAMES
+    header = table_header(out)
     assert "Stream FPS" in header and "Backend FPS" in header
 
 
@@ -137,6 +147,22 @@ def test_streams_need_a_stream_video(tmp_path: Path, capsys: pytest.CaptureFixtu
         main(["bench", "--preset", "tiny", "--out", str(tmp_path / "out"), "--streams", "2"])
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and err.startswith("error: --streams K needs K >= 1 and --stream VIDEO")
+
+
+def test_the_triton_row_serves_frames_to_masks(report: tuple[Path, dict, str]) -> None:
+    """A real Triton server: the stream ran through it, frames went in as 64x64x3 bytes and came back as 64x64."""
+    out, result, _ = report
+    rows = _rows(result)
+    served = rows[("hrnet", "triton")]
+    assert served["status"] == "ok" and served["stream_fps"] > 0
+    assert served["serve_bytes_sent"] == 64 * 64 * 3 and served["serve_bytes_received"] == 64 * 64
+    assert served["serve_streams"] == 4 and served["serve_avg_batch"] >= 1.0
+    assert served["serve_p90_ms"] >= served["serve_p50_ms"] > 0
+    assert served["serve_fps_1"] > 0 and served["serve_fps_n"] > 0
+    assert rows[("hrnet", "onnxruntime")]["serve_fps_1"] is None
+    assert frame_count(out / "streams" / "hrnet-triton.mp4") == STREAM_FRAMES
+    header = table_header(out)
+    assert "Serve FPS N streams" in header and "Bytes/frame received" in header
 
 
 def test_an_unreadable_stream_video_is_refused_before_anything_is_measured(
@@ -227,7 +253,7 @@ def test_an_accuracy_failure_marks_the_row_and_keeps_its_timing() -> None:
             "paper_miou": None}
     timings = {"tensorrt": Timing((0.01, 0.01))}
     accuracy = {"tensorrt": {"miou": None, "agreement": None, "error": "accuracy failed: too big"}}
-    row = _row(info, "tensorrt", timings, {}, accuracy, {})
+    row = _row(info, "tensorrt", timings, {}, accuracy, {}, {})
     assert row["status"] == "timed; accuracy failed: too big" and row["median_ms"] == pytest.approx(10.0)
     assert row["miou"] is None
 

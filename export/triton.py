@@ -1,0 +1,318 @@
+"""`cfnet export triton`: a cfnet ONNX model or TensorRT engine -> a Triton Inference Server model repository.
+
+The repository holds four models: `{name}_model` (the network: ONNX Runtime, TensorRT plan, or ONNX Runtime in
+the Python backend), `{name}_preprocess` and `{name}_postprocess` (Python backend, running the runtime's own
+pre/post-processing) and the ensemble `{name}`: `frames` (uint8 BGR, `N x H x W x 3`) -> `mask` (uint8, `N x H x W`).
+Each Python model's folder holds a copy of the `runtime` package, so the repository is self-contained on any
+server whose Python has numpy, OpenCV (and ONNX Runtime for `--backend python`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import runtime
+from cfnet.atomic import umask
+from cfnet.errors import UserError
+from export.metadata import get_metadata, load_onnx
+from runtime.artifact import ModelMetadata, metadata_from_props, read_sidecar
+
+BACKENDS = ("onnxruntime", "tensorrt", "python")
+RUNTIME_PACKAGE = Path(runtime.__file__).resolve().parent
+SHIM = '''"""A Triton Python-backend model written by `cfnet export triton`: the runtime package beside it runs it."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from runtime.triton_models.{module} import TritonPythonModel  # noqa: E402,F401
+'''
+
+
+class Enum(str):
+    """A protobuf enum value: written unquoted in the text format."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """What the repository needs to know about the model file."""
+
+    path: Path
+    kind: str  # "onnx" or "engine"
+    props: dict[str, str]  # the cfnet.* metadata as strings
+    metadata: ModelMetadata
+    max_batch: int | None  # the largest batch the file accepts (None: any)
+    size: tuple[int, int] | None  # fixed H, W (None: dynamic)
+
+
+def read_artifact(path: str | Path) -> Artifact:
+    """The model file's metadata and input limits; files without cfnet metadata are refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("model not found", str(path))
+    if path.suffix == ".onnx":
+        proto = load_onnx(path, weights=False)
+        props = get_metadata(proto)
+        dims = proto.graph.input[0].type.tensor_type.shape.dim
+        shape = [d.dim_value if d.HasField("dim_value") else -1 for d in dims]
+        max_batch = shape[0] if shape and shape[0] > 0 else None
+        size = (shape[2], shape[3]) if len(shape) == 4 and min(shape[2:]) > 0 else None
+        kind = "onnx"
+    elif path.suffix in (".engine", ".plan"):
+        side = read_sidecar(path)
+        props = {k: v if isinstance(v, str) else json.dumps(v) for k, v in side.items() if k.startswith("cfnet.")}
+        profile = side.get("profile") or {}
+        max_shape = profile.get("max") or []
+        max_batch = int(max_shape[0]) if max_shape else None
+        size = None
+        kind = "engine"
+    else:
+        raise UserError(f"unknown model file type '{path.suffix}': expected .onnx or .engine", str(path))
+    if not props:
+        raise UserError("the model has no cfnet metadata (export it with `cfnet export onnx`)", str(path))
+    return Artifact(path, kind, props, metadata_from_props(props, str(path)), max_batch, size)
+
+
+def to_pbtxt(message: Mapping[str, Any], indent: int = 0) -> str:
+    """A dict as protobuf text format: dicts are messages, lists repeated fields, `Enum` values unquoted.
+
+    Map fields are lists of `{"key": ..., "value": ...}` entries, as the text format spells them.
+    """
+    pad = "  " * indent
+    lines = []
+    for key, value in message.items():
+        items = value if isinstance(value, list) else [value]
+        if items and all(not isinstance(v, Mapping) for v in items) and isinstance(value, list):
+            lines.append(f"{pad}{key}: [{', '.join(_scalar(v) for v in items)}]")
+            continue
+        for item in items:
+            if isinstance(item, Mapping):
+                lines.append(f"{pad}{key} {{\n{to_pbtxt(item, indent + 1)}{pad}}}")
+            else:
+                lines.append(f"{pad}{key}: {_scalar(item)}")
+    return "".join(line + "\n" for line in lines)
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, Enum):
+        return str(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def _parameters(props: Mapping[str, str]) -> list[dict[str, Any]]:
+    return [{"key": k, "value": {"string_value": v}} for k, v in sorted(props.items())]
+
+
+def _tensor(name: str, dtype: str, dims: list[int]) -> dict[str, Any]:
+    return {"name": name, "data_type": Enum(f"TYPE_{dtype}"), "dims": dims}
+
+
+def model_config(
+    artifact: Artifact, name: str, backend: str, max_batch: int, instances: int, queue_delay_us: int, gpu: bool
+) -> dict[str, Any]:
+    """The config of `{name}_model`: the network, batched dynamically, with the cfnet metadata as parameters."""
+    h, w = artifact.size or (-1, -1)
+    config: dict[str, Any] = {"name": f"{name}_model"}
+    if backend == "onnxruntime":
+        config["platform"] = "onnxruntime_onnx"
+    elif backend == "tensorrt":
+        config["platform"] = "tensorrt_plan"
+    else:
+        config["backend"] = "python"
+    config.update(
+        max_batch_size=max_batch,
+        input=[_tensor("images", "FP32", [3, h, w])],
+        output=[_tensor("logits", "FP32", [artifact.metadata.num_classes, -1, -1])],
+        instance_group=[{"count": instances, "kind": Enum("KIND_GPU" if gpu else "KIND_CPU")}],
+        dynamic_batching={"max_queue_delay_microseconds": queue_delay_us},
+    )
+    if backend == "onnxruntime" and gpu:
+        accelerator = {
+            "name": "tensorrt",
+            "parameters": [
+                {"key": "precision_mode", "value": "FP16"},
+                {"key": "trt_engine_cache_enable", "value": "1"},
+                {"key": "trt_engine_cache_path", "value": "/tmp/cfnet-trt-cache"},
+            ],
+        }
+        config["optimization"] = {"execution_accelerators": {"gpu_execution_accelerator": [accelerator]}}
+    warm = artifact.size or _warmup_size(artifact.metadata)
+    config["model_warmup"] = [
+        {
+            "name": "warmup",
+            "batch_size": 1,
+            "inputs": [
+                {"key": "images", "value": {"data_type": Enum("TYPE_FP32"), "dims": [3, *warm], "zero_data": True}}
+            ],
+        }
+    ]
+    config["parameters"] = _parameters(artifact.props)
+    return config
+
+
+def _warmup_size(meta: ModelMetadata) -> tuple[int, int]:
+    d = meta.size_divisor
+    return -(-meta.input_size[0] // d) * d, -(-meta.input_size[1] // d) * d
+
+
+def python_config(name: str, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]], max_batch: int,
+                  instances: int, props: Mapping[str, str]) -> dict[str, Any]:
+    """The config of a Python-backend pre/post-processing model (CPU instances)."""
+    return {
+        "name": name,
+        "backend": "python",
+        "max_batch_size": max_batch,
+        "input": inputs,
+        "output": outputs,
+        "instance_group": [{"count": instances, "kind": Enum("KIND_CPU")}],
+        "parameters": _parameters(props),
+    }
+
+
+def ensemble_config(name: str, max_batch: int) -> dict[str, Any]:
+    """The ensemble `{name}`: frames -> `{name}_preprocess` -> `{name}_model` -> `{name}_postprocess` -> mask."""
+
+    def step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> dict[str, Any]:
+        return {
+            "model_name": model,
+            "model_version": -1,
+            "input_map": [{"key": k, "value": v} for k, v in inputs.items()],
+            "output_map": [{"key": k, "value": v} for k, v in outputs.items()],
+        }
+
+    return {
+        "name": name,
+        "platform": "ensemble",
+        "max_batch_size": max_batch,
+        "input": [_tensor("frames", "UINT8", [-1, -1, 3])],
+        "output": [_tensor("mask", "UINT8", [-1, -1])],
+        "ensemble_scheduling": {
+            "step": [
+                step(f"{name}_preprocess", {"frames": "frames"}, {"images": "images", "info": "info"}),
+                step(f"{name}_model", {"images": "images"}, {"logits": "logits"}),
+                step(f"{name}_postprocess", {"logits": "logits", "info": "info"}, {"mask": "mask"}),
+            ]
+        },
+    }
+
+
+def repository_configs(
+    artifact: Artifact, name: str, backend: str, max_batch: int, instances: int, queue_delay_us: int, gpu: bool
+) -> dict[str, dict[str, Any]]:
+    """Every model's config, by model folder name."""
+    classes = artifact.metadata.num_classes
+    pre = python_config(
+        f"{name}_preprocess",
+        [_tensor("frames", "UINT8", [-1, -1, 3])],
+        [_tensor("images", "FP32", [3, -1, -1]), _tensor("info", "INT32", [6])],
+        max_batch, instances, artifact.props,
+    )
+    post = python_config(
+        f"{name}_postprocess",
+        [_tensor("logits", "FP32", [classes, -1, -1]), _tensor("info", "INT32", [6])],
+        [_tensor("mask", "UINT8", [-1, -1])],
+        max_batch, instances, artifact.props,
+    )
+    return {
+        name: ensemble_config(name, max_batch),
+        f"{name}_preprocess": pre,
+        f"{name}_model": model_config(artifact, name, backend, max_batch, instances, queue_delay_us, gpu),
+        f"{name}_postprocess": post,
+    }
+
+
+def export_triton(
+    model: str | Path,
+    out: str | Path,
+    *,
+    name: str = "cfnet",
+    backend: str | None = None,
+    max_batch: int = 8,
+    instances: int = 1,
+    queue_delay_us: int = 2000,
+    gpu: bool = False,
+    overwrite: bool = False,
+) -> dict[str, Path]:
+    """Write the Triton model repository for `model` into `out`; returns the model folders by name.
+
+    `backend`: `onnxruntime` (default for `.onnx`), `tensorrt` (default for `.engine`) or `python` (ONNX Runtime
+    inside the Python backend). `gpu`: instances of the network on the GPU (ONNX Runtime with the TensorRT
+    execution accelerator, FP16; always for a TensorRT plan). The models are built in a temp folder beside `out`
+    and renamed into place; models of the same names in `out` need `overwrite`.
+    """
+    artifact = read_artifact(model)
+    backend = backend or ("tensorrt" if artifact.kind == "engine" else "onnxruntime")
+    if backend not in BACKENDS:
+        raise UserError(f"unknown Triton backend '{backend}'", f"choose from {', '.join(BACKENDS)}")
+    if (backend == "tensorrt") != (artifact.kind == "engine"):
+        wanted = "a TensorRT engine (.engine)" if backend == "tensorrt" else "an ONNX model (.onnx)"
+        raise UserError(f"--backend {backend} needs {wanted}", str(artifact.path))
+    if not name or not all(c.isalnum() or c in "-_" for c in name):
+        raise UserError(f"invalid model name '{name}'", "letters, digits, '-' and '_'")
+    if max_batch < 1 or instances < 1 or queue_delay_us < 0:
+        raise UserError("--max-batch and --instances must be >= 1, --queue-delay-us >= 0", "cfnet export triton")
+    if artifact.max_batch is not None and max_batch > artifact.max_batch:
+        raise UserError(
+            f"--max-batch {max_batch} exceeds the model's largest batch {artifact.max_batch}",
+            f"{artifact.path}: export with a dynamic batch (or a larger profile)",
+        )
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError("the model repository must be a folder", str(out))
+    gpu = gpu or backend == "tensorrt"  # a plan runs on the GPU only
+    configs = repository_configs(artifact, name, backend, max_batch, instances, queue_delay_us, gpu)
+    clash = [n for n in configs if (out / n).exists()]
+    if clash and not overwrite:
+        raise UserError(f"model '{clash[0]}' exists in the repository; pass --overwrite to replace it", str(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        for folder, config in configs.items():
+            _write_model(staging / folder, config, artifact, backend, folder, name)
+        return _move_into(staging, out, list(configs))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_model(folder: Path, config: dict[str, Any], artifact: Artifact, backend: str, model: str, name: str) -> None:
+    version = folder / "1"
+    version.mkdir(parents=True)
+    (folder / "config.pbtxt").write_text(to_pbtxt(config))
+    module = {f"{name}_preprocess": "preprocess_model", f"{name}_postprocess": "postprocess_model"}.get(model)
+    if model == f"{name}_model":
+        if backend == "tensorrt":
+            shutil.copyfile(artifact.path, version / "model.plan")
+            return
+        shutil.copyfile(artifact.path, version / "model.onnx")
+        if backend == "python":
+            module = "onnxruntime_model"
+    if module is not None:
+        (version / "model.py").write_text(SHIM.format(module=module))
+        shutil.copytree(RUNTIME_PACKAGE, version / "runtime", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+
+def _move_into(staging: Path, out: Path, folders: list[str]) -> dict[str, Path]:
+    """Rename the staged model folders into `out` (the whole staging folder when `out` does not exist yet)."""
+    if not out.exists():
+        os.chmod(staging, 0o777 & ~umask())
+        os.replace(staging, out)
+        return {f: out / f for f in folders}
+    for folder in folders:
+        target = out / folder
+        if target.exists():
+            old = staging / f".{folder}.old"
+            os.replace(target, old)
+        os.replace(staging / folder, target)
+    return {f: out / f for f in folders}
