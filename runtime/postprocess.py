@@ -1,4 +1,4 @@
-"""Logits -> masks (uint8 trainIds) at the frame's size; palette colouring, alpha overlay, class legend."""
+"""Logits or in-graph masks -> masks (uint8 trainIds) at the frame's size; palette colouring, alpha overlay, class legend."""
 
 from __future__ import annotations
 
@@ -11,21 +11,33 @@ from runtime.errors import UserError
 from runtime.preprocess import FrameInfo
 
 
-def postprocess(logits: np.ndarray, infos: Sequence[FrameInfo]) -> list[np.ndarray]:
-    """`N x C x h x w` logits -> one `H x W` uint8 mask per frame: argmax, unpad, nearest resize to the frame.
+def postprocess(outputs: np.ndarray, infos: Sequence[FrameInfo]) -> list[np.ndarray]:
+    """A backend's output -> one `H x W` uint8 mask per frame: argmax (logits only), unpad, nearest resize.
 
-    Logits at a fraction of the padded input size are handled too (the unpadded region scales with them).
+    `outputs`: `N x C x h x w` logits, or the `N x h x w` uint8 mask of a model that takes the argmax in its
+    graph (`cfnet export onnx --output mask`), which is only cropped and resized. Outputs at a fraction of the
+    padded input size are handled too (the unpadded region scales with them).
     """
     masks = []
-    for scores, info in zip(logits, infos, strict=True):
-        rows = -(-info.resized_size[0] * scores.shape[1] // info.input_size[0])
-        cols = -(-info.resized_size[1] * scores.shape[2] // info.input_size[1])
-        labels = argmax_classes(scores[:, :rows, :cols])
+    for output, info in zip(outputs, infos, strict=True):
+        rows = -(-info.resized_size[0] * output.shape[-2] // info.input_size[0])
+        cols = -(-info.resized_size[1] * output.shape[-1] // info.input_size[1])
+        labels = class_ids(output[..., :rows, :cols])
         height, width = info.frame_size
         if labels.shape != (height, width):
             labels = cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
         masks.append(np.ascontiguousarray(labels))
     return masks
+
+
+def class_ids(output: np.ndarray) -> np.ndarray:
+    """One frame's output -> `H x W` uint8 class ids: a `C x H x W` score map is reduced by `argmax_classes`,
+    an `H x W` mask (the model's own argmax) is taken as it is."""
+    if output.ndim == 2:
+        if output.dtype != np.uint8:
+            raise UserError(f"a mask output must be uint8, not {output.dtype}", "model output")
+        return output
+    return argmax_classes(output)
 
 
 def argmax_classes(scores: np.ndarray) -> np.ndarray:
