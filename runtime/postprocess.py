@@ -1,4 +1,4 @@
-"""Logits or in-graph masks -> masks (uint8 trainIds) at the frame's size; palette colouring, alpha overlay, class legend."""
+"""Logits or in-graph masks -> masks (uint8 trainIds) at the frame's size; palette colours, overlay, legend."""
 
 from __future__ import annotations
 

@@ -66,7 +66,7 @@ def test_segment_gives_the_same_mask_and_overlay_from_both_models(
 def test_a_fixed_size_mask_model_is_padded_and_its_mask_cropped(tmp_path: Path) -> None:
     fixed = export_tiny(tmp_path / "fixed.onnx", tiny_metadata(), fixed_size=(48, 64))
     fixed_mask = mask_model(fixed, tmp_path / "fixed-mask.onnx")
-    frame = np.random.default_rng(1).integers(0, 256, (30, 100, 3), dtype=np.uint8)  # letterboxed to 19x64, padded to 24x64 < the fixed 48x64
+    frame = np.random.default_rng(1).integers(0, 256, (30, 100, 3), dtype=np.uint8)  # 19x64, padded to 24x64
     with open_backend(fixed, device="cpu") as logits_model, open_backend(fixed_mask, device="cpu") as masks:
         batch, _ = preprocess(frame, masks.metadata)
         assert masks.infer(batch).shape == (1, *batch.shape[2:])
@@ -97,7 +97,8 @@ def test_stream_writes_the_same_video_masks_and_summary_from_both_models(
     summaries = {}
     for name, model in (("logits", tiny_onnx), ("mask", tiny_mask_onnx)):
         out, masks = tmp_path / name / "seg.mp4", tmp_path / name / "masks"
-        args = ["stream", video, "--model", model, "--out", out, "--save-masks", masks, "--legend", "--json"]
+        args = [str(a) for a in ("stream", video, "--model", model, "--out", out, "--save-masks", masks)]
+        args += ["--legend", "--json"]
         code, stdout, _ = cfnet(args, capsys)
         assert code == 0
         summaries[name] = json.loads(stdout)
@@ -107,6 +108,7 @@ def test_stream_writes_the_same_video_masks_and_summary_from_both_models(
     for file in os.listdir(tmp_path / "logits" / "masks"):
         a = cv2.imread(str(tmp_path / "logits" / "masks" / file), cv2.IMREAD_UNCHANGED)
         b = cv2.imread(str(tmp_path / "mask" / "masks" / file), cv2.IMREAD_UNCHANGED)
+        assert a is not None and b is not None
         np.testing.assert_array_equal(a, b)
         classes.update(np.unique(a).tolist())
     assert len(classes) > 1
