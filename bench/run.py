@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.backends import BACKENDS, ArtifactCache, Exporter, Runner, Skipped, open_runner
+from bench.backends import BACKENDS, ArtifactCache, Exporter, Runner, Skipped, artifact, open_runner
+from bench.frames import bytes_per_frame, frame_call, frame_metadata, noise_frame
 from bench.paper import PAPER
 from bench.timing import interleaved
 from cfnet.errors import UserError
@@ -23,6 +24,7 @@ from cfnet.errors import UserError
 QUICK_MODELS = ("hrnet", "segformer", "cfnet-pspnet")
 CALIB_BATCHES = 8
 NOISE_CALIB_BATCHES = 2
+FRAME = " frame"  # timing key suffix: a backend's end-to-end frame (preprocess + infer + postprocess)
 
 
 @dataclass
@@ -200,11 +202,13 @@ def _bench_model(
     images = np.random.default_rng(config.seed).standard_normal((1, 3, *config.size), dtype=np.float32)
     runners: dict[str, Runner] = {}
     reasons: dict[str, str] = {}
+    returned: dict[str, int] = {}
     for backend in config.backends:
         try:
             progress(f"[bench] {name}: preparing {backend}")
             runner = open_runner(backend, model, key, cache, config.device, threads)
-            runner.infer(images)  # a first call proves it runs (fp16 kernels may be missing on CPU)
+            # a first call proves it runs (fp16 kernels may be missing on CPU)
+            returned[backend] = bytes_per_frame(runner.infer(images))
             runners[backend] = runner
         except Skipped as exc:
             reasons[backend] = str(exc)
@@ -213,7 +217,10 @@ def _bench_model(
         if backend in reasons:
             progress(f"[bench] {name}: {backend} skipped: {reasons[backend]}")
     progress(f"[bench] {name}: timing {', '.join(runners)} ({config.warmup} warm-up + {config.iters} rounds)")
-    timings = interleaved({b: partial(r.infer, images) for b, r in runners.items()}, config.warmup, config.iters)
+    frame, metadata = noise_frame(config.size, config.seed), frame_metadata(model, config.size)
+    calls: dict[str, Callable[[], object]] = {b: partial(r.infer, images) for b, r in runners.items()}
+    calls.update({b + FRAME: frame_call(r, frame, metadata) for b, r in runners.items()})
+    timings = interleaved(calls, config.warmup, config.iters)
     accuracy = {}
     if dataset is not None and runners:
         progress(f"[bench] {name}: accuracy on {config.split}")
@@ -224,7 +231,7 @@ def _bench_model(
     streams = _streams(name, config, cache, model, key, runners, threads, progress) if config.stream is not None else {}
     for runner in runners.values():
         runner.close()
-    rows = [_row(model_info, backend, timings, reasons, accuracy, streams) for backend in config.backends]
+    rows = [_row(model_info, backend, timings, reasons, accuracy, streams, returned) for backend in config.backends]
     del model
     gc.collect()
     return model_info, rows
@@ -237,6 +244,7 @@ def _row(
     reasons: dict[str, str],
     accuracy: dict[str, dict[str, Any]],
     streams: dict[str, dict[str, Any]],
+    returned: dict[str, int],
 ) -> dict[str, Any]:
     row: dict[str, Any] = {
         "model": model_info["model"],
@@ -249,6 +257,8 @@ def _row(
         "images_per_s": None,
         "speedup": None,
         "gflop_per_s": None,
+        "frame_ms": None,
+        "bytes_per_frame": returned.get(backend),
         "paper_params_m": model_info["paper_params_m"],
         "paper_time_s": model_info["paper_time_s"],
         "paper_miou": model_info["paper_miou"],
@@ -261,6 +271,7 @@ def _row(
         row["gflop_per_s"] = model_info["gflops"] / timing.median
         if "torch" in timings:
             row["speedup"] = timings["torch"].median / timing.median
+        row["frame_ms"] = timings[backend + FRAME].median * 1e3
     if accuracy:
         row["miou"] = accuracy.get(backend, {}).get("miou")
         row["agreement"] = accuracy.get(backend, {}).get("agreement")
@@ -283,14 +294,9 @@ def _streams(
                                 "stream_note": "the stream runs on runtime backends (torch-free)"}
             continue
         progress(f"[bench] {name}: streaming {Path(str(config.stream)).name} on {backend}")
-        path = cache.engine(model, key) if backend == "tensorrt" else cache.onnx(model, key, _precision(backend))
+        path = artifact(backend, model, key, cache, config.device)
         out = config.out / "streams" / f"{name}-{backend}.mp4"
         stats = stream_fps(Path(str(config.stream)), path, config.device, out, threads)
         results[backend] = {"stream_fps": stats["stream_fps"], "backend_fps": stats["backend_fps"], "stream_note": None}
     return results
 
-
-def _precision(backend: str) -> str:
-    from bench.backends import ONNX_PRECISION
-
-    return ONNX_PRECISION[backend]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -94,3 +95,17 @@ def compare_masks(pairs: Iterable[tuple[np.ndarray, np.ndarray]], margin: float 
         pixels += int(clear.sum())
         ties += int(clear.size - clear.sum())
     return MaskParity(same / pixels if pixels else 1.0, pixels, ties)
+
+
+def write_mask_variant(logits_onnx: Path, out: Path, output: str = "mask") -> Path:
+    """Write `logits_onnx` (an export with output `logits`) to `out` with the outputs of `output` (the same
+    network and metadata, `cfnet.outputs` updated): what `export_onnx(..., output=...)` writes, without
+    tracing again."""
+    from cfnet.atomic import write_bytes
+    from export.metadata import get_metadata, set_metadata
+
+    proto = select_outputs(add_mask_output(onnx.load(str(logits_onnx))), output)
+    set_metadata(proto, {**get_metadata(proto), **outputs_metadata(output)})
+    onnx.checker.check_model(proto, full_check=True)
+    write_bytes(out, proto.SerializeToString())
+    return out
