@@ -16,6 +16,7 @@ import pytest
 from export.mask import write_mask_variant
 from runtime.backend import open_backend
 from runtime.errors import UserError
+from runtime.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.postprocess import postprocess
 from runtime.preprocess import preprocess
 from runtime.segmentation import segment
@@ -45,6 +46,8 @@ def test_a_mask_model_returns_uint8_class_ids_equal_to_the_logits_argmax(tiny_on
     assert logits.dtype == np.float32 and logits.shape == (2, 4, 40, 56)
     np.testing.assert_array_equal(mask, logits.argmax(axis=1))
     assert logits.nbytes == 16 * mask.nbytes  # 4 classes x 4 bytes; 19 classes: 76x
+    bound = OnnxRuntimeBackend(tiny_mask_onnx, device="cpu", io_binding=True)  # the GPU path's output binding
+    np.testing.assert_array_equal(bound.infer(x), mask)
 
 
 @pytest.mark.parametrize("size", [(48, 64), (30, 100), (60, 90), (96, 128)])
