@@ -20,10 +20,15 @@ def pad_to_multiple(images: np.ndarray, divisor: int) -> np.ndarray:
 
 
 def predict(runner: Runner, image: np.ndarray, divisor: int) -> np.ndarray:
-    """Class map `H x W` of one normalised `3 x H x W` image, padded for the model and cropped back."""
-    h, w = image.shape[-2:]
-    logits = runner.infer(np.ascontiguousarray(pad_to_multiple(image[None].astype(np.float32), divisor)))
-    return np.asarray(logits[0, :, :h, :w].argmax(axis=0), dtype=np.int64)
+    """Class map `H x W` of one normalised `3 x H x W` image, padded for the model and cropped back (the runtime's
+    postprocess: logits or a model's own mask)."""
+    from runtime.postprocess import postprocess
+    from runtime.preprocess import FrameInfo
+
+    size = (int(image.shape[-2]), int(image.shape[-1]))
+    padded = np.ascontiguousarray(pad_to_multiple(image[None].astype(np.float32), divisor))
+    info = FrameInfo(frame_size=size, resized_size=size, input_size=(padded.shape[2], padded.shape[3]))
+    return np.asarray(postprocess(runner.infer(padded), [info])[0], dtype=np.int64)
 
 
 def measure_accuracy(

@@ -1,7 +1,8 @@
 """The runners per backend: PyTorch eager, ONNX Runtime (fp32, fp16, int8), TensorRT and a Triton server (opt-in).
 
-Every runner takes a float32 `N x 3 x H x W` array and returns the logits as a float32 array, synchronously
-(a GPU runner has finished when `infer` returns), so that the timing loop can treat them all alike.
+Every runner takes a float32 `N x 3 x H x W` array and returns what its model returns (float32 logits, or the
+uint8 mask of a `+mask` backend), synchronously (a GPU runner has finished when `infer` returns), so that the
+timing loop can treat them all alike. `NAME+mask` runs the export with `--output mask` (in-graph argmax).
 A backend that cannot run here raises `Skipped` with the reason, which the report shows in its row.
 """
 
@@ -15,10 +16,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "onnxruntime-fp16", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "onnxruntime-fp16", "tensorrt",
+            "onnxruntime+mask", "tensorrt+mask")
 SERVED = ("triton",)  # opt-in (`--backends ...,triton`): starts a Triton server per model
 KNOWN_BACKENDS = BACKENDS + SERVED
 ONNX_PRECISION = {"onnxruntime": "fp32", "onnxruntime-fp16": "fp16", "onnxruntime-int8": "int8", "tensorrt": "fp32"}
+MASK = "+mask"
 Shape = tuple[int, int, int, int]
 
 Exporter = Callable[..., Path]
@@ -84,7 +87,7 @@ class RuntimeRunner:
             raise Skipped(f"cannot load {path.name}: {first_line(exc)}") from exc
 
     def infer(self, images: np.ndarray) -> np.ndarray:
-        return np.asarray(self.backend.infer(images), dtype=np.float32)
+        return self.backend.infer(images)
 
     def close(self) -> None:
         self.backend.close()
@@ -137,8 +140,20 @@ class ArtifactCache:
         self.failures: dict[Path, str] = {}
         self._calib: list[np.ndarray] | None = None
 
-    def onnx(self, model: Any, key: str, precision: str) -> Path:
-        """The ONNX file of `model` at `precision`, exported on first use; `Skipped` if the export fails."""
+    def onnx(self, model: Any, key: str, precision: str, output: str = "logits") -> Path:
+        """The ONNX file of `model` at `precision`, exported on first use; `Skipped` if the export fails.
+
+        `output="mask"`: the logits file with the in-graph argmax appended (`export.mask.write_mask_variant`).
+        """
+        if output != "logits":
+            from export.mask import write_mask_variant
+
+            logits = self.onnx(model, key, precision)
+            path = self.folder / f"{logits.stem}-{output}.onnx"
+            if not path.exists():
+                self.folder.mkdir(parents=True, exist_ok=True)
+                write_mask_variant(logits, path, output)
+            return path
         given = self.known.get(getattr(model, "config", {}).get("model", ""), {}).get(precision)
         if given is not None:
             return Path(given)
@@ -156,12 +171,12 @@ class ArtifactCache:
             self.failures[path] = f"{precision} export failed: {first_line(exc)}"
             raise Skipped(self.failures[path]) from exc
 
-    def engine(self, model: Any, key: str) -> Path:
+    def engine(self, model: Any, key: str, output: str = "logits") -> Path:
         """A TensorRT engine built from the fp32 ONNX file (FP16 enabled), its profile covering `size` and
         `feeds`; cached like the ONNX files, `Skipped` if the build fails."""
         from export.tensorrt import build_engine
 
-        onnx_path = self.onnx(model, key, "fp32")
+        onnx_path = self.onnx(model, key, "fp32", output)
         low, opt, high = engine_shapes(self.size, self.feeds, int(getattr(model, "size_divisor", 32)))
         path = onnx_path.with_name(f"{onnx_path.stem}-max{high[2]}x{high[3]}.engine")
         if path in self.failures:
@@ -187,11 +202,17 @@ class ArtifactCache:
         return self.exporter
 
 
-def open_runner(backend: str, model: Any, key: str, cache: ArtifactCache, device: str, threads: int) -> Runner:
-    """Build the runner of `backend` for `model` (exporting what it needs); `Skipped` with the reason if it can't."""
-    if backend == "torch":
-        return TorchRunner(model, device)
-    if backend == "tensorrt":
+def split_backend(backend: str) -> tuple[str, str]:
+    """`onnxruntime+mask` -> (`onnxruntime`, `mask`); `tensorrt` -> (`tensorrt`, `logits`)."""
+    base, _, variant = backend.partition("+")
+    return base, variant or "logits"
+
+
+def artifact(backend: str, model: Any, key: str, cache: ArtifactCache, device: str) -> Path:
+    """The file a runtime backend serves (ONNX, or a TensorRT engine), exported on first use; `Skipped` if it
+    cannot be made or run here."""
+    base, output = split_backend(backend)
+    if base == "tensorrt":
         from runtime.tensorrt_backend import tensorrt_unavailable
 
         reason = tensorrt_unavailable()
@@ -199,10 +220,16 @@ def open_runner(backend: str, model: Any, key: str, cache: ArtifactCache, device
             raise Skipped(reason)
         if device != "cuda":
             raise Skipped("tensorrt runs on a GPU only (use --device cuda)")
-        return RuntimeRunner(backend, cache.engine(model, key), "cuda", threads)
-    if backend in ONNX_PRECISION:
-        precision = ONNX_PRECISION[backend]
-        return RuntimeRunner(backend, cache.onnx(model, key, precision), device, threads, fp16=precision == "fp16")
+        return cache.engine(model, key, output)
+    if base in ONNX_PRECISION:
+        return cache.onnx(model, key, ONNX_PRECISION[base], output)
+    raise ValueError(f"unknown backend {backend!r}")
+
+
+def open_runner(backend: str, model: Any, key: str, cache: ArtifactCache, device: str, threads: int) -> Runner:
+    """Build the runner of `backend` for `model` (exporting what it needs); `Skipped` with the reason if it can't."""
+    if backend == "torch":
+        return TorchRunner(model, device)
     if backend == "triton":
         from bench.serving import TritonRunner
         from runtime.errors import UserError as RuntimeUserError
@@ -211,7 +238,10 @@ def open_runner(backend: str, model: Any, key: str, cache: ArtifactCache, device
             return TritonRunner(cache.onnx(model, key, "fp32"), cache.folder)
         except RuntimeUserError as exc:
             raise Skipped(str(exc)) from exc
-    raise ValueError(f"unknown backend {backend!r}")
+    path = artifact(backend, model, key, cache, device)
+    base = split_backend(backend)[0]
+    fp16 = ONNX_PRECISION.get(base) == "fp16"
+    return RuntimeRunner(backend, path, "cuda" if base == "tensorrt" else device, threads, fp16=fp16)
 
 
 def first_line(exc: BaseException) -> str:

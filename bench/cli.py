@@ -9,7 +9,7 @@ import click
 from cfnet.sizes import SIZE
 
 ALL_MODELS = "unet,deeplabv3,pspnet,hrnet,segformer,cfnet-pspnet,cfnet-hrnet"
-ALL_BACKENDS = "torch,onnxruntime,onnxruntime-int8,onnxruntime-fp16,tensorrt"
+ALL_BACKENDS = "torch,onnxruntime,onnxruntime-int8,onnxruntime-fp16,tensorrt,onnxruntime+mask,tensorrt+mask"
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -73,7 +73,9 @@ def bench_command(
     """Measure latency, throughput and accuracy of every model on every backend, beside the paper's table.
 
     Per model: parameters and GFLOPs; per backend: median and p90 latency, images/s, speed-up over PyTorch
-    eager and GFLOP/s, backends interleaved round by round after a warm-up. A backend that cannot run here
+    eager and GFLOP/s, the end-to-end frame cost (preprocess + backend + postprocess to the frame's mask) and
+    the bytes the model returns per frame (`NAME+mask`: the export with the argmax in the graph),
+    backends interleaved round by round after a warm-up. A backend that cannot run here
     stays in the table with the reason. Writes report.md, results.csv, results.json and latency.png
     (accuracy.png with --data) into --out.
 
@@ -84,6 +86,7 @@ def bench_command(
       cfnet bench --models cfnet-pspnet,segformer --preset tiny --checkpoints demo/checkpoints \\
           --data demo/data --stream demo/video.mp4 --size 128x256
       cfnet bench --models cfnet-pspnet --preset tiny --backends onnxruntime --stream drive.mp4 --streams 4
+      cfnet bench --models hrnet --preset tiny --size 512x1024 --backends onnxruntime,onnxruntime+mask
     """
     import json
 

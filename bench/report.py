@@ -23,6 +23,8 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("gflops", "GFLOPs", ".4g"),
     ("median_ms", "Median (ms)", ".2f"),
     ("p90_ms", "p90 (ms)", ".2f"),
+    ("frame_ms", "Frame (ms)", ".2f"),
+    ("bytes_per_frame", "Returned (B/frame)", ",d"),
     ("images_per_s", "Images/s", ".2f"),
     ("speedup", "Speed-up", ".2f"),
     ("gflop_per_s", "GFLOP/s", ".4g"),
@@ -81,6 +83,7 @@ def checks(rows: list[dict[str, Any]]) -> list[str]:
             verdict = "met" if ratio <= target else "not met"
             lines.append(f"- cfnet-pspnet {backend} latency = {ratio:.2f}x PyTorch eager (target <= {target:.2f}x): "
                          f"**{verdict}**")
+    lines += mask_checks(rows)
     for model in CONV_HEAVY:
         fp32 = [by[(model, b)] for b in ("torch", "onnxruntime", "tensorrt") if (model, b) in by]
         speeds = [(r["gflop_per_s"], r["backend"]) for r in fp32 if r.get("gflop_per_s") is not None]
@@ -88,6 +91,25 @@ def checks(rows: list[dict[str, Any]]) -> list[str]:
             best, backend = max(speeds)
             verdict = "met" if best >= 200 else "not met"
             lines.append(f"- {model}: best fp32 backend {backend} at {best:.1f} GFLOP/s (target >= 200): **{verdict}**")
+    return lines
+
+
+def mask_checks(rows: list[dict[str, Any]]) -> list[str]:
+    """`+mask` rows against their logits rows: bytes returned (target 76x fewer for 19 classes in fp32) and
+    end-to-end frame cost (target <= 1.05x)."""
+    lines = []
+    by = {(row["model"], row["backend"]): row for row in rows}
+    for (model, backend), masked in by.items():
+        logits = by.get((model, backend.removesuffix("+mask"))) if backend.endswith("+mask") else None
+        if logits is None or not masked.get("bytes_per_frame") or not logits.get("bytes_per_frame"):
+            continue
+        fewer = logits["bytes_per_frame"] / masked["bytes_per_frame"]
+        line = f"- {model} {backend}: {fewer:.0f}x fewer bytes returned per frame than {logits['backend']}"
+        if masked.get("frame_ms") and logits.get("frame_ms"):
+            ratio = masked["frame_ms"] / logits["frame_ms"]
+            verdict = "met" if ratio <= 1.05 else "not met"
+            line += f"; frame cost {ratio:.3f}x (target <= 1.05x): **{verdict}**"
+        lines.append(line)
     return lines
 
 
@@ -109,7 +131,10 @@ def render_markdown(result: dict[str, Any], charts: dict[str, str] | None = None
         "",
         f"Speed-up is PyTorch eager's median latency over the backend's; GFLOP/s is the model's GFLOPs "
         f"(torch.utils.flop_counter, batch 1) over the median latency. Paper figures: {PAPER_SETUP} "
-        f"(a GPU: compare ratios, not absolute times).",
+        f"(a GPU: compare ratios, not absolute times). Frame is the end-to-end cost of one {size} BGR frame: the "
+        f"runtime's preprocess, the backend, and postprocess to the mask at the frame's size (argmax on the host "
+        f"for logits; `+mask` backends take the argmax in the graph). Returned is what the model hands back per "
+        f"frame (logits: 4 x classes x H x W bytes; mask: H x W).",
     ]
     if any(row.get("status") != "ok" for row in result["rows"]):
         lines += ["", "Rows with a status other than `ok` could not run here, or not all of it; the status says why."]

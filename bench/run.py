@@ -22,9 +22,11 @@ from bench.backends import (
     Exporter,
     Runner,
     Skipped,
+    artifact,
     first_line,
     open_runner,
 )
+from bench.frames import bytes_per_frame, frame_call, frame_metadata, noise_frame
 from bench.paper import PAPER
 from bench.serving import STREAMS, TritonRunner
 from bench.timing import interleaved
@@ -33,6 +35,7 @@ from cfnet.errors import UserError
 QUICK_MODELS = ("hrnet", "segformer", "cfnet-pspnet")
 CALIB_BATCHES = 8
 NOISE_CALIB_BATCHES = 2
+FRAME = " frame"  # timing key suffix: a backend's end-to-end frame (preprocess + infer + postprocess)
 
 
 @dataclass
@@ -238,11 +241,13 @@ def _bench_model(
     images = np.random.default_rng(config.seed).standard_normal((1, 3, *config.size), dtype=np.float32)
     runners: dict[str, Runner] = {}
     reasons: dict[str, str] = {}
+    returned: dict[str, int] = {}
     for backend in config.backends:
         try:
             progress(f"[bench] {name}: preparing {backend}")
             runner = open_runner(backend, model, key, cache, config.device, threads)
-            runner.infer(images)  # a first call proves it runs (fp16 kernels may be missing on CPU)
+            # a first call proves it runs (fp16 kernels may be missing on CPU)
+            returned[backend] = bytes_per_frame(runner.infer(images))
             runners[backend] = runner
         except Skipped as exc:
             reasons[backend] = str(exc)
@@ -251,13 +256,17 @@ def _bench_model(
         if backend in reasons:
             progress(f"[bench] {name}: {backend} skipped: {reasons[backend]}")
     progress(f"[bench] {name}: timing {', '.join(runners)} ({config.warmup} warm-up + {config.iters} rounds)")
+    frame, metadata = noise_frame(config.size, config.seed), frame_metadata(model, config.size)
+    calls: dict[str, Callable[[], object]] = {b: partial(r.infer, images) for b, r in runners.items()}
+    calls.update({b + FRAME: frame_call(r, frame, metadata) for b, r in runners.items()})
     failed: dict[str, BaseException] = {}
-    timings = interleaved({b: partial(r.infer, images) for b, r in runners.items()}, config.warmup, config.iters,
-                          errors=failed)
-    for backend, error in failed.items():  # this backend's row says why; the others are measured on
-        reasons[backend] = f"inference failed: {first_line(error)}"
-        progress(f"[bench] {name}: {backend} failed during timing: {reasons[backend]}")
-        runners.pop(backend).close()
+    timings = interleaved(calls, config.warmup, config.iters, errors=failed)
+    for call, error in failed.items():  # this backend's row says why; the others are measured on
+        backend = call.removesuffix(FRAME)
+        if backend in runners:
+            reasons[backend] = f"inference failed: {first_line(error)}"
+            progress(f"[bench] {name}: {backend} failed during timing: {reasons[backend]}")
+            runners.pop(backend).close()
     accuracy = {}
     if dataset is not None and runners:
         progress(f"[bench] {name}: accuracy on {config.split}")
@@ -274,7 +283,10 @@ def _bench_model(
         serving["triton"] = triton.serving(frame, max(config.iters, 8))
     for runner in runners.values():
         runner.close()
-    rows = [_row(model_info, backend, timings, reasons, accuracy, streams, serving) for backend in config.backends]
+    rows = [
+        _row(model_info, backend, timings, reasons, accuracy, streams, returned, serving)
+        for backend in config.backends
+    ]
     del model
     gc.collect()
     return model_info, rows
@@ -287,6 +299,7 @@ def _row(
     reasons: dict[str, str],
     accuracy: dict[str, dict[str, Any]],
     streams: dict[str, dict[str, Any]],
+    returned: dict[str, int],
     serving: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     row: dict[str, Any] = {
@@ -300,6 +313,8 @@ def _row(
         "images_per_s": None,
         "speedup": None,
         "gflop_per_s": None,
+        "frame_ms": None,
+        "bytes_per_frame": returned.get(backend),
         "paper_params_m": model_info["paper_params_m"],
         "paper_time_s": model_info["paper_time_s"],
         "paper_miou": model_info["paper_miou"],
@@ -312,6 +327,7 @@ def _row(
         row["gflop_per_s"] = model_info["gflops"] / timing.median
         if "torch" in timings:
             row["speedup"] = timings["torch"].median / timing.median
+        row["frame_ms"] = timings[backend + FRAME].median * 1e3
     if accuracy:
         row["miou"] = accuracy.get(backend, {}).get("miou")
         row["agreement"] = accuracy.get(backend, {}).get("agreement")
@@ -343,10 +359,8 @@ def _streams(
             path: Path | str
             if isinstance(runner, TritonRunner):
                 path = runner.url
-            elif backend == "tensorrt":
-                path = cache.engine(model, key)
             else:
-                path = cache.onnx(model, key, _precision(backend))
+                path = artifact(backend, model, key, cache, config.device)
             out = config.out / "streams" / f"{name}-{backend}.mp4"
             stats = stream_fps(Path(str(config.stream)), path, config.device, out, threads)
         except Exception as exc:  # this backend's stream failed: its row says so, the bench goes on
@@ -369,8 +383,3 @@ def _streams(
             results[backend]["streams_batch_sizes"] = ", ".join(f"{n}x{size}" for size, n in sizes.items())
     return results
 
-
-def _precision(backend: str) -> str:
-    from bench.backends import ONNX_PRECISION
-
-    return ONNX_PRECISION[backend]

@@ -32,6 +32,8 @@ def export_group() -> None:
 @click.option(
     "--calib-images", default=32, show_default=True, type=click.IntRange(min=1), help="Images of --calib-data to use."
 )
+@click.option("--output", type=click.Choice(["logits", "mask", "both"]), default="logits", show_default=True,
+              help="Graph outputs: logits (N x C x H x W float32), mask (N x H x W uint8 argmax in the graph), both.")
 @click.option("--json", "as_json", is_flag=True, help="Print the export report as JSON on stdout.")
 def onnx_command(
     checkpoint: str | None,
@@ -46,6 +48,7 @@ def onnx_command(
     precision: str,
     calib_data: str | None,
     calib_images: int,
+    output: str,
     as_json: bool,
 ) -> None:
     """Export a model to ONNX: input `images` (N x 3 x H x W), output `logits`, cfnet metadata.
@@ -55,12 +58,16 @@ def onnx_command(
     relative error is refused (exit 1, nothing written). fp16: convolutions and matrix products in fp16,
     normalisation, softmax, reductions and resizing in fp32 (for TensorRT 11's strongly typed builds).
     int8: static QDQ quantisation calibrated on --calib-data, per-channel weights.
+    --output mask appends ArgMax over the classes and a cast to uint8: the graph returns `mask` (N x H x W,
+    1 byte a pixel instead of 4 x 19), checked to equal PyTorch's argmax wherever its two largest logits
+    differ by more than 1e-3; the metadata's `cfnet.outputs` lists the outputs.
 
     \b
     Example:
       cfnet export onnx --model segformer --preset tiny --out segformer.onnx --size 256x512
       cfnet export onnx --checkpoint runs/cfnet/best.pt --out cfnet.onnx --size 512x1024
       cfnet export onnx --checkpoint best.pt --out cfnet-int8.onnx --precision int8 --calib-data data/synth
+      cfnet export onnx --model segformer --preset tiny --out segformer-mask.onnx --size 256x512 --output mask
     """
     import json
     import sys
@@ -80,6 +87,7 @@ def onnx_command(
             opset=opset,
             batch=batch,
             calib_count=calib_images,
+            output=output,
         )
     except ParityError as exc:
         print(f"error: {exc} ({out} not written)", file=sys.stderr)

@@ -25,6 +25,7 @@ from cfnet.atomic import write_bytes
 from cfnet.errors import UserError
 from cfnet.models.base import SegmentationModel
 from cfnet.sizes import check_size
+from export.mask import MASK, OUTPUTS, MaskParity, add_mask_output, compare_masks, outputs_metadata, select_outputs
 from export.metadata import PRECISIONS, build_metadata, set_metadata
 from export.parity import FP32_MAX_RELATIVE_ERROR, FP32_MIN_AGREEMENT, Parity, compare, fp32_ok
 from runtime.files import check_output
@@ -46,6 +47,7 @@ class ExportReport:
     precision: str
     metadata: dict[str, str]
     parity: dict[str, Parity] = field(default_factory=dict)
+    mask_parity: dict[str, MaskParity] = field(default_factory=dict)
     latency_ms: dict[str, float] = field(default_factory=dict)
     nodes: int = 0
     seconds: float = 0.0
@@ -56,6 +58,7 @@ class ExportReport:
             "precision": self.precision,
             "metadata": self.metadata,
             "parity": {k: v.as_dict() for k, v in self.parity.items()},
+            "mask_parity": {k: v.as_dict() for k, v in self.mask_parity.items()},
             "latency_ms": self.latency_ms,
             "nodes": self.nodes,
             "seconds": round(self.seconds, 2),
@@ -74,12 +77,14 @@ def export_onnx(
     opset: int = 17,
     batch: int = 1,
     calib_count: int = 32,
+    output: str = "logits",
 ) -> Path:
     """Export `model` to `out` and return the path; parity lines are printed on stderr.
 
     `calib_images`: a folder of images or an iterable of preprocessed `N x 3 x H x W` float32 arrays, used
-    for int8 calibration (required then) and for parity on real images. Raises `ParityError` when the fp32
-    graph disagrees with PyTorch, `UserError` on bad arguments.
+    for int8 calibration (required then) and for parity on real images. `output`: the graph's outputs,
+    `logits` (`N x C x H x W` float32), `mask` (`N x H x W` uint8, the argmax over classes in the graph) or
+    `both`. Raises `ParityError` when the fp32 graph disagrees with PyTorch, `UserError` on bad arguments.
     """
     return export_report(
         model,
@@ -92,6 +97,7 @@ def export_onnx(
         opset=opset,
         batch=batch,
         calib_count=calib_count,
+        output=output,
     ).path
 
 
@@ -108,6 +114,7 @@ def export_report(
     batch: int = 1,
     calib_count: int = 32,
     log: Callable[[str], None] | None = None,
+    output: str = "logits",
 ) -> ExportReport:
     """`export_onnx` returning the full `ExportReport` (parity per check, latencies); `log` gets progress lines."""
     started = time.perf_counter()
@@ -115,8 +122,9 @@ def export_report(
     out = Path(out)
     divisor = int(getattr(model, "size_divisor", 1))
     _check_arguments(out, size, divisor, precision, opset, batch, calib_images)
+    _check_output(output, model)
     model = model.eval()
-    metadata = build_metadata(model, size, precision)
+    metadata = {**build_metadata(model, size, precision), **outputs_metadata(output)}
 
     proto = trace(model, size, batch=batch, dynamic=dynamic, opset=opset)
     if simplify:
@@ -135,13 +143,17 @@ def export_report(
     references = {kind: _torch_outputs(model, xs) for kind, xs in groups.items()}
     report = ExportReport(out, precision, metadata)
 
-    fp32_session = _session(proto)
+    fp32_session = _session(_with_mask(proto, output))
     fp32 = _check_parity(report, "fp32", fp32_session, groups, references, say)
     if not fp32_ok(fp32):
         raise ParityError(
             f"fp32 export disagrees with PyTorch ({fp32.line()}; needs agreement >= {100 * FP32_MIN_AGREEMENT}% "
             f"and relative error <= {FP32_MAX_RELATIVE_ERROR})"
         )
+    if output != "logits":
+        masks = _check_mask_parity(report, "fp32", fp32_session, groups, references, say)
+        if masks.agreement < 1.0:
+            raise ParityError(f"fp32 mask disagrees with PyTorch's argmax away from ties ({masks.line()})")
 
     final = proto
     if precision == "fp16":
@@ -152,11 +164,14 @@ def export_report(
         from export.int8 import quantize_int8
 
         final = quantize_int8(proto, real)
+    final = _with_mask(final, output)
     if precision != "fp32":
         set_metadata(final, metadata)
         onnx.checker.check_model(final, full_check=True)
         session = _session(final)
         _check_parity(report, precision, session, groups, references, say)
+        if output != "logits":
+            _check_mask_parity(report, precision, session, groups, references, say)
         timing_input = groups["random"][0][:1]
         report.latency_ms["fp32"] = _latency_ms(fp32_session, timing_input)
         report.latency_ms[precision] = _latency_ms(session, timing_input)
@@ -166,6 +181,9 @@ def export_report(
             f"{report.latency_ms['fp32']:.1f} ms: {ratio:.2f}x"
         )
 
+    if output != "logits":
+        final = select_outputs(final, output)
+        onnx.checker.check_model(final, full_check=True)
     report.nodes = len(final.graph.node)
     write_atomic(final, out)
     report.seconds = time.perf_counter() - started
@@ -248,6 +266,19 @@ def _check_arguments(
     check_output(out)
 
 
+def _check_output(output: str, model: SegmentationModel) -> None:
+    if output not in OUTPUTS:
+        raise UserError(f"unknown output '{output}'", f"choose from {', '.join(OUTPUTS)}")
+    classes = int(getattr(model, "config", {}).get("num_classes", 19))
+    if output != "logits" and classes > 256:
+        raise UserError(f"{classes} classes do not fit a uint8 mask", "--output logits")
+
+
+def _with_mask(proto: onnx.ModelProto, output: str) -> onnx.ModelProto:
+    """`proto` with the `mask` output appended (beside `logits`, which parity reads) unless `output` is logits."""
+    return proto if output == "logits" else add_mask_output(proto)
+
+
 def _parity_inputs(
     size: tuple[int, int], divisor: int, batch: int, dynamic: bool, real: list[np.ndarray]
 ) -> dict[str, list[np.ndarray]]:
@@ -282,6 +313,22 @@ def _check_parity(
             [r for kind in groups for r in references[kind]], [o for kind in groups for o in outputs[kind]], strict=True
         )
     )
+
+
+def _check_mask_parity(
+    report: ExportReport,
+    precision: str,
+    session: Any,
+    groups: dict[str, list[np.ndarray]],
+    references: dict[str, list[np.ndarray]],
+    say: Callable[[str], None],
+) -> MaskParity:
+    """The graph's `mask` against the argmax of PyTorch's logits away from ties, pooled; recorded and printed."""
+    masks = [session.run([MASK], {INPUT: x})[0] for kind in groups for x in groups[kind]]
+    parity = compare_masks(zip([r for kind in groups for r in references[kind]], masks, strict=True))
+    report.mask_parity[precision] = parity
+    say(f"parity {precision} ONNX Runtime {parity.line()}")
+    return parity
 
 
 def _torch_outputs(model: SegmentationModel, inputs: list[np.ndarray]) -> list[np.ndarray]:

@@ -191,14 +191,20 @@ def parse_classes(text: str) -> tuple[str, ...]:
     return tuple(str(n) for n in names)
 
 
-def check_io_shapes(inputs: Sequence[Any], outputs: Sequence[Any], meta: ModelMetadata, where: str) -> None:
+def check_io_shapes(
+    inputs: Sequence[Any], outputs: Sequence[Any], meta: ModelMetadata, where: str, *, mask: bool = False
+) -> None:
     """Refuse a model whose input is not `N x 3 x H x W` or whose output is not `N x C x H x W` logits with C the
-    metadata's class count. Dimensions that are not known numbers (dynamic: a name, None or -1) pass; the
-    backends check the class count again on the first logits they produce."""
+    metadata's class count (`mask`: the output is the model's own argmax, `N x H x W`). Dimensions that are not
+    known numbers (dynamic: a name, None or -1) pass; the backends check again on the first output."""
     if len(inputs) != 4 or _known(inputs[1]) not in (None, 3):
         raise UserError(
             f"the model's input is {_shape_text(inputs)}: cfnet feeds N x 3 x H x W RGB images", where
         )
+    if mask:
+        if len(outputs) != 3:
+            raise UserError(f"the model's mask output is {_shape_text(outputs)}: cfnet reads N x H x W ids", where)
+        return
     if len(outputs) != 4:
         raise UserError(
             f"the model's output is {_shape_text(outputs)}: cfnet reads N x C x H x W logits (class scores)", where

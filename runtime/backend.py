@@ -18,7 +18,9 @@ T = TypeVar("T")
 
 @runtime_checkable
 class Backend(Protocol):
-    """A loaded model: `infer(images)` maps normalised `N x 3 x H x W` float32 to `N x C x H x W` float32 logits."""
+    """A loaded model: `infer(images)` maps normalised `N x 3 x H x W` float32 to what the model returns:
+    `N x C x H x W` float32 logits or, from a model with a `mask` output, `N x H x W` uint8 class ids.
+    `runtime.postprocess.postprocess` turns either into the frames' masks."""
 
     metadata: ModelMetadata
     name: str
@@ -59,13 +61,24 @@ def pad_batch(images: np.ndarray, min_size: tuple[int, int]) -> np.ndarray:
     return padded
 
 
-def crop_logits(logits: np.ndarray, size: tuple[int, int], padded: tuple[int, int]) -> np.ndarray:
-    """The logits of the top-left `size` of an input that `pad_batch` grew to `padded` (logits may be smaller)."""
+def crop_output(output: np.ndarray, size: tuple[int, int], padded: tuple[int, int]) -> np.ndarray:
+    """The output (logits `N x C x h x w` or mask `N x h x w`, maybe smaller than the input) of the top-left
+    `size` of an input that `pad_batch` grew to `padded`."""
     if size == padded:
-        return logits
-    rows = -(-size[0] * logits.shape[2] // padded[0])
-    cols = -(-size[1] * logits.shape[3] // padded[1])
-    return np.ascontiguousarray(logits[:, :, :rows, :cols])
+        return output
+    rows = -(-size[0] * output.shape[-2] // padded[0])
+    cols = -(-size[1] * output.shape[-1] // padded[1])
+    return np.ascontiguousarray(output[..., :rows, :cols])
+
+
+def choose_output(names: Sequence[str]) -> str:
+    """The output a backend returns: `mask` when the model has one (no host argmax), else `logits`, else the first."""
+    return next((n for n in ("mask", "logits") if n in names), names[0])
+
+
+def as_output(array: np.ndarray) -> np.ndarray:
+    """A model output as the runtime hands it on: a uint8 mask as it is, scores as float32."""
+    return array if array.dtype == np.uint8 else array.astype(np.float32, copy=False)
 
 
 def open_backend(

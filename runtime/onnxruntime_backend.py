@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.artifact import ModelMetadata, Overrides, check_io_shapes, metadata_from_props
-from runtime.backend import Closing, crop_logits, pad_batch
+from runtime.backend import Closing, as_output, choose_output, crop_output, pad_batch
 from runtime.errors import UserError
 
 PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -115,8 +115,8 @@ def load_session(
 class OnnxRuntimeBackend(Closing):
     """An ONNX model in ONNX Runtime.
 
-    `io_binding`: bind input and output buffers (default: on when a GPU provider runs the model, so the logits
-    are copied back once, without ONNX Runtime's extra staging copies). `spinning` (off by default): let idle
+    `io_binding`: bind input and output buffers (default: on when a GPU provider runs the model, so the output
+    is copied back once, without ONNX Runtime's extra staging copies). `spinning` (off by default): let idle
     intra-op threads busy-wait for work. Off, they leave the cores to a stream's decode/encode threads and to
     other processes; on a 2-core box that made the stream as fast as the backend alone (DESIGN.md, Runtime).
     `fp16`: let the TensorRT EP use FP16 kernels (for an fp32 graph as for an fp16 one).
@@ -149,7 +149,7 @@ class OnnxRuntimeBackend(Closing):
             print(notice, file=sys.stderr)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         self.input_name = next((i.name for i in inputs if i.name == "images"), inputs[0].name)
-        self.output_name = next((o.name for o in outputs if o.name == "logits"), outputs[0].name)
+        self.output_name = choose_output([o.name for o in outputs])
         shape = next(i.shape for i in inputs if i.name == self.input_name)
         static = (shape[2], shape[3]) if len(shape) == 4 and all(isinstance(d, int) for d in shape[2:]) else None
         self.fixed_size: tuple[int, int] | None = static
@@ -157,8 +157,8 @@ class OnnxRuntimeBackend(Closing):
         props = self.session.get_modelmeta().custom_metadata_map
         self.metadata: ModelMetadata = metadata_from_props(props, str(path), overrides, static)
         output_shape = next(o.shape for o in outputs if o.name == self.output_name)
-        check_io_shapes(shape, output_shape, self.metadata, str(path))
-        self._logits_checked = False  # a dynamic class dimension is checked on the first logits
+        check_io_shapes(shape, output_shape, self.metadata, str(path), mask=self.output_name == "mask")
+        self._output_checked = False  # a dynamic class dimension is checked on the first output
         on_gpu = self.providers[0] in GPU_PROVIDERS
         self.io_binding = on_gpu if io_binding is None else io_binding
         self.device = "cuda" if on_gpu else "cpu"  # where the model runs (the stream batches on a GPU only)
@@ -166,9 +166,9 @@ class OnnxRuntimeBackend(Closing):
         self.path = path
 
     def infer(self, images: np.ndarray) -> np.ndarray:
-        """`N x 3 x H x W` float32 -> `N x C x H x W` float32 logits.
+        """`N x 3 x H x W` float32 -> `N x C x H x W` float32 logits, or `N x H x W` uint8 from a mask model.
 
-        A model with a fixed input size gets the batch zero-padded to it, and the logits cropped back.
+        A model with a fixed input size gets the batch zero-padded to it, and the output cropped back.
         """
         images = np.ascontiguousarray(images, dtype=np.float32)
         size = (images.shape[2], images.shape[3])
@@ -182,17 +182,17 @@ class OnnxRuntimeBackend(Closing):
             images = pad_batch(images, self.fixed_size)
         if not self.io_binding:
             out: Any = self.session.run([self.output_name], {self.input_name: images})[0]
-            logits = np.asarray(out, dtype=np.float32)
+            output = as_output(np.asarray(out))
         else:
             binding = self.session.io_binding()
             binding.bind_cpu_input(self.input_name, images)
             binding.bind_output(self.output_name, self.device)
             self.session.run_with_iobinding(binding)
-            logits = np.asarray(binding.copy_outputs_to_cpu()[0], dtype=np.float32)
-        if not self._logits_checked:
-            check_io_shapes(images.shape, logits.shape, self.metadata, str(self.path))
-            self._logits_checked = True
-        return crop_logits(logits, size, (images.shape[2], images.shape[3]))
+            output = as_output(np.asarray(binding.copy_outputs_to_cpu()[0]))
+        if not self._output_checked:
+            check_io_shapes(images.shape, output.shape, self.metadata, str(self.path), mask=output.dtype == np.uint8)
+            self._output_checked = True
+        return crop_output(output, size, (images.shape[2], images.shape[3]))
 
     def close(self) -> None:
         """Release the session."""

@@ -1,4 +1,4 @@
-"""Logits -> masks (uint8 trainIds) at the frame's size; palette colouring, alpha overlay, class legend."""
+"""Logits or in-graph masks -> masks (uint8 trainIds) at the frame's size; palette colours, overlay, legend."""
 
 from __future__ import annotations
 
@@ -11,18 +11,23 @@ from runtime.errors import UserError
 from runtime.preprocess import FrameInfo
 
 
-def postprocess(logits: np.ndarray, infos: Sequence[FrameInfo]) -> list[np.ndarray]:
-    """`N x C x h x w` logits -> one `H x W` uint8 mask per frame: argmax, unpad, nearest resize to the frame.
+def postprocess(outputs: np.ndarray, infos: Sequence[FrameInfo]) -> list[np.ndarray]:
+    """A backend's output -> one `H x W` uint8 mask per frame: argmax (logits only), unpad, nearest resize.
 
-    Logits smaller than the padded input (a foreign model's 1/4, as Hugging Face SegFormer's) are first
-    resized bilinearly to it (half-pixel centres: torch's `interpolate(mode="bilinear", align_corners=False)`,
-    as that model's own post-processing does), so that the argmax sees interpolated scores, not blocks.
+    `outputs`: `N x C x h x w` logits, or the `N x h x w` uint8 mask of a model that takes the argmax in its
+    graph (`cfnet export onnx --output mask`), which is only cropped and resized. Logits smaller than the
+    padded input (a foreign model's 1/4, as Hugging Face SegFormer's) are first resized bilinearly to it
+    (half-pixel centres: torch's `interpolate(mode="bilinear", align_corners=False)`, as that model's own
+    post-processing does), so that the argmax sees interpolated scores, not blocks; a smaller mask is
+    cropped in proportion and resized nearest.
     """
     masks = []
-    for scores, info in zip(logits, infos, strict=True):
-        if scores.shape[1:] != info.input_size:
-            scores = upsample_scores(scores, info.input_size)
-        labels = argmax_classes(scores[:, : info.resized_size[0], : info.resized_size[1]])
+    for output, info in zip(outputs, infos, strict=True):
+        if output.ndim == 3 and output.shape[1:] != info.input_size:
+            output = upsample_scores(output, info.input_size)
+        rows = -(-info.resized_size[0] * output.shape[-2] // info.input_size[0])
+        cols = -(-info.resized_size[1] * output.shape[-1] // info.input_size[1])
+        labels = class_ids(output[..., :rows, :cols])
         height, width = info.frame_size
         if labels.shape != (height, width):
             labels = cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
@@ -37,6 +42,16 @@ def upsample_scores(scores: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         plane = np.ascontiguousarray(scores[c], dtype=np.float32)
         cv2.resize(plane, (size[1], size[0]), out[c], interpolation=cv2.INTER_LINEAR)
     return out
+
+
+def class_ids(output: np.ndarray) -> np.ndarray:
+    """One frame's output -> `H x W` uint8 class ids: a `C x H x W` score map is reduced by `argmax_classes`,
+    an `H x W` mask (the model's own argmax) is taken as it is."""
+    if output.ndim == 2:
+        if output.dtype != np.uint8:
+            raise UserError(f"a mask output must be uint8, not {output.dtype}", "model output")
+        return output
+    return argmax_classes(output)
 
 
 def argmax_classes(scores: np.ndarray) -> np.ndarray:

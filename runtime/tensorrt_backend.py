@@ -17,7 +17,7 @@ from runtime.artifact import (
     read_sidecar,
     sidecar_path,
 )
-from runtime.backend import Closing, crop_logits, pad_batch
+from runtime.backend import Closing, as_output, choose_output, crop_output, pad_batch
 from runtime.errors import UserError
 
 if TYPE_CHECKING:
@@ -189,12 +189,13 @@ class TensorRTBackend(Closing):
             inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
             outputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
             self.input_name = "images" if "images" in inputs else inputs[0]
-            self.output_name = "logits" if "logits" in outputs else outputs[0]
+            self.output_name = choose_output(outputs)
             check_io_shapes(
                 list(self._engine.get_tensor_shape(self.input_name)),
                 list(self._engine.get_tensor_shape(self.output_name)),
                 self.metadata,
                 str(path),
+                mask=self.output_name == "mask",
             )
             low, _, high = self._engine.get_tensor_profile_shape(self.input_name, 0)
             self._min_size = (int(low[2]), int(low[3]))
@@ -222,7 +223,8 @@ class TensorRTBackend(Closing):
         return host, dev
 
     def infer(self, images: np.ndarray) -> np.ndarray:
-        """`N x 3 x H x W` float32 -> `N x C x H x W` float32 logits (within the engine's profile)."""
+        """`N x 3 x H x W` float32 -> `N x C x H x W` float32 logits, or `N x H x W` uint8 from a mask engine
+        (within the engine's profile): only the mask then crosses PCIe."""
         size = (images.shape[2], images.shape[3])
         if size[0] > self._max_size[0] or size[1] > self._max_size[1]:
             raise UserError(
@@ -248,9 +250,9 @@ class TensorRTBackend(Closing):
             count = int(np.prod(out_shape))
             self._cuda.memcpy_dtoh_async(host_out[:count], dev_out, self._stream)
             self._stream.synchronize()
-            logits = host_out[:count].reshape(out_shape).astype(np.float32)
-            check_io_shapes(images.shape, logits.shape, self.metadata, str(self.path))
-            return crop_logits(logits, size, (images.shape[2], images.shape[3]))
+            output = as_output(host_out[:count].reshape(out_shape).copy())
+            check_io_shapes(images.shape, output.shape, self.metadata, str(self.path), mask=output.dtype == np.uint8)
+            return crop_output(output, size, (images.shape[2], images.shape[3]))
         finally:
             self._context.pop()
 

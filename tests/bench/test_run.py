@@ -253,7 +253,7 @@ def test_an_accuracy_failure_marks_the_row_and_keeps_its_timing() -> None:
             "paper_miou": None}
     timings = {"tensorrt": Timing((0.01, 0.01))}
     accuracy = {"tensorrt": {"miou": None, "agreement": None, "error": "accuracy failed: too big"}}
-    row = _row(info, "tensorrt", timings, {}, accuracy, {}, {})
+    row = _row(info, "tensorrt", timings, {}, accuracy, {}, {}, {})
     assert row["status"] == "timed; accuracy failed: too big" and row["median_ms"] == pytest.approx(10.0)
     assert row["miou"] is None
 
