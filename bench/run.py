@@ -327,6 +327,7 @@ def _row(
         row["gflop_per_s"] = model_info["gflops"] / timing.median
         if "torch" in timings:
             row["speedup"] = timings["torch"].median / timing.median
+    if backend + FRAME in timings:  # absent where the frame call failed and the inference call did not
         row["frame_ms"] = timings[backend + FRAME].median * 1e3
     if accuracy:
         row["miou"] = accuracy.get(backend, {}).get("miou")

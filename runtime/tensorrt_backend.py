@@ -191,8 +191,8 @@ class TensorRTBackend(Closing):
             self.input_name = "images" if "images" in inputs else inputs[0]
             self.output_name = choose_output(outputs)
             check_io_shapes(
-                list(self._engine.get_tensor_shape(self.input_name)),
-                list(self._engine.get_tensor_shape(self.output_name)),
+                self._engine.get_tensor_shape(self.input_name)[:],
+                self._engine.get_tensor_shape(self.output_name)[:],
                 self.metadata,
                 str(path),
                 mask=self.output_name == "mask",
