@@ -19,16 +19,17 @@ from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import cv2
 import numpy as np
 
 from runtime.errors import UserError
+from runtime.latency import BUCKETS
 from runtime.stream import RunStats
+from runtime.video import stream_names
 
 BOUNDARY = "cfnetframe"
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 SOCKET_TIMEOUT = 10.0  # seconds a viewer may leave a write unread before its connection is dropped
 REPEAT_S = 0.5  # an unchanged overlay is sent again this often (a paused or ended stream stays visible)
 
@@ -110,7 +111,8 @@ class LiveView:
 
     @property
     def names(self) -> list[str]:
-        return [s.source for s in self.run.streams] if self.run is not None else []
+        """A unique label per stream (as `--out DIR` names its files): two sources may share a name."""
+        return stream_names([s.source for s in self.run.streams]) if self.run is not None else []
 
     def stats(self) -> dict[str, Any]:
         """The run's summary so far (`/stats`), the same dict as `cfnet stream --json` prints at the end."""
@@ -140,32 +142,40 @@ class LiveView:
         def family(name: str, kind: str, text: str) -> None:
             lines.extend([f"# HELP {name} {text}", f"# TYPE {name} {kind}"])
 
-        streams = stats["streams"]
+        streams = list(zip(self.names, stats["streams"], strict=False))
         for name, key, text in (
             ("cfnet_frames_total", "frames", "Frames segmented."),
             ("cfnet_dropped_frames_total", "dropped", "Frames a live source dropped because inference lagged."),
         ):
             family(name, "counter", text)
-            lines += [f'{name}{{stream="{_label(s["source"])}"}} {int(s[key])}' for s in streams]
+            lines += [f'{name}{{stream="{_label(n)}"}} {int(s[key])}' for n, s in streams]
         family("cfnet_fps", "gauge", "End-to-end frames per second of the stream so far.")
-        lines += [f'cfnet_fps{{stream="{_label(s["source"])}"}} {float(s["fps"]):.6g}' for s in streams]
+        lines += [f'cfnet_fps{{stream="{_label(n)}"}} {float(s["fps"]):.6g}' for n, s in streams]
+        family("cfnet_queued_frames", "gauge", "Frames waiting now, for a batch or for the stream's writer.")
+        for n, s in streams:
+            for queue_name, depth in s.get("queued", {}).items():
+                lines.append(f'cfnet_queued_frames{{stream="{_label(n)}",queue="{queue_name}"}} {int(depth)}')
         family("cfnet_stage_seconds", "histogram", "Per-frame latency of each pipeline stage.")
-        for s, times in zip(streams, self.run.times if self.run is not None else [], strict=False):
-            for stage, values in list(times.items()):
-                lines += _histogram("cfnet_stage_seconds", {"stream": s["source"], "stage": stage}, values[:])
-        sizes = stats["aggregate"].get("batch_sizes", {})
+        for (n, _), times in zip(streams, self.run.times if self.run is not None else [], strict=False):
+            for stage, latencies in list(times.items()):
+                labels = {"stream": n, "stage": stage}
+                lines += _histogram(
+                    "cfnet_stage_seconds", labels, BUCKETS, latencies.cumulative(), latencies.total, latencies.count
+                )
+        sizes = {int(size): int(count) for size, count in stats["aggregate"].get("batch_sizes", {}).items()}
         if sizes:
             family("cfnet_batch_size", "histogram", "Frames per inference batch.")
-            observed = [float(size) for size, count in sizes.items() for _ in range(int(count))]
-            bounds = tuple(float(b) for b in sorted(int(s) for s in sizes))
-            lines += _histogram("cfnet_batch_size", {}, observed, bounds)
+            bounds = sorted(sizes)
+            counts = np.cumsum([sizes[b] for b in bounds]).tolist()
+            total = float(sum(size * count for size, count in sizes.items()))
+            lines += _histogram("cfnet_batch_size", {}, bounds, counts, total, counts[-1])
         return "\n".join(lines) + "\n"
 
     def page(self) -> str:
         """The HTML page: an image per stream, its figures (refreshed from `/stats`), the class legend."""
-        query = f"?token={self.token}" if self.token else ""
+        query = f"?token={quote(self.token, safe='')}" if self.token else ""
         tiles = "".join(
-            f'<figure><img id="s{i}" src="/stream/{i}.mjpg{query}" alt="{html.escape(name)}">'
+            f'<figure><img id="s{i}" src="{html.escape(f"/stream/{i}.mjpg{query}")}" alt="{html.escape(name)}">'
             f'<figcaption>{html.escape(name)}</figcaption><pre id="t{i}"></pre></figure>'
             for i, name in enumerate(self.names)
         )
@@ -173,7 +183,8 @@ class LiveView:
             f'<li><span style="background:rgb({r},{g},{b})"></span>{html.escape(name)}</li>'
             for name, (r, g, b) in zip(self.classes, self.palette, strict=False)
         )
-        return _PAGE.format(tiles=tiles, legend=legend, stats=json.dumps(f"/stats{query}"))
+        stats_url = json.dumps(f"/stats{query}").replace("<", "\\u003c")  # inside <script>
+        return _PAGE.format(tiles=tiles, legend=legend, stats=stats_url)
 
 
 def _label(value: Any) -> str:
@@ -181,19 +192,15 @@ def _label(value: Any) -> str:
 
 
 def _histogram(
-    name: str, labels: Mapping[str, Any], values: Sequence[float], bounds: Sequence[float] = LATENCY_BUCKETS
+    name: str, labels: Mapping[str, Any], bounds: Sequence[float], cumulative: Sequence[int], total: float, count: int
 ) -> list[str]:
-    """Cumulative `_bucket` lines, `_sum` and `_count` of one Prometheus histogram series."""
-    data = np.sort(np.asarray(values, dtype=np.float64))
+    """`_bucket` lines (`cumulative[i]` samples at most `bounds[i]`), `_sum` and `_count` (all samples) of a series."""
     base = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
     sep = "," if base else ""
-    lines = [
-        f'{name}_bucket{{{base}{sep}le="{bound:g}"}} {int(np.searchsorted(data, bound, side="right"))}'
-        for bound in bounds
-    ]
-    lines.append(f'{name}_bucket{{{base}{sep}le="+Inf"}} {data.size}')
+    lines = [f'{name}_bucket{{{base}{sep}le="{bound:g}"}} {n}' for bound, n in zip(bounds, cumulative, strict=True)]
+    lines.append(f'{name}_bucket{{{base}{sep}le="+Inf"}} {count}')
     suffix = f"{{{base}}}" if base else ""
-    lines += [f"{name}_sum{suffix} {float(data.sum()):.9g}", f"{name}_count{suffix} {data.size}"]
+    lines += [f"{name}_sum{suffix} {total:.9g}", f"{name}_count{suffix} {count}"]
     return lines
 
 
@@ -289,7 +296,7 @@ main{{display:flex;flex-wrap:wrap;gap:1em}} figure{{margin:0}} img{{max-width:64
 pre{{font-size:12px;margin:.3em 0}} ul{{list-style:none;padding:0;columns:4}}
 li span{{display:inline-block;width:1em;height:1em;margin-right:.4em;vertical-align:middle}}
 </style></head>
-<body><h1>cfnet live</h1><main>{tiles}</main><h2>Classes</h2><ul>{legend}</ul>
+<body><h1>cfnet live</h1><main>{tiles}</main><pre id="agg"></pre><h2>Classes</h2><ul>{legend}</ul>
 <script>
 const url = {stats};
 function fmt(s) {{
@@ -297,11 +304,16 @@ function fmt(s) {{
     .map(([k, v]) => `${{k.padEnd(12)}} p50 ${{v.median.toFixed(1)}}  p90 ${{v.p90.toFixed(1)}} ms`).join("\\n");
   const rest = Object.entries(s).filter(([k, v]) => typeof v !== "object" || v === null)
     .map(([k, v]) => `${{k}}: ${{typeof v === "number" && !Number.isInteger(v) ? v.toFixed(2) : v}}`).join("\\n");
-  return rest + "\\n" + lat;
+  const queued = s.queued ? `\\nqueued: batcher ${{s.queued.batcher}}, writer ${{s.queued.writer}}` : "";
+  return rest + queued + "\\n" + lat;
 }}
 async function refresh() {{
   try {{
     const stats = await (await fetch(url, {{cache: "no-store"}})).json();
+    const a = stats.aggregate || {{}};
+    const sizes = Object.entries(a.batch_sizes || {{}}).map(([k, v]) => `${{v}} x ${{k}}`).join(", ");
+    document.getElementById("agg").textContent =
+      `all streams: ${{a.frames}} frames, ${{(a.fps || 0).toFixed(1)}} frames/s; batches: ${{sizes || "none"}}`;
     (stats.streams || []).forEach((s, i) => {{
       const el = document.getElementById("t" + i); if (el) el.textContent = fmt(s);
     }});

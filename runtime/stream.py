@@ -27,7 +27,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -38,6 +38,7 @@ import numpy as np
 
 from runtime.backend import Backend
 from runtime.errors import UserError
+from runtime.latency import Latencies
 from runtime.postprocess import colorize, draw_legend, overlay, palette_lut, postprocess
 from runtime.preprocess import FrameInfo, preprocess, to_bgr
 from runtime.video import VideoSource, VideoWriter, stream_names
@@ -83,7 +84,8 @@ class RunStats:
 
     `batch_sizes`: histogram of the batches inferred (size -> count); `peak_rss_mb`: the process's peak
     memory at the end. `latest[i]`: the newest overlay of stream i, `times[i]`: its stage latencies in seconds
-    so far, `started`: the `perf_counter` at the start (for a window or a live view; not serialised).
+    so far, `queued[i]()`: its frames waiting for a batch and for its writer, `started`: the `perf_counter` at
+    the start (for a window or a live view; not serialised).
     `errors`: the exception that ended a stream.
     """
 
@@ -98,7 +100,8 @@ class RunStats:
     ended_by: str = "running"
     peak_rss_mb: float | None = None
     latest: list[np.ndarray | None] = field(default_factory=list, repr=False)
-    times: list[dict[str, list[float]]] = field(default_factory=list, repr=False)
+    times: list[dict[str, Latencies]] = field(default_factory=list, repr=False)
+    queued: list[Callable[[], dict[str, int]]] = field(default_factory=list, repr=False)
     started: float | None = None
     errors: dict[int, BaseException] = field(default_factory=dict, repr=False)
 
@@ -126,8 +129,9 @@ class RunStats:
         if self.started is None or self.ended_by != "running":
             return summary
         elapsed = time.perf_counter() - self.started
-        for stream, times in zip(summary["streams"], self.times, strict=False):
+        for stream, times, queued in zip(summary["streams"], self.times, self.queued, strict=False):
             if stream["ended_by"] == "running":
+                stream["queued"] = queued()
                 stream["seconds"] = elapsed
                 stream["fps"] = stream["frames"] / elapsed if elapsed > 0 else 0.0
                 stream["latency_ms"] = latency_summary(times)
@@ -137,13 +141,13 @@ class RunStats:
         return summary
 
 
-def latency_summary(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
-    """Per stage, the `median` and `p90` in milliseconds of the latencies (seconds) recorded so far."""
+def latency_summary(times: Mapping[str, Latencies]) -> dict[str, dict[str, float]]:
+    """Per stage, the `median` and `p90` in milliseconds of its recent latencies (`runtime.latency.WINDOW`)."""
     summary = {}
-    for stage, values in list(times.items()):
-        v = np.array(values[:])  # a copy: writers append meanwhile
-        if v.size:
-            summary[stage] = {"median": float(np.median(v)) * 1e3, "p90": float(np.percentile(v, 90)) * 1e3}
+    for stage, latencies in list(times.items()):
+        values = latencies.summary()
+        if values is not None:
+            summary[stage] = values
     return summary
 
 
@@ -173,9 +177,13 @@ class _Stream:
         self.drained = False  # its end marker went to the writer
         self.failed = False  # its writer is gone: drop its frames
         self.reading_since: float | None = None
-        self.times: dict[str, list[float]] = {s: [] for s in STAGES}
+        self.times: dict[str, Latencies] = {s: Latencies() for s in STAGES}
         self.started = time.perf_counter()
         self.error: BaseException | None = None
+
+    def depths(self) -> dict[str, int]:
+        """Frames waiting now: for a batch (the batcher's queue of this stream) and for this stream's writer."""
+        return {"batcher": len(self.pending), "writer": self.outbox.qsize()}
 
     def end(self, reason: str) -> None:
         """Record why the stream ended (the first reason wins; an error overrides)."""
@@ -466,6 +474,7 @@ def run_streams(
         result.streams = [s.stats for s in streams]
         result.latest = [None] * len(streams)
         result.times = [s.times for s in streams]
+        result.queued = [s.depths for s in streams]
         batcher = _Batcher(streams, size, batch_timeout_ms / 1e3, stall_timeout, run)
         lock = threading.Lock()
         done = [0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 import socket
@@ -12,6 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import cv2
 import numpy as np
@@ -137,6 +139,11 @@ def test_stats_metrics_and_mjpeg_during_a_run_agree_with_the_summary(view: LiveV
     assert live["aggregate"]["ended_by"] == "running" and live["streams"][0]["latency_ms"]["infer"]["p90"] > 0
     families = {f.name: f for f in text_string_to_metric_families(_get(view.url + "metrics")[1].decode())}
     assert [s.value for s in families["cfnet_frames"].samples] == [GATE, GATE]
+    # both sources are named "frames": the labels are unique, as Prometheus needs (`--out DIR` names them so too)
+    assert [s.labels["stream"] for s in families["cfnet_frames"].samples] == ["frames", "frames-2"]
+    queued = {(s.labels["stream"], s.labels["queue"]) for s in families["cfnet_queued_frames"].samples}
+    assert queued == {(n, q) for n in ("frames", "frames-2") for q in ("batcher", "writer")}
+    assert set(live["streams"][0]["queued"]) == {"batcher", "writer"}
     counts = [s for s in families["cfnet_stage_seconds"].samples if s.name.endswith("_count")]
     assert {s.labels["stage"] for s in counts} >= {"read", "infer", "end_to_end"}
     assert all(s.value == GATE for s in counts if s.labels["stage"] == "end_to_end")
@@ -173,16 +180,20 @@ def test_a_viewer_that_never_reads_does_not_stall_the_stream(view: LiveView, run
 
 
 def test_token_is_enforced(tiny_onnx: Path) -> None:
-    with LiveView(("127.0.0.1", 0), CLASSES, PALETTE, token="s3cret") as view:
+    token = "s3&c ret"  # characters a URL and HTML must escape
+    with LiveView(("127.0.0.1", 0), CLASSES, PALETTE, token=token) as view:
         run = Run(tiny_onnx, view, sources=1)
         try:
             run.wait_for_gate()
             for path in ("", "stats", "metrics", "stream/0.mjpg"):
                 assert _get(view.url + path)[0] == 401
                 assert _get(view.url + path + "?token=wrong")[0] == 401
-            assert _get(view.url + "stats?token=s3cret")[0] == 200
-            assert _get(view.url + "metrics", {"Authorization": "Bearer s3cret"})[0] == 200
-            assert "/stream/0.mjpg?token=s3cret" in _get(view.url + "?token=s3cret")[1].decode()
+            query = "?token=" + quote(token, safe="")
+            assert _get(view.url + "stats" + query)[0] == 200
+            assert _get(view.url + "metrics", {"Authorization": f"Bearer {token}"})[0] == 200
+            page = _get(view.url + query)[1].decode()
+            src = page.split('src="', 1)[1].split('"', 1)[0]  # as a browser reads the attribute
+            assert _mjpeg_frame(view.url + html.unescape(src).lstrip("/")).shape == (*SIZE, 3)
         finally:
             run.finish()
 
@@ -204,6 +215,56 @@ def test_close_ends_open_mjpeg_connections_and_frees_the_port(tiny_onnx: Path) -
         view.close()
     with pytest.raises(OSError):
         socket.create_connection(view.server.server_address[:2], timeout=1).close()
+
+
+def test_jpeg_quality_is_applied(tiny_onnx: Path) -> None:
+    sizes = {}
+    for quality in (10, 95):
+        with LiveView(("127.0.0.1", 0), CLASSES, PALETTE, quality=quality) as view:
+            run = Run(tiny_onnx, view, sources=1)
+            try:
+                run.wait_for_gate()
+                sizes[quality] = len(_get_part(view.url + "stream/0.mjpg"))
+            finally:
+                run.finish()
+    assert sizes[10] < 0.8 * sizes[95]  # flat overlays (alpha 1): 844 against 1178 bytes
+
+
+def _get_part(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        r.readline()
+        length = next(int(line.split(b":")[1]) for line in iter(r.readline, b"\r\n") if line.startswith(b"Content-L"))
+        return r.read(length)
+
+
+def test_the_stream_command_serves_while_it_runs(
+    tiny_onnx: Path, tmp_path: Path, write_video: Callable[..., Path]
+) -> None:
+    video = write_video(tmp_path / "v.mp4", synthetic_frames(8))
+    done = subprocess.run(
+        ["cfnet", "stream", str(video), "--model", str(tiny_onnx), "--out", str(tmp_path / "o.mp4"),
+         "--serve", "0", "--json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("live view: http://127.0.0.1:")
+    assert json.loads(done.stdout)["aggregate"]["frames"] == 8
+
+
+def test_latencies_are_bounded_and_counted_whole() -> None:
+    from runtime.latency import BUCKETS, Latencies
+
+    values = np.random.default_rng(0).exponential(0.02, 10_000)
+    latencies = Latencies(window=100)
+    for v in values:
+        latencies.append(float(v))
+    assert latencies.recent().tolist() == values[-100:].tolist()  # memory bounded: the latest 100
+    assert latencies.count == 10_000 and latencies.total == pytest.approx(values.sum())
+    assert latencies.cumulative() == [int((values <= b).sum()) for b in BUCKETS]
+    recent = values[-100:] * 1e3
+    assert latencies.summary() == {
+        "median": pytest.approx(np.median(recent)), "p90": pytest.approx(np.percentile(recent, 90))
+    }
 
 
 def test_busy_port_is_one_line_and_exit_2(
