@@ -17,7 +17,6 @@ import numpy as np
 BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "onnxruntime-fp16", "tensorrt",
             "onnxruntime+mask", "tensorrt+mask")
 ONNX_PRECISION = {"onnxruntime": "fp32", "onnxruntime-fp16": "fp16", "onnxruntime-int8": "int8", "tensorrt": "fp32"}
-MASK = "+mask"
 
 Exporter = Callable[..., Path]
 """`exporter(model, out, *, size, precision, calib_images) -> Path`, as `export.onnx.export_onnx`."""
