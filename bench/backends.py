@@ -21,7 +21,6 @@ BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "onnxruntime-fp16", "ten
 SERVED = ("triton",)  # opt-in (`--backends ...,triton`): starts a Triton server per model
 KNOWN_BACKENDS = BACKENDS + SERVED
 ONNX_PRECISION = {"onnxruntime": "fp32", "onnxruntime-fp16": "fp16", "onnxruntime-int8": "int8", "tensorrt": "fp32"}
-MASK = "+mask"
 Shape = tuple[int, int, int, int]
 
 Exporter = Callable[..., Path]
