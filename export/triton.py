@@ -52,6 +52,17 @@ class Artifact:
     max_batch: int | None  # the largest batch the file accepts (None: any)
     size: tuple[int, int] | None  # fixed H, W (None: dynamic)
 
+    @property
+    def output(self) -> str:
+        """What the model step hands on: its in-graph `mask` when it has one (`--output mask|both`), else `logits`."""
+        return "mask" if "mask" in json.loads(self.props.get("cfnet.outputs", '["logits"]')) else "logits"
+
+    def output_tensor(self) -> dict[str, Any]:
+        """The model step's output: `mask` (uint8 `H x W`) or `logits` (fp32 `C x H x W`), batched."""
+        if self.output == "mask":
+            return _tensor("mask", "UINT8", [-1, -1])
+        return _tensor("logits", "FP32", [self.metadata.num_classes, -1, -1])
+
 
 def read_artifact(path: str | Path) -> Artifact:
     """The model file's metadata and input limits; files without cfnet metadata are refused."""
@@ -134,7 +145,7 @@ def model_config(
     config.update(
         max_batch_size=max_batch,
         input=[_tensor("images", "FP32", [3, h, w])],
-        output=[_tensor("logits", "FP32", [artifact.metadata.num_classes, -1, -1])],
+        output=[artifact.output_tensor()],
         instance_group=[{"count": instances, "kind": Enum("KIND_GPU" if gpu else "KIND_CPU")}],
         dynamic_batching={"max_queue_delay_microseconds": queue_delay_us},
     )
@@ -181,8 +192,11 @@ def python_config(name: str, inputs: list[dict[str, Any]], outputs: list[dict[st
     }
 
 
-def ensemble_config(name: str, max_batch: int) -> dict[str, Any]:
-    """The ensemble `{name}`: frames -> `{name}_preprocess` -> `{name}_model` -> `{name}_postprocess` -> mask."""
+def ensemble_config(name: str, max_batch: int, output: str = "logits") -> dict[str, Any]:
+    """The ensemble `{name}`: frames -> `{name}_preprocess` -> `{name}_model` -> `{name}_postprocess` -> mask.
+
+    `output`: what the model step returns (`logits`, or `mask` for a model with the argmax in its graph).
+    """
 
     def step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> dict[str, Any]:
         return {
@@ -201,8 +215,8 @@ def ensemble_config(name: str, max_batch: int) -> dict[str, Any]:
         "ensemble_scheduling": {
             "step": [
                 step(f"{name}_preprocess", {"frames": "frames"}, {"images": "images", "info": "info"}),
-                step(f"{name}_model", {"images": "images"}, {"logits": "logits"}),
-                step(f"{name}_postprocess", {"logits": "logits", "info": "info"}, {"mask": "mask"}),
+                step(f"{name}_model", {"images": "images"}, {output: "scores"}),
+                step(f"{name}_postprocess", {output: "scores", "info": "info"}, {"mask": "mask"}),
             ]
         },
     }
@@ -212,7 +226,6 @@ def repository_configs(
     artifact: Artifact, name: str, backend: str, max_batch: int, instances: int, queue_delay_us: int, gpu: bool
 ) -> dict[str, dict[str, Any]]:
     """Every model's config, by model folder name."""
-    classes = artifact.metadata.num_classes
     pre = python_config(
         f"{name}_preprocess",
         [_tensor("frames", "UINT8", [-1, -1, 3])],
@@ -221,12 +234,12 @@ def repository_configs(
     )
     post = python_config(
         f"{name}_postprocess",
-        [_tensor("logits", "FP32", [classes, -1, -1]), _tensor("info", "INT32", [6])],
+        [artifact.output_tensor(), _tensor("info", "INT32", [6])],
         [_tensor("mask", "UINT8", [-1, -1])],
         max_batch, instances, artifact.props,
     )
     return {
-        name: ensemble_config(name, max_batch),
+        name: ensemble_config(name, max_batch, artifact.output),
         f"{name}_preprocess": pre,
         f"{name}_model": model_config(artifact, name, backend, max_batch, instances, queue_delay_us, gpu),
         f"{name}_postprocess": post,

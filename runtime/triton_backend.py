@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from runtime.artifact import ModelMetadata, Overrides
-from runtime.backend import Closing
+from runtime.backend import Closing, as_output
 from runtime.errors import UserError
 from runtime.triton_models import config_metadata
 
@@ -48,6 +48,7 @@ class TritonBackend(Closing):
         self.address, self.ensemble = parse_url(url)
         self.model = f"{self.ensemble}_model"
         self._grpc, self._error = grpcclient, InferenceServerException
+        self.output = "logits"  # what `{name}_model` returns: set from its config on connecting
         self.client = grpcclient.InferenceServerClient(self.address)
         try:
             self.metadata: ModelMetadata = self._connect(overrides)
@@ -70,6 +71,7 @@ class TritonBackend(Closing):
             if not self._call(self.client.is_model_ready, model, client_timeout=self.timeout):
                 raise UserError(f"model '{model}' is not ready on the Triton server", self.url)
         config = self._call(self.client.get_model_config, self.model, as_json=True, client_timeout=self.timeout)
+        self.output = config["config"]["output"][0]["name"]  # logits, or the in-graph mask
         return config_metadata(config["config"], overrides)
 
     def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
@@ -94,9 +96,10 @@ class TritonBackend(Closing):
         return out
 
     def infer(self, images: np.ndarray) -> np.ndarray:
-        """`N x 3 x H x W` float32 -> `N x C x H x W` float32 logits, through `{name}_model`."""
+        """`N x 3 x H x W` float32 -> `N x C x H x W` float32 logits (or a mask model's `N x H x W` uint8 mask),
+        through `{name}_model`."""
         images = np.ascontiguousarray(images, dtype=np.float32)
-        return self._infer(self.model, "images", images, "FP32", "logits").astype(np.float32, copy=False)
+        return as_output(self._infer(self.model, "images", images, "FP32", self.output))
 
     def segment_frames(self, frames: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
         """BGR uint8 frames of one size -> uint8 masks at that size, through the ensemble (server-side pre/post)."""

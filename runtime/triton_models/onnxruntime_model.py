@@ -1,4 +1,5 @@
-"""Triton model `{name}_model` on the Python backend: `images` -> `logits` through the runtime's ONNX Runtime backend.
+"""Triton model `{name}_model` on the Python backend: `images` -> `logits` (or the in-graph `mask`) through the
+runtime's ONNX Runtime backend.
 
 For Triton builds with only the Python backend (CPU servers, the server in the `nvidia-pytriton` wheel).
 Requests the dynamic batcher groups into one `execute` run as one batch per input shape.
@@ -33,14 +34,15 @@ class TritonPythonModel:
             groups.setdefault(batch.shape[1:], []).append(index)
         for members in groups.values():
             try:
-                logits = self.backend.infer(np.concatenate([images[i] for i in members]))
+                outputs = self.backend.infer(np.concatenate([images[i] for i in members]))
             except UserError as exc:
                 for i in members:
                     responses[i] = error_response(self.pb, exc)
                 continue
             splits = np.cumsum([len(images[i]) for i in members])[:-1]
-            for i, part in zip(members, np.split(logits, splits), strict=True):
-                responses[i] = self.pb.InferenceResponse(output_tensors=[output_tensor(self.pb, "logits", part)])
+            name = self.backend.output_name
+            for i, part in zip(members, np.split(outputs, splits), strict=True):
+                responses[i] = self.pb.InferenceResponse(output_tensors=[output_tensor(self.pb, name, part)])
         return responses
 
     def finalize(self) -> None:

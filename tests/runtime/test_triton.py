@@ -20,9 +20,11 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from export.mask import write_mask_variant
 from export.triton import export_triton
 from runtime.errors import UserError
 from runtime.onnxruntime_backend import OnnxRuntimeBackend
+from runtime.preprocess import preprocess
 from runtime.segmentation import segment
 from runtime.stream import run_stream
 from runtime.triton_backend import TritonBackend, parse_url
@@ -72,6 +74,9 @@ def repository(tiny_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     """The tiny model's repository, Python-backend model step; a long queue delay makes batches form reliably."""
     out = tmp_path_factory.mktemp("triton") / "repo"
     export_triton(tiny_onnx, out, backend="python", max_batch=8, queue_delay_us=20000)
+    # beside it, the same network exported with its argmax in the graph (`--output mask`)
+    masks = write_mask_variant(tiny_onnx, tmp_path_factory.mktemp("triton-mask") / "tiny-mask.onnx")
+    export_triton(masks, out, name="cfnetmask", backend="python", max_batch=8)
     return out
 
 
@@ -106,6 +111,22 @@ def test_masks_through_triton_equal_the_local_backend_bit_for_bit(tiny_onnx: Pat
             np.testing.assert_array_equal(via_model, expected)
             np.testing.assert_array_equal(via_ensemble, expected)
         assert len(np.unique(expected)) > 1  # a varied mask, not a constant
+
+
+def test_a_mask_model_serves_its_own_argmax_and_the_same_masks(tiny_onnx: Path, url: str, repository: Path) -> None:
+    """Issue 16 through Triton: the model step returns the uint8 mask (1 byte a pixel, not C floats) and the
+    ensemble's postprocess only crops and resizes it; masks equal the local logits backend's."""
+    config = (repository / "cfnetmask_model" / "config.pbtxt").read_text()
+    assert 'name: "mask"' in config and "TYPE_UINT8" in config and "logits" not in config
+    with OnnxRuntimeBackend(tiny_onnx, device="cpu") as local, TritonBackend(url + "mask") as remote:
+        assert remote.output == "mask"
+        for frame in frames_of_sizes():
+            expected, _ = segment(frame, local)
+            batch, _ = preprocess(frame, remote.metadata)
+            returned = remote.infer(batch)
+            assert returned.dtype == np.uint8 and returned.shape == (1, *batch.shape[2:])
+            np.testing.assert_array_equal(segment(frame, remote)[0], expected)
+            np.testing.assert_array_equal(remote.segment_frames(frame[None])[0], expected)
 
 
 def test_open_backend_dispatches_grpc_urls_and_metadata_overrides_apply(url: str) -> None:
