@@ -30,6 +30,8 @@ def export_group() -> None:
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
 @click.option("--calib-data", type=click.Path(file_okay=False), help="Image folder: int8 calibration, parity.")
 @click.option("--calib-images", default=32, show_default=True, help="Images of --calib-data to calibrate on.")
+@click.option("--branch", type=click.Choice(["transformer"]),
+              help="Only this branch of a fused checkpoint (its MiT encoder and auxiliary decoder).")
 @click.option("--json", "as_json", is_flag=True, help="Print the export report as JSON on stdout.")
 def onnx_command(
     checkpoint: str | None,
@@ -44,6 +46,7 @@ def onnx_command(
     precision: str,
     calib_data: str | None,
     calib_images: int,
+    branch: str | None,
     as_json: bool,
 ) -> None:
     """Export a model to ONNX: input `images` (N x 3 x H x W), output `logits`, cfnet metadata.
@@ -52,20 +55,23 @@ def onnx_command(
     images): max |Δ|, relative error, argmax agreement. An fp32 graph below 99.99% agreement or above 1e-4
     relative error is refused (exit 1, nothing written). fp16: convolutions and matrix products in fp16,
     normalisation, softmax, reductions and resizing in fp32 (for TensorRT 11's strongly typed builds).
-    int8: static QDQ quantisation calibrated on --calib-data, per-channel weights.
+    int8: static QDQ quantisation calibrated on --calib-data, per-channel weights. --branch transformer
+    exports a fused checkpoint's transformer branch alone (segformer's graph and size, metadata
+    cfnet.branch), compared with that branch's output in PyTorch.
 
     \b
     Example:
       cfnet export onnx --model segformer --preset tiny --out segformer.onnx --size 256x512
       cfnet export onnx --checkpoint runs/cfnet/best.pt --out cfnet.onnx --size 512x1024
       cfnet export onnx --checkpoint best.pt --out cfnet-int8.onnx --precision int8 --calib-data data/synth
+      cfnet export onnx --checkpoint runs/cfnet/best.pt --branch transformer --out branch.onnx --size 512x1024
     """
     import json
     import sys
 
     from export.onnx import ParityError, export_report
 
-    model = _load_model(checkpoint, model_name, preset)
+    model = _load_model(checkpoint, model_name, preset, branch)
     try:
         report = export_report(
             model,
@@ -86,7 +92,9 @@ def onnx_command(
         click.echo(json.dumps(report.as_dict(), indent=2))
 
 
-def _load_model(checkpoint: str | None, model_name: str | None, preset: str | None):  # noqa: ANN202 - a torch model
+def _load_model(  # noqa: ANN202 - a torch model
+    checkpoint: str | None, model_name: str | None, preset: str | None, branch: str | None
+):
     from cfnet.errors import UserError
 
     if checkpoint is None and model_name is None:
@@ -96,7 +104,9 @@ def _load_model(checkpoint: str | None, model_name: str | None, preset: str | No
             raise UserError("--preset comes from the checkpoint", "drop --preset or --checkpoint")
         from cfnet.checkpoint import load_model
 
-        return load_model(checkpoint, expect_model=model_name)
+        return load_model(checkpoint, expect_model=model_name, branch=branch)
+    if branch is not None:
+        raise UserError(f"--branch {branch} needs a trained --checkpoint", "random weights have no trained branch")
     from cfnet.models import build_model
 
     return build_model(str(model_name), preset=preset or "paper").eval()
