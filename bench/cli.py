@@ -67,6 +67,7 @@ def bench_command(
 ) -> None:
     """Measure latency, throughput and accuracy of every model on every backend, beside the paper's table.
 
+    A fused model's transformer branch alone (MiT + auxiliary decoder) is named `cfnet-pspnet:transformer`.
     Per model: parameters and GFLOPs; per backend: median and p90 latency, images/s, speed-up over PyTorch
     eager and GFLOP/s, backends interleaved round by round after a warm-up. A backend that cannot run here
     stays in the table with the reason. Writes report.md, results.csv, results.json and latency.png
@@ -77,6 +78,7 @@ def bench_command(
       cfnet bench --quick --out bench-report
       cfnet bench --models cfnet-pspnet,segformer --backends torch,onnxruntime,onnxruntime-int8 --iters 10
       cfnet bench --preset tiny --checkpoints runs --data data/synth --stream data/synth/video.mp4
+      cfnet bench --preset tiny --models cfnet-pspnet,cfnet-pspnet:transformer --backends torch,onnxruntime
     """
     import json
 

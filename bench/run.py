@@ -87,11 +87,15 @@ def run_bench(config: BenchConfig, *, exporter: Exporter | None = None, progress
 
 
 def _validate(config: BenchConfig) -> None:
+    from cfnet.checkpoint import BRANCHES
     from cfnet.models import MODEL_NAMES
 
     for name in config.models:
-        if name not in MODEL_NAMES:
-            raise UserError(f"unknown model '{name}'", f"choose from {', '.join(MODEL_NAMES)}")
+        model, branch = split_name(name)
+        if model not in MODEL_NAMES:
+            raise UserError(f"unknown model '{model}'", f"choose from {', '.join(MODEL_NAMES)}")
+        if branch is not None and (branch not in BRANCHES or not model.startswith("cfnet-")):
+            raise UserError(f"unknown branch '{name}'", "a fused model's branch: cfnet-pspnet:transformer")
     for backend in config.backends:
         if backend not in BACKENDS:
             raise UserError(f"unknown backend '{backend}'", f"choose from {', '.join(BACKENDS)}")
@@ -157,25 +161,38 @@ def _calibration_split(config: BenchConfig, dataset: Any) -> Any:
     return dataset
 
 
+def split_name(name: str) -> tuple[str, str | None]:
+    """`cfnet-pspnet:transformer` -> (`cfnet-pspnet`, `transformer`): a fused model's branch measured alone."""
+    model, _, branch = name.partition(":")
+    return model, branch or None
+
+
 def _load(name: str, config: BenchConfig) -> tuple[Any, str]:
     """The model to measure (random weights, or the checkpoint in `--checkpoints`) and its cache key."""
     import torch
 
     torch.manual_seed(config.seed)
+    base, branch = split_name(name)
+    tag = name.replace(":", "-")
     if config.checkpoints is None:
         from cfnet.models import build_model
 
-        return build_model(name, config.num_classes, config.preset).eval(), f"{name}-{config.preset}"
+        model = build_model(base, config.num_classes, config.preset)
+        if branch is not None:
+            from cfnet.models.contrafusion import TransformerBranch
+
+            model = TransformerBranch(model)  # type: ignore[arg-type]
+        return model.eval(), f"{tag}-{config.preset}"
     from cfnet.checkpoint import load_model
 
-    candidates = [config.checkpoints / f"{name}.pt", config.checkpoints / name / "best.pt",
-                  config.checkpoints / name / "last.pt"]
+    candidates = [config.checkpoints / f"{base}.pt", config.checkpoints / base / "best.pt",
+                  config.checkpoints / base / "last.pt"]
     for path in candidates:
         if path.is_file():
-            model = load_model(path, expect_model=name).eval()
+            model = load_model(path, expect_model=base, branch=branch).eval()
             stamp = int(path.stat().st_mtime)
-            return model, f"{name}-{model.config.get('preset', 'ckpt')}-{path.stem}-{stamp}"
-    raise UserError(f"no checkpoint for {name}", f"looked for {', '.join(str(p) for p in candidates)}")
+            return model, f"{tag}-{model.config.get('preset', 'ckpt')}-{path.stem}-{stamp}"
+    raise UserError(f"no checkpoint for {base}", f"looked for {', '.join(str(p) for p in candidates)}")
 
 
 def _bench_model(
@@ -284,7 +301,7 @@ def _streams(
             continue
         progress(f"[bench] {name}: streaming {Path(str(config.stream)).name} on {backend}")
         path = cache.engine(model, key) if backend == "tensorrt" else cache.onnx(model, key, _precision(backend))
-        out = config.out / "streams" / f"{name}-{backend}.mp4"
+        out = config.out / "streams" / f"{name.replace(':', '-')}-{backend}.mp4"
         stats = stream_fps(Path(str(config.stream)), path, config.device, out, threads)
         results[backend] = {"stream_fps": stats["stream_fps"], "backend_fps": stats["backend_fps"], "stream_note": None}
     return results

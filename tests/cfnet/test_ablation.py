@@ -174,3 +174,18 @@ def test_branch_of_a_checkpoint_without_the_aux_decoder_is_refused(
     code, _, err = _cli(capsys, "evaluate", "--checkpoint", str(checkpoint), "--data", str(data), "--branch",
                         "transformer")
     assert code == 2 and err.startswith("error: checkpoint has no auxiliary transformer decoder")
+
+
+def test_bench_measures_the_branch_beside_the_full_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "bench"
+    code, _, err = _cli(capsys, "bench", "--models", "cfnet-pspnet,cfnet-pspnet:transformer", "--preset", "tiny",
+                        "--size", "64x64", "--backends", "torch,onnxruntime", "--warmup", "0", "--iters", "1",
+                        "--threads", "1", "--out", str(out))
+    assert code == 0, err
+    result = json.loads((out / "results.json").read_text())
+    models = {m["model"]: m for m in result["models"]}
+    assert list(models) == ["cfnet-pspnet", "cfnet-pspnet:transformer"]
+    assert round(models["cfnet-pspnet:transformer"]["params_m"] * 1e6) == count_parameters(
+        build_model("segformer", preset="tiny"))
+    rows = {(r["model"], r["backend"]): r for r in result["rows"]}
+    assert rows[("cfnet-pspnet:transformer", "onnxruntime")]["median_ms"] > 0
