@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -93,6 +94,24 @@ def test_rerun_skips_finished_runs_and_resumes_interrupted_ones(
     assert [(Path(out).parent.name, iters, resume) for out, iters, resume in calls] == [
         ("full", 2, True), ("no-contrastive", 2, True)
     ]
+
+
+def test_an_interrupted_plan_still_writes_the_report_of_what_finished(
+    ablation: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "copy"
+    shutil.copytree(ablation / "runs" / "full", out / "runs" / "full")
+
+    def interrupt(config: object, resume: bool = False) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cfnet.train, "train", interrupt)
+    code, _, err = _cli(capsys, "ablate", "--data", str(data), "--out", str(out), *REDUCED)
+    assert code == 130 and "error: interrupted" in err
+    report = json.loads((out / "ablations.json").read_text())
+    assert [row["variant"] for row in report["rows"]] == ["full", "full: transformer branch"]
+    assert report["missing"] == ["no-contrastive seed 0"]
+    assert "Not run yet: no-contrastive seed 0." in (out / "ablations.md").read_text()
 
 
 def test_a_run_folder_of_other_settings_is_refused(ablation: Path, data: Path, capsys: pytest.CaptureFixture) -> None:
