@@ -301,7 +301,7 @@ def evaluate_command(
 @click.option("--data", required=True, type=click.Path(file_okay=False), help="Dataset root, Cityscapes layout.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder of the runs and the report.")
 @click.option("--preset", default="tiny", show_default=True, help="Model preset of every variant.")
-@click.option("--iters", type=int, help="Iterations per run [default: 500; --quick: 200].")
+@click.option("--iters", type=int, help="Iterations per run [default: 400; --quick: 200].")
 @click.option("--seeds", type=int, help="Seeds per variant [default: 2; --quick: 1].")
 @click.option("--variants", help="Comma-separated variants [default: all]; their references are added.")
 @click.option("--quick", is_flag=True, help="One seed and a shorter schedule.")

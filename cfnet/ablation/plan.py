@@ -60,7 +60,7 @@ class Schedule:
     data: str
     out: str
     preset: str = "tiny"
-    iters: int = 500
+    iters: int = 400
     seeds: int = 2
     batch_size: int = 4
     crop: tuple[int, int] = (128, 256)
