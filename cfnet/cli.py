@@ -297,6 +297,10 @@ def evaluate_command(
     click.echo(json.dumps(scores, indent=2) if as_json else format_scores(scores))
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 @cli.command("ablate")
 @click.option("--data", required=True, type=click.Path(file_okay=False), help="Dataset root, Cityscapes layout.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder of the runs and the report.")
@@ -320,7 +324,8 @@ def ablate_command(
     (`cfnet train --resume` works on it); a rerun skips finished runs and resumes interrupted ones.
     Writes OUT/ablations.md, .json, .csv and .png: mIoU, mean Dice, pixel accuracy per variant (mean and
     spread over seeds), the change against the reference, the paper's claim and whether the data agrees;
-    the full model's transformer branch is scored beside segformer. Ctrl-C writes the report so far.
+    the full model's transformer branch is scored beside segformer. Ctrl-C or SIGTERM writes the report
+    so far (exit 130); the interrupted run resumes from its last checkpoint on the next invocation.
 
     \b
     Example:
@@ -329,6 +334,7 @@ def ablate_command(
       cfnet ablate --data data/demo --out ablations --variants no-contrastive,segformer --seeds 1 --iters 50
     """
     import json
+    import signal
     import time
 
     from cfnet.ablation.plan import QUICK, Schedule, build_plan, select
@@ -341,9 +347,11 @@ def ablate_command(
         raise UserError("data folder not found", data)
     plan = build_plan(schedule, select(variants))
     started = time.perf_counter()
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM ends the plan like Ctrl-C
     try:
         execute(plan, progress=not as_json)
     finally:  # an interrupted plan still leaves the report of what finished
+        signal.signal(signal.SIGTERM, previous)
         report = collect(plan, schedule, seconds=time.perf_counter() - started)
         paths = write_report(report, out)
     click.echo(json.dumps(report, indent=2) if as_json else "\n".join(f"wrote {p}" for p in paths))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import platform
 import statistics
 from pathlib import Path
 from typing import Any
@@ -155,6 +157,8 @@ def _branch_finding(rows: dict[str, dict[str, Any]], cost: dict[str, dict[str, f
 
 def collect(plan: list[PlannedRun], schedule: Schedule, seconds: float | None = None) -> dict[str, Any]:
     """The report's figures from the finished runs of `plan` (missing runs are listed, not scored)."""
+    import torch
+
     from cfnet.ablation.runner import finished_runs
 
     finished = finished_runs(plan)
@@ -188,6 +192,8 @@ def collect(plan: list[PlannedRun], schedule: Schedule, seconds: float | None = 
         "findings": findings,
         "missing": missing,
         "seconds": seconds,
+        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "load_average_end": round(os.getloadavg()[0], 2), "platform": platform.platform()},
     }
 
 
@@ -239,7 +245,10 @@ def markdown(report: dict[str, Any], chart: str = "ablations.png") -> str:
     if report["missing"]:
         lines += ["", "Not run yet: " + ", ".join(report["missing"]) + "."]
     if report["seconds"] is not None:
-        lines += ["", f"Training time of this invocation: {report['seconds'] / 60:.1f} min."]
+        m = report["machine"]
+        lines += ["", f"Training time of this invocation: {report['seconds'] / 60:.1f} min on {m['cpus']} CPUs, "
+                  f"{m['torch_threads']} torch threads, 1-min load average {m['load_average_end']} at the end "
+                  f"({m['platform']})."]
     return "\n".join(lines) + "\n"
 
 

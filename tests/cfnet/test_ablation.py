@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import signal
 from dataclasses import replace
 from pathlib import Path
 
@@ -96,14 +98,14 @@ def test_rerun_skips_finished_runs_and_resumes_interrupted_ones(
     ]
 
 
-def test_an_interrupted_plan_still_writes_the_report_of_what_finished(
+def test_a_plan_stopped_by_sigterm_still_writes_the_report_of_what_finished(
     ablation: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "copy"
     shutil.copytree(ablation / "runs" / "full", out / "runs" / "full")
 
     def interrupt(config: object, resume: bool = False) -> None:
-        raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGTERM)  # as systemd, docker or `timeout` stop a run
 
     monkeypatch.setattr(cfnet.train, "train", interrupt)
     code, _, err = _cli(capsys, "ablate", "--data", str(data), "--out", str(out), *REDUCED)
@@ -112,6 +114,7 @@ def test_an_interrupted_plan_still_writes_the_report_of_what_finished(
     assert [row["variant"] for row in report["rows"]] == ["full", "full: transformer branch"]
     assert report["missing"] == ["no-contrastive seed 0"]
     assert "Not run yet: no-contrastive seed 0." in (out / "ablations.md").read_text()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler was the command's alone
 
 
 def test_a_run_folder_of_other_settings_is_refused(ablation: Path, data: Path, capsys: pytest.CaptureFixture) -> None:
