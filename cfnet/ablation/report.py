@@ -149,9 +149,15 @@ def _branch_finding(rows: dict[str, dict[str, Any]], cost: dict[str, dict[str, f
         f"({cost[BRANCH_ROW]['params_m']:.2f} M parameters, segformer's count)"
     )
     if "segformer" in rows:
-        alone = rows["segformer"]["miou"]["mean"]
-        better = "better" if branch > alone else "not better"
-        text += f"; {better} than segformer trained alone ({alone:.3f}, {(branch - alone) / alone:+.1%})"
+        ours, single = rows[BRANCH_ROW]["miou"], rows["segformer"]["miou"]
+        alone = single["mean"]
+        spread = None if ours["std"] is None or single["std"] is None else ours["std"] + single["std"]
+        if spread is not None and abs(branch - alone) <= spread:
+            better = "no different, within the seed spread, from"
+        else:
+            better = ("better" if branch > alone else "not better") + " than"
+        text += f"; {better} segformer trained alone ({alone:.3f}, {(branch - alone) / alone:+.1%}"
+        text += ")" if spread is not None else "; one seed)"
     return text + "."
 
 
@@ -247,7 +253,7 @@ def markdown(report: dict[str, Any], chart: str = "ablations.png") -> str:
     if report["seconds"] is not None:
         m = report["machine"]
         lines += ["", f"Training time of this invocation: {report['seconds'] / 60:.1f} min on {m['cpus']} CPUs, "
-                  f"{m['torch_threads']} torch threads, 1-min load average {m['load_average_end']} at the end "
+                  f"torch threads {m['torch_threads']}, 1-min load average {m['load_average_end']} at the end "
                   f"({m['platform']})."]
     return "\n".join(lines) + "\n"
 
