@@ -72,6 +72,7 @@ def bench_command(
 ) -> None:
     """Measure latency, throughput and accuracy of every model on every backend, beside the paper's table.
 
+    A fused model's transformer branch alone (MiT + auxiliary decoder) is named `cfnet-pspnet:transformer`.
     Per model: parameters and GFLOPs; per backend: median and p90 latency, images/s, speed-up over PyTorch
     eager and GFLOP/s, the end-to-end frame cost (preprocess + backend + postprocess to the frame's mask) and
     the bytes the model returns per frame (`NAME+mask`: the export with the argmax in the graph),
@@ -87,6 +88,7 @@ def bench_command(
           --data demo/data --stream demo/video.mp4 --size 128x256
       cfnet bench --models cfnet-pspnet --preset tiny --backends onnxruntime --stream drive.mp4 --streams 4
       cfnet bench --models hrnet --preset tiny --size 512x1024 --backends onnxruntime,onnxruntime+mask
+      cfnet bench --preset tiny --models cfnet-pspnet,cfnet-pspnet:transformer --backends torch,onnxruntime
     """
     import json
 

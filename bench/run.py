@@ -103,11 +103,15 @@ def run_bench(config: BenchConfig, *, exporter: Exporter | None = None, progress
 
 
 def _validate(config: BenchConfig) -> None:
+    from cfnet.checkpoint import BRANCHES
     from cfnet.models import MODEL_NAMES
 
     for name in config.models:
-        if name not in MODEL_NAMES:
-            raise UserError(f"unknown model '{name}'", f"choose from {', '.join(MODEL_NAMES)}")
+        model, branch = split_name(name)
+        if model not in MODEL_NAMES:
+            raise UserError(f"unknown model '{model}'", f"choose from {', '.join(MODEL_NAMES)}")
+        if branch is not None and (branch not in BRANCHES or not model.startswith("cfnet-")):
+            raise UserError(f"unknown branch '{name}'", "a fused model's branch: cfnet-pspnet:transformer")
     for backend in config.backends:
         if backend not in KNOWN_BACKENDS:
             raise UserError(f"unknown backend '{backend}'", f"choose from {', '.join(KNOWN_BACKENDS)}")
@@ -190,21 +194,34 @@ def _calibration_split(config: BenchConfig, dataset: Any) -> Any:
     return dataset
 
 
+def split_name(name: str) -> tuple[str, str | None]:
+    """`cfnet-pspnet:transformer` -> (`cfnet-pspnet`, `transformer`): a fused model's branch measured alone."""
+    model, _, branch = name.partition(":")
+    return model, branch or None
+
+
 def _load(name: str, config: BenchConfig) -> tuple[Any, str]:
     """The model to measure (random weights, or the checkpoint in `--checkpoints`) and its cache key."""
     import torch
 
     torch.manual_seed(config.seed)
+    base, branch = split_name(name)
+    tag = name.replace(":", "-")
     if config.checkpoints is None:
         from cfnet.models import build_model
 
-        return build_model(name, config.num_classes, config.preset).eval(), f"{name}-{config.preset}"
+        model = build_model(base, config.num_classes, config.preset)
+        if branch is not None:
+            from cfnet.models.contrafusion import TransformerBranch
+
+            model = TransformerBranch(model)  # type: ignore[arg-type]
+        return model.eval(), f"{tag}-{config.preset}"
     from cfnet.checkpoint import load_model
 
-    path = _checkpoint(name, config.checkpoints)
-    model = load_model(path, expect_model=name).eval()
+    path = _checkpoint(base, config.checkpoints)
+    model = load_model(path, expect_model=base, branch=branch).eval()
     stamp = int(path.stat().st_mtime)
-    return model, f"{name}-{model.config.get('preset', 'ckpt')}-{path.stem}-{stamp}"
+    return model, f"{tag}-{model.config.get('preset', 'ckpt')}-{path.stem}-{stamp}"
 
 
 def _checkpoint(name: str, folder: Path) -> Path:
@@ -362,7 +379,7 @@ def _streams(
                 path = runner.url
             else:
                 path = artifact(backend, model, key, cache, config.device)
-            out = config.out / "streams" / f"{name}-{backend}.mp4"
+            out = config.out / "streams" / f"{name.replace(':', '-')}-{backend}.mp4"
             stats = stream_fps(Path(str(config.stream)), path, config.device, out, threads)
         except Exception as exc:  # this backend's stream failed: its row says so, the bench goes on
             note = f"stream failed: {first_line(exc)}"

@@ -106,10 +106,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def load_model(path: str | Path, expect_model: str | None = None) -> SegmentationModel:
+BRANCHES = ("transformer",)
+
+
+def load_model(path: str | Path, expect_model: str | None = None, branch: str | None = None) -> SegmentationModel:
     """The model of checkpoint `path`, built from its saved config, in eval mode on the CPU.
 
     `expect_model`: the model name the caller needs; a checkpoint of another model is a `UserError`.
+    `branch="transformer"`: a fused model's MiT encoder and auxiliary decoder alone (`TransformerBranch`).
+    The training-only parts (projection heads, auxiliary decoder) are built only when the checkpoint holds them.
     """
     from cfnet.models import build_model
 
@@ -119,10 +124,28 @@ def load_model(path: str | Path, expect_model: str | None = None) -> Segmentatio
     if expect_model is not None and name != expect_model:
         raise UserError(f"checkpoint holds model '{name}', expected '{expect_model}'", str(path))
     model = build_model(str(name), num_classes=int(config["num_classes"]), preset=str(config["preset"]))
+    model.drop_training_modules(model.parts_in(payload["model"]))
     try:
         model.load_state_dict(payload["model"], strict=True)
     except RuntimeError as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         detail = lines[1] if len(lines) > 1 else lines[0]
         raise UserError(f"checkpoint weights do not fit model '{name}': {detail[:200]}", str(path)) from exc
-    return model.eval()
+    return model.eval() if branch is None else _branch(model, branch, path).eval()
+
+
+def _branch(model: SegmentationModel, branch: str, path: str | Path) -> SegmentationModel:
+    from cfnet.models.contrafusion import ContraFusionNet, TransformerBranch
+
+    if branch not in BRANCHES:
+        raise UserError(f"unknown branch '{branch}'", f"choose from {', '.join(BRANCHES)}")
+    if not isinstance(model, ContraFusionNet):
+        fused = "a fused model (cfnet-pspnet, cfnet-hrnet)"
+        raise UserError(f"--branch {branch} needs {fused}, not '{model.config['model']}'", str(path))
+    if model.aux_decoder is None:
+        raise UserError(
+            "checkpoint has no auxiliary transformer decoder (trained before it, or with --aux-weight 0): "
+            "retrain with --aux-weight > 0",
+            str(path),
+        )
+    return TransformerBranch(model)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from pathlib import Path
 
 import click
 
@@ -222,6 +223,10 @@ def data_check_command(data: str, splits: tuple[str, ...], as_json: bool) -> Non
 @click.option("--log-every", default=10, show_default=True, help="Iterations between rows of metrics.csv.")
 @click.option("--workers", default=2, show_default=True, help="DataLoader worker processes per training process.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--loss-contrastive", default=0.1, show_default=True, help="InfoNCE weight (fused models; 0: off).")
+@click.option("--temperature", default=0.07, show_default=True, help="InfoNCE temperature tau.")
+@click.option("--aux-weight", type=float, show_default="0.4, measured: docs/DESIGN.md",
+              help="Weight of the fused models' auxiliary transformer-branch loss (0: no branch decoder).")
 @click.pass_context
 def train_command(ctx: click.Context, model_name: str | None, data: str | None, **options: object) -> None:
     """Train a model: Adam, CE + Dice (+ InfoNCE for the fused models), checkpoints and curves in --out.
@@ -252,7 +257,7 @@ def train_command(ctx: click.Context, model_name: str | None, data: str | None, 
     else:
         if model_name is None or data is None:
             raise click.UsageError("--model and --data are required (unless --resume)", ctx)
-        fields = {k: v for k, v in options.items() if k != "resume"}
+        fields = {k: v for k, v in options.items() if k != "resume" and v is not None}  # None: TrainConfig's default
         config = TrainConfig(model=model_name, data=data, **fields)  # type: ignore[arg-type]
     path = train(config, resume=bool(options["resume"]))
     if os.environ.get("RANK", "0") == "0":  # under torchrun every rank runs this command; one reports
@@ -266,10 +271,12 @@ def train_command(ctx: click.Context, model_name: str | None, data: str | None, 
 @click.option("--model", "expect_model", metavar="NAME", help="Refuse a checkpoint of any other model.")
 @click.option("--save-predictions", type=click.Path(file_okay=False), help="Folder for labelId result PNGs.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--branch", type=click.Choice(["transformer"]),
+              help="Score only this branch of a fused checkpoint (its MiT encoder and auxiliary decoder).")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as one JSON object on stdout.")
 def evaluate_command(
     checkpoint: str, data: str, split: str, expect_model: str | None, save_predictions: str | None, device: str,
-    as_json: bool,
+    branch: str | None, as_json: bool,
 ) -> None:
     """Score a checkpoint on a split: one confusion matrix; mIoU, mean Dice, pixel accuracy, per-class IoU.
 
@@ -279,6 +286,7 @@ def evaluate_command(
     \b
     Example:
       cfnet evaluate --checkpoint runs/tiny/best.pt --data data/synth --json
+      cfnet evaluate --checkpoint runs/tiny/best.pt --data data/synth --branch transformer
     """
     import json
 
@@ -286,9 +294,69 @@ def evaluate_command(
 
     scores = evaluate_checkpoint(
         checkpoint, data, split=split, expect_model=expect_model, save_predictions=save_predictions,
-        device=device, progress=not as_json,
+        device=device, progress=not as_json, branch=branch,
     )
     click.echo(json.dumps(scores, indent=2) if as_json else format_scores(scores))
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@cli.command("ablate")
+@click.option("--data", required=True, type=click.Path(file_okay=False), help="Dataset root, Cityscapes layout.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder of the runs and the report.")
+@click.option("--preset", default="tiny", show_default=True, help="Model preset of every variant.")
+@click.option("--iters", type=int, help="Iterations per run [default: 400; --quick: 200].")
+@click.option("--seeds", type=int, help="Seeds per variant [default: 2; --quick: 1].")
+@click.option("--variants", help="Comma-separated variants [default: all]; their references are added.")
+@click.option("--quick", is_flag=True, help="One seed and a shorter schedule.")
+@click.option("--batch-size", type=int, help="Images per iteration [default: 4].")
+@click.option("--crop", type=SIZE, help="Training crop HxW [default: 128x256, the demo set's size].")
+@click.option("--aux-weight", type=float, help="Auxiliary transformer-branch loss weight [default: train's].")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Training device [default: cpu].")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+def ablate_command(
+    data: str, out: str, variants: str | None, quick: bool, as_json: bool, **given: object
+) -> None:
+    """Train the paper's ablations with one schedule and seed set, and report them beside its claims.
+
+    Variants: full (cfnet-pspnet), no-contrastive, segformer, pspnet, tau-0.03/0.1/0.2/0.5 (full is tau
+    0.07), hrnet-full, hrnet-no-contrastive. Each run is an ordinary run folder, OUT/runs/VARIANT/seed-N
+    (`cfnet train --resume` works on it); a rerun skips finished runs and resumes interrupted ones.
+    Writes OUT/ablations.md, .json, .csv and .png: mIoU, mean Dice, pixel accuracy per variant (mean and
+    spread over seeds), the change against the reference, the paper's claim and whether the data agrees;
+    the full model's transformer branch is scored beside segformer. Ctrl-C or SIGTERM writes the report
+    so far (exit 130); the interrupted run resumes from its last checkpoint on the next invocation.
+
+    \b
+    Example:
+      cfnet data synth data/demo --train 120 --val 30 --size 128x256
+      cfnet ablate --data data/demo --out ablations --quick
+      cfnet ablate --data data/demo --out ablations --variants no-contrastive,segformer --seeds 1 --iters 50
+    """
+    import json
+    import signal
+    import time
+
+    from cfnet.ablation.plan import QUICK, Schedule, build_plan, select
+    from cfnet.ablation.report import collect, write_report
+    from cfnet.ablation.runner import execute
+
+    options = {**(QUICK if quick else {}), **{k: v for k, v in given.items() if v is not None}}
+    schedule = Schedule(data=data, out=out, **options)  # type: ignore[arg-type]
+    if not Path(data).is_dir():
+        raise UserError("data folder not found", data)
+    plan = build_plan(schedule, select(variants))
+    started = time.perf_counter()
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM ends the plan like Ctrl-C
+    try:
+        execute(plan, progress=not as_json)
+    finally:  # an interrupted plan still leaves the report of what finished
+        signal.signal(signal.SIGTERM, previous)
+        report = collect(plan, schedule, seconds=time.perf_counter() - started)
+        paths = write_report(report, out)
+    click.echo(json.dumps(report, indent=2) if as_json else "\n".join(f"wrote {p}" for p in paths))
 
 
 # --- commands of the other packages ---

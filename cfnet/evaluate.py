@@ -138,26 +138,30 @@ def evaluate_checkpoint(
     save_predictions: str | Path | None = None,
     device: str = "auto",
     progress: bool = False,
+    branch: str | None = None,
 ) -> dict[str, Any]:
-    """`evaluate` the model of `checkpoint` on `data`/`split`, plus the checkpoint, model and split names."""
+    """`evaluate` the model of `checkpoint` (or its `branch`, see `load_model`) on `data`/`split`, plus the
+    checkpoint, model, branch and split names."""
     from cfnet.checkpoint import load_model
     from cfnet.data.cityscapes import CityscapesDataset
     from cfnet.data.transforms import EvalTransform
     from cfnet.train.distributed import resolve_device
 
-    model = load_model(checkpoint, expect_model=expect_model)
+    model = load_model(checkpoint, expect_model=expect_model, branch=branch)
     if not Path(data).is_dir():
         raise UserError("data folder not found", str(data))
     dataset = CityscapesDataset(data, split, transform=EvalTransform())
     target = resolve_device(device)
     scores = evaluate(model.to(target), dataset, device=target, save_predictions=save_predictions, progress=progress)
-    return {"checkpoint": str(checkpoint), "model": model.config["model"], "split": split, **scores}
+    names = {"checkpoint": str(checkpoint), "model": model.config["model"], "branch": branch, "split": split}
+    return {**names, **scores}
 
 
 def format_scores(scores: dict[str, Any]) -> str:
     """The scores as text: the three means, then a per-class IoU / Dice table."""
+    branch = f" ({scores['branch']} branch)" if scores.get("branch") else ""
     lines = [
-        f"{scores.get('model', 'model')} on {scores.get('split', 'split')} ({scores['images']} images)",
+        f"{scores.get('model', 'model')}{branch} on {scores.get('split', 'split')} ({scores['images']} images)",
         f"mIoU            {scores['miou']:.4f}",
         f"mean Dice       {scores['mdice']:.4f}",
         f"pixel accuracy  {scores['pixel_accuracy']:.4f}",

@@ -63,8 +63,12 @@ def pixel_info_nce(
 
 
 class SegmentationLoss(nn.Module):
-    """`ce * CE + dice * Dice + contrastive * InfoNCE`; the InfoNCE term only when the model's outputs carry
-    `embed_transformer` and `embed_cnn`. Returns the total and the parts (floats) for logging."""
+    """`ce * CE + dice * Dice + contrastive * InfoNCE + aux * (ce * CE + dice * Dice of the auxiliary logits)`.
+
+    The InfoNCE term (at `temperature`) only when the model's outputs carry `embed_transformer` and
+    `embed_cnn`, the auxiliary term only when they carry `aux_logits` (the fused models' transformer branch).
+    Returns the total and the parts (floats) for logging.
+    """
 
     def __init__(
         self,
@@ -74,24 +78,36 @@ class SegmentationLoss(nn.Module):
         temperature: float = 0.07,
         samples: int = 256,
         ignore_index: int = IGNORE_INDEX,
+        aux: float = 0.0,
     ) -> None:
         super().__init__()
-        self.weights = {"ce": ce, "dice": dice, "contrastive": contrastive}
+        self.weights = {"ce": ce, "dice": dice, "contrastive": contrastive, "aux": aux}
         self.temperature = temperature
         self.samples = samples
         self.ignore_index = ignore_index
 
-    def forward(self, outputs: dict[str, Tensor], target: Tensor) -> tuple[Tensor, dict[str, float]]:
-        logits = outputs["logits"]
+    def parts(self) -> set[str]:
+        """The models' training-only parts this loss uses (`SegmentationModel.TRAINING_MODULES`)."""
+        return {part for part, key in (("embeddings", "contrastive"), ("aux", "aux")) if self.weights[key]}
+
+    def _segmentation(self, logits: Tensor, target: Tensor) -> dict[str, Tensor]:
         terms: dict[str, Tensor] = {}
         if self.weights["ce"]:
             terms["ce"] = cross_entropy(logits, target, self.ignore_index)
         if self.weights["dice"]:
             terms["dice"] = dice_loss(logits, target, self.ignore_index)
+        return terms
+
+    def forward(self, outputs: dict[str, Tensor], target: Tensor) -> tuple[Tensor, dict[str, float]]:
+        logits = outputs["logits"]
+        terms = self._segmentation(logits, target)
         if self.weights["contrastive"] and "embed_transformer" in outputs and "embed_cnn" in outputs:
             terms["contrastive"] = pixel_info_nce(
                 outputs["embed_transformer"], outputs["embed_cnn"], self.temperature, self.samples
             )
+        if self.weights["aux"] and "aux_logits" in outputs:
+            aux = self._segmentation(outputs["aux_logits"], target)
+            terms["aux"] = sum((self.weights[k] * v for k, v in aux.items()), logits.new_zeros(()))
         total = sum((self.weights[k] * v for k, v in terms.items()), logits.new_zeros(()))
         parts = {k: float(v.detach()) for k, v in terms.items()}
         parts["total"] = float(total.detach())

@@ -34,6 +34,8 @@ def export_group() -> None:
 )
 @click.option("--output", type=click.Choice(["logits", "mask", "both"]), default="logits", show_default=True,
               help="Graph outputs: logits (N x C x H x W float32), mask (N x H x W uint8 argmax in the graph), both.")
+@click.option("--branch", type=click.Choice(["transformer"]),
+              help="Only this branch of a fused checkpoint (its MiT encoder and auxiliary decoder).")
 @click.option("--json", "as_json", is_flag=True, help="Print the export report as JSON on stdout.")
 def onnx_command(
     checkpoint: str | None,
@@ -49,6 +51,7 @@ def onnx_command(
     calib_data: str | None,
     calib_images: int,
     output: str,
+    branch: str | None,
     as_json: bool,
 ) -> None:
     """Export a model to ONNX: input `images` (N x 3 x H x W), output `logits`, cfnet metadata.
@@ -61,6 +64,8 @@ def onnx_command(
     --output mask appends ArgMax over the classes and a cast to uint8: the graph returns `mask` (N x H x W,
     1 byte a pixel instead of 4 x 19), checked to equal PyTorch's argmax wherever its two largest logits
     differ by more than 1e-3; the metadata's `cfnet.outputs` lists the outputs.
+    --branch transformer exports a fused checkpoint's transformer branch alone (segformer's graph and
+    size, metadata cfnet.branch), compared with that branch's output in PyTorch.
 
     \b
     Example:
@@ -68,13 +73,14 @@ def onnx_command(
       cfnet export onnx --checkpoint runs/cfnet/best.pt --out cfnet.onnx --size 512x1024
       cfnet export onnx --checkpoint best.pt --out cfnet-int8.onnx --precision int8 --calib-data data/synth
       cfnet export onnx --model segformer --preset tiny --out segformer-mask.onnx --size 256x512 --output mask
+      cfnet export onnx --checkpoint runs/cfnet/best.pt --branch transformer --out branch.onnx --size 512x1024
     """
     import json
     import sys
 
     from export.onnx import ParityError, export_report
 
-    model = _load_model(checkpoint, model_name, preset)
+    model = _load_model(checkpoint, model_name, preset, branch)
     try:
         report = export_report(
             model,
@@ -96,7 +102,9 @@ def onnx_command(
         click.echo(json.dumps(report.as_dict(), indent=2))
 
 
-def _load_model(checkpoint: str | None, model_name: str | None, preset: str | None):  # noqa: ANN202 - a torch model
+def _load_model(  # noqa: ANN202 - a torch model
+    checkpoint: str | None, model_name: str | None, preset: str | None, branch: str | None
+):
     from cfnet.errors import UserError
 
     if checkpoint is None and model_name is None:
@@ -106,7 +114,9 @@ def _load_model(checkpoint: str | None, model_name: str | None, preset: str | No
             raise UserError("--preset comes from the checkpoint", "drop --preset or --checkpoint")
         from cfnet.checkpoint import load_model
 
-        return load_model(checkpoint, expect_model=model_name)
+        return load_model(checkpoint, expect_model=model_name, branch=branch)
+    if branch is not None:
+        raise UserError(f"--branch {branch} needs a trained --checkpoint", "random weights have no trained branch")
     from cfnet.models import build_model
 
     return build_model(str(model_name), preset=preset or "paper").eval()

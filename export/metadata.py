@@ -17,7 +17,8 @@ PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def build_metadata(model: SegmentationModel, size: tuple[int, int], precision: str) -> dict[str, str]:
-    """The metadata of `model` exported at `size` (H, W) in `precision`; every value is a string."""
+    """The metadata of `model` exported at `size` (H, W) in `precision`; every value is a string. A fused
+    model's branch exported alone (`config["branch"]`) is named by `cfnet.branch`."""
     config = getattr(model, "config", {})
     num_classes = int(config.get("num_classes", len(TRAIN_CLASSES)))
     if num_classes == len(TRAIN_CLASSES):
@@ -25,7 +26,9 @@ def build_metadata(model: SegmentationModel, size: tuple[int, int], precision: s
     else:
         classes = [f"class{i}" for i in range(num_classes)]
         palette = [list(PALETTE[i % len(PALETTE)]) for i in range(num_classes)]
+    branch = {"cfnet.branch": str(config["branch"])} if "branch" in config else {}
     return {
+        **branch,
         "cfnet.model": str(config.get("model", type(model).__name__)),
         "cfnet.preset": str(config.get("preset", "unknown")),
         "cfnet.classes": json.dumps(classes),

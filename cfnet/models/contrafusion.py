@@ -3,12 +3,15 @@
 At each of the four transformer scales (1/4 .. 1/32) the CNN feature is bilinearly resampled to the
 transformer feature's exact size, concatenated to it and fused back to the transformer width (1x1 conv, BN,
 ReLU). Training adds projection heads on the deepest features of both encoders, whose embeddings feed the
-pixel InfoNCE loss (`cfnet.losses`); `forward` (the inference and export graph) does not run them.
+pixel InfoNCE loss (`cfnet.losses`), and an auxiliary all-MLP decoder on the transformer features alone, trained
+jointly, so that the transformer branch is a segmenter of its own (`TransformerBranch`, SegFormer's size).
+`forward` (the inference and export graph) runs none of them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -53,8 +56,15 @@ class ContraFusionNet(SegmentationModel):
         cnn_channels: tuple[int, int, int, int] = cnn.out_channels  # type: ignore[assignment]
         self.fusions = nn.ModuleList(fusion(t, c) for t, c in zip(config.widths, cnn_channels, strict=True))
         self.decoder = AllMLPDecoder(config.widths, config.decoder_dim, num_classes)
-        self.head_transformer = ProjectionHead(config.widths[-1])
-        self.head_cnn = ProjectionHead(cnn_channels[-1])
+        self.head_transformer: ProjectionHead | None = ProjectionHead(config.widths[-1])
+        self.head_cnn: ProjectionHead | None = ProjectionHead(cnn_channels[-1])
+        self.aux_decoder: AllMLPDecoder | None = AllMLPDecoder(config.widths, config.decoder_dim, num_classes)
+
+
+    TRAINING_MODULES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "embeddings": ("head_transformer", "head_cnn"),
+        "aux": ("aux_decoder",),
+    }
 
     def _encode(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         return self.transformer(x), self.cnn(x)
@@ -71,14 +81,33 @@ class ContraFusionNet(SegmentationModel):
         return self._decode(x, transformer, cnn)
 
     def forward_train(self, x: Tensor) -> dict[str, Tensor]:
-        """Logits plus `embed_transformer` and `embed_cnn` (`N x 128 x h x w` on the transformer's deepest grid)."""
+        """Logits plus `embed_transformer` and `embed_cnn` (`N x 128 x h x w` on the transformer's deepest grid)
+        and `aux_logits` (the transformer branch's, at the input size), those whose modules are kept."""
         transformer, cnn = self._encode(x)
         deepest = transformer[-1]
-        return {
-            "logits": self._decode(x, transformer, cnn),
-            "embed_transformer": self.head_transformer(deepest),
-            "embed_cnn": self.head_cnn(resize_to(cnn[-1], deepest)),
-        }
+        out = {"logits": self._decode(x, transformer, cnn)}
+        if self.head_transformer is not None and self.head_cnn is not None:
+            out["embed_transformer"] = self.head_transformer(deepest)
+            out["embed_cnn"] = self.head_cnn(resize_to(cnn[-1], deepest))
+        if self.aux_decoder is not None:
+            out["aux_logits"] = resize_to(self.aux_decoder(transformer), x)
+        return out
+
+
+class TransformerBranch(SegmentationModel):
+    """The fused model's MiT encoder and auxiliary all-MLP decoder alone: SegFormer's graph, the fused
+    model's weights (shared, not copied). `config` is the fused model's plus `branch: transformer`."""
+
+    def __init__(self, fused: ContraFusionNet) -> None:
+        super().__init__()
+        if fused.aux_decoder is None:
+            raise ValueError("the fused model has no auxiliary decoder")
+        self.transformer = fused.transformer
+        self.aux_decoder = fused.aux_decoder
+        self.config = {**getattr(fused, "config", {}), "branch": "transformer"}
+
+    def forward(self, x: Tensor) -> Tensor:
+        return resize_to(self.aux_decoder(self.transformer(x)), x)
 
 
 def _cnn_encoder(name: str, preset: str) -> nn.Module:

@@ -10,6 +10,8 @@ from typing import Any
 from cfnet.errors import UserError
 
 AMP_DTYPES = ("fp16", "bf16")
+AUX_WEIGHT = 0.4
+"""Default weight of the fused models' auxiliary transformer-branch loss (measured: docs/DESIGN.md, Ablations)."""
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -47,6 +49,8 @@ class TrainConfig:
     loss_ce: float = 1.0
     loss_dice: float = 1.0
     loss_contrastive: float = 0.1
+    temperature: float = 0.07
+    aux_weight: float = AUX_WEIGHT
 
     def __post_init__(self) -> None:
         self.crop = (int(self.crop[0]), int(self.crop[1]))
@@ -62,6 +66,10 @@ class TrainConfig:
             raise UserError("iters and epochs must be at least 1", f"got iters={self.iters} epochs={self.epochs}")
         if min(self.val_every, self.save_every, self.workers) < 0:
             raise UserError("val-every, save-every and workers cannot be negative", "cfnet train")
+        if min(self.loss_ce, self.loss_dice, self.loss_contrastive, self.aux_weight) < 0:
+            raise UserError("loss weights cannot be negative", "--aux-weight and the loss weights")
+        if self.temperature <= 0:
+            raise UserError("temperature must be positive", f"got {self.temperature}")
         if self.lr <= 0:
             raise UserError("lr must be positive", f"got {self.lr}")
 
@@ -86,7 +94,7 @@ def resumed_config(out: str | Path, overrides: dict[str, Any]) -> TrainConfig:
     """The config saved in `out/last.pt`, with the `RESUME_OVERRIDES` among `overrides` applied."""
     from cfnet.checkpoint import load_checkpoint
 
-    saved = load_checkpoint(Path(out) / "last.pt")["config"]
+    saved = {"aux_weight": 0.0, **load_checkpoint(Path(out) / "last.pt")["config"]}  # runs from before the aux
     changes = {k: v for k, v in overrides.items() if k in RESUME_OVERRIDES}
     if "iters" in changes:
         changes.setdefault("epochs", None)

@@ -22,6 +22,7 @@ COLUMNS = (
     "loss_ce",
     "loss_dice",
     "loss_contrastive",
+    "loss_aux",
     "val_miou",
     "val_mdice",
     "val_pixel_accuracy",

@@ -182,14 +182,19 @@ class _Run:
         self.val_every = config.val_every or self.per_epoch
         self.save_every = config.save_every or self.per_epoch
         seed_all(config.seed)
+        self.criterion = SegmentationLoss(
+            ce=config.loss_ce,
+            dice=config.loss_dice,
+            contrastive=config.loss_contrastive,
+            temperature=config.temperature,
+            aux=config.aux_weight,
+        )
         model = build_model(config.model, config.num_classes, config.preset, config.backbone_weights)
+        model.drop_training_modules(self.criterion.parts())
         self.model_config = dict(model.config)
         self.net = wrap_model(model, ctx)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.amp = Amp.for_run(config, ctx.device, ctx.is_main)
-        self.criterion = SegmentationLoss(
-            ce=config.loss_ce, dice=config.loss_dice, contrastive=config.loss_contrastive
-        )
         self.iteration = 0
         self.best = -math.inf
         self.clock_start = 0.0  # seconds of training before this process: a resumed run continues the clock
@@ -358,7 +363,7 @@ class _Run:
             self._save(names, {**metrics, "seconds": self.seconds()})
 
 
-_LOGGED = ("loss", "loss_ce", "loss_dice", "loss_contrastive")
+_LOGGED = ("loss", "loss_ce", "loss_dice", "loss_contrastive", "loss_aux")
 
 
 def run_process(config: TrainConfig, resume: bool) -> Path | None:

@@ -15,6 +15,7 @@ from cfnet.data.cityscapes import CityscapesDataset
 from cfnet.data.synth import synthesize
 from cfnet.data.transforms import EvalTransform
 from cfnet.evaluate import evaluate
+from cfnet.train.config import AUX_WEIGHT
 from cfnet.train.curves import read_metrics
 
 TINY = ["--preset", "tiny", "--crop", "64x64", "--workers", "0", "--device", "cpu", "--lr", "1e-3"]
@@ -52,7 +53,8 @@ def test_run_writes_checkpoints_metrics_and_curves(data: Path, tmp_path: Path, c
     assert all("loss_contrastive" in r and r["loss_contrastive"] > 0 for r in train_rows)  # the fused model's InfoNCE
     assert train_rows[0]["lr"] == pytest.approx(1e-3) and train_rows[-1]["lr"] < train_rows[1]["lr"]  # poly decay
     for r in train_rows:
-        assert r["loss"] == pytest.approx(r["loss_ce"] + r["loss_dice"] + 0.1 * r["loss_contrastive"], rel=1e-4)
+        parts = r["loss_ce"] + r["loss_dice"] + 0.1 * r["loss_contrastive"] + AUX_WEIGHT * r["loss_aux"]
+        assert r["loss"] == pytest.approx(parts, rel=1e-4)
 
     last = load_checkpoint(run / "last.pt")
     assert last["iteration"] == 6 and last["config"]["model"] == "cfnet-pspnet" and last["config"]["crop"] == [64, 64]

@@ -1,0 +1,1 @@
+"""`cfnet ablate`: the paper's ablations as a plan of ordinary training runs, and their report."""
