@@ -7,6 +7,7 @@ temp name in the output folder and renamed, so an interrupted export leaves noth
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import time
@@ -23,12 +24,14 @@ import torch
 from cfnet.atomic import write_bytes
 from cfnet.errors import UserError
 from cfnet.models.base import SegmentationModel
-from export.metadata import PRECISIONS, build_metadata, set_metadata
+from export.autopilot import check_options as check_int8_options
+from export.metadata import PRECISIONS, build_metadata, plan_metadata, set_metadata
 from export.parity import FP32_MAX_RELATIVE_ERROR, FP32_MIN_AGREEMENT, Parity, compare, fp32_ok
 
 INPUT, OUTPUT = "images", "logits"
 PARITY_SEED = 0
 REAL_PARITY_IMAGES = 4
+HELDOUT_IMAGES = 8
 
 
 class ParityError(Exception):
@@ -46,6 +49,7 @@ class ExportReport:
     latency_ms: dict[str, float] = field(default_factory=dict)
     nodes: int = 0
     seconds: float = 0.0
+    precision_plan: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +60,7 @@ class ExportReport:
             "latency_ms": self.latency_ms,
             "nodes": self.nodes,
             "seconds": round(self.seconds, 2),
+            "precision_plan": self.precision_plan,
         }
 
 
@@ -71,12 +76,19 @@ def export_onnx(
     opset: int = 17,
     batch: int = 1,
     calib_count: int = 32,
+    calib_method: str = "minmax",
+    int8_target: str = "cpu",
+    min_agreement: float | None = None,
+    heldout_count: int = HELDOUT_IMAGES,
 ) -> Path:
     """Export `model` to `out` and return the path; parity lines are printed on stderr.
 
     `calib_images`: a folder of images or an iterable of preprocessed `N x 3 x H x W` float32 arrays, used
     for int8 calibration (required then) and for parity on real images. Raises `ParityError` when the fp32
     graph disagrees with PyTorch, `UserError` on bad arguments.
+    int8: `calib_method` (`minmax`, `percentile`, `entropy`), `int8_target` (`cpu`: uint8 activations for ONNX
+    Runtime; `tensorrt`: symmetric int8), `min_agreement`: the precision autopilot's target argmax agreement
+    with fp32 on `heldout_count` held-out images (see `export.autopilot`).
     """
     return export_report(
         model,
@@ -89,6 +101,10 @@ def export_onnx(
         opset=opset,
         batch=batch,
         calib_count=calib_count,
+        calib_method=calib_method,
+        int8_target=int8_target,
+        min_agreement=min_agreement,
+        heldout_count=heldout_count,
     ).path
 
 
@@ -104,6 +120,10 @@ def export_report(
     opset: int = 17,
     batch: int = 1,
     calib_count: int = 32,
+    calib_method: str = "minmax",
+    int8_target: str = "cpu",
+    min_agreement: float | None = None,
+    heldout_count: int = HELDOUT_IMAGES,
     log: Callable[[str], None] | None = None,
 ) -> ExportReport:
     """`export_onnx` returning the full `ExportReport` (parity per check, latencies); `log` gets progress lines."""
@@ -112,6 +132,7 @@ def export_report(
     out = Path(out)
     divisor = int(getattr(model, "size_divisor", 1))
     _check_arguments(out, size, divisor, precision, opset, batch, calib_images)
+    check_int8_options(precision, calib_method, int8_target, min_agreement)
     model = model.eval()
     metadata = build_metadata(model, size, precision)
 
@@ -121,8 +142,13 @@ def export_report(
     set_metadata(proto, {**metadata, "cfnet.precision": "fp32"})
     onnx.checker.check_model(proto, full_check=True)
 
-    real = []
-    if calib_images is not None:
+    real: list[np.ndarray] = []
+    heldout = None
+    if calib_images is not None and precision == "int8" and min_agreement is not None:
+        from export.calibration import load_split
+
+        real, heldout = load_split(calib_images, metadata, calib_count, heldout_count)
+    elif calib_images is not None:
         from export.calibration import load_batches
 
         count = calib_count if precision == "int8" else REAL_PARITY_IMAGES
@@ -145,9 +171,20 @@ def export_report(
 
         final = convert_to_mixed_fp16(proto)
     elif precision == "int8":
-        from export.int8 import quantize_int8
+        from export.autopilot import quantize_for_export
 
-        final = quantize_int8(proto, real)
+        final, report.precision_plan = quantize_for_export(
+            proto,
+            real,
+            heldout,
+            method=calib_method,
+            target=int8_target,
+            min_agreement=min_agreement,
+            modules={name for name, _ in model.named_modules()},
+            num_classes=len(json.loads(metadata["cfnet.classes"])),
+            say=say,
+        )
+        metadata = {**metadata, **plan_metadata(report.precision_plan)}
     if precision != "fp32":
         set_metadata(final, metadata)
         onnx.checker.check_model(final, full_check=True)

@@ -24,6 +24,7 @@ from export.engine_config import (
     sidecar,
     write_sidecar,
 )
+from export.int8 import require_tensorrt_int8
 
 if TYPE_CHECKING:  # the stubs of tensorrt-stubs; at run time TensorRT is imported inside the functions
     import tensorrt as trt
@@ -70,6 +71,7 @@ def build_engine(
     """
     onnx_path, out = Path(onnx_path), Path(out)
     onnx_input = read_onnx_input(onnx_path)
+    require_tensorrt_int8(onnx_path)
     profile = resolve_profile(onnx_input, min_shape, opt_shape, max_shape)
     if workspace_gb <= 0:
         raise UserError(f"workspace of {workspace_gb} GB must be positive", "--workspace-gb")
