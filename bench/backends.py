@@ -13,8 +13,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
-BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "onnxruntime-fp16", "tensorrt")
-ONNX_PRECISION = {"onnxruntime": "fp32", "onnxruntime-fp16": "fp16", "onnxruntime-int8": "int8", "tensorrt": "fp32"}
+BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "onnxruntime-int8-auto", "onnxruntime-fp16", "tensorrt")
+ONNX_PRECISION = {
+    "onnxruntime": "fp32",
+    "onnxruntime-fp16": "fp16",
+    "onnxruntime-int8": "int8",
+    "onnxruntime-int8-auto": "int8-auto",
+    "tensorrt": "fp32",
+}
+AUTO_AGREEMENT = 0.995
+"""`int8-auto`: int8 from the precision autopilot at this held-out argmax agreement with fp32 (the project goal)."""
 
 Exporter = Callable[..., Path]
 """`exporter(model, out, *, size, precision, calib_images) -> Path`, as `export.onnx.export_onnx`."""
@@ -130,9 +138,10 @@ class ArtifactCache:
         if path.exists():
             return path
         self.folder.mkdir(parents=True, exist_ok=True)
-        calib = self.calib_images() if precision == "int8" and self.calib_images is not None else None
+        calib = self.calib_images() if precision.startswith("int8") and self.calib_images is not None else None
+        options = autopilot_options(calib) if precision == "int8-auto" else {"precision": precision}
         try:
-            return Path(self._exporter()(model, path, size=self.size, precision=precision, calib_images=calib))
+            return Path(self._exporter()(model, path, size=self.size, calib_images=calib, **options))
         except Exception as exc:  # a failed export skips this backend, with the reason in the report
             self.failures[path] = f"{precision} export failed: {_first_line(exc)}"
             raise Skipped(self.failures[path]) from exc
@@ -154,6 +163,13 @@ class ArtifactCache:
 
             self.exporter = export_onnx
         return self.exporter
+
+
+def autopilot_options(calib: Iterable[np.ndarray] | None) -> dict[str, Any]:
+    """Export options of `int8-auto`: a quarter of the calibration images (at least one) are held out."""
+    count = len(list(calib)) if calib is not None else 0
+    held = max(1, count // 4)
+    return {"precision": "int8", "min_agreement": AUTO_AGREEMENT, "calib_count": count - held, "heldout_count": held}
 
 
 def open_runner(backend: str, model: Any, key: str, cache: ArtifactCache, device: str, threads: int) -> Runner:

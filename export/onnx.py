@@ -166,10 +166,19 @@ def export_report(
         )
 
     final = proto
+    if real and precision in ("fp32", "fp16"):
+        from export.fp16_check import fp16_with_checks
+
+        half, report.precision_plan = fp16_with_checks(
+            proto, real, modules={name for name, _ in model.named_modules()}, say=say
+        )
+        metadata = {**metadata, **plan_metadata(report.precision_plan)}
+        if precision == "fp32":
+            set_metadata(final, metadata)
     if precision == "fp16":
         from export.fp16 import convert_to_mixed_fp16
 
-        final = convert_to_mixed_fp16(proto)
+        final = half if real else convert_to_mixed_fp16(proto)
     elif precision == "int8":
         from export.autopilot import quantize_for_export
 

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHECKS = {
     # module: (a deliberate misuse of the API it uses, the name mypy must complain about)
     "export/tensorrt.py": (
-        "def probe(builder: trt.Builder) -> None:\n    builder.create_network(flags=\"strongly typed\")\n",
+        'def probe(builder: trt.Builder) -> None:\n    builder.create_network(flags="strongly typed")\n',
         "create_network",
     ),
     "runtime/tensorrt_backend.py": (
