@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,14 +86,28 @@ def check_options(precision: str, method: str, target: str, min_agreement: float
 
 
 def module_of(node_name: str, modules: Collection[str]) -> str:
-    """The PyTorch module an exported node came from: the longest prefix of its scope path that names a module
-    (`/backbone/layer1/0/conv1/Conv` -> `backbone.layer1.0.conv1`); `?` when none does."""
-    parts = [p for p in re.split(r"/", node_name) if p][:-1]
-    for end in range(len(parts), 0, -1):
-        name = ".".join(parts[:end])
-        if name in modules:
-            return name
-    return "?"
+    """The PyTorch module an exported node came from, `?` when none matches.
+
+    The exporter's scope path names only the modules that were called, each by its name relative to the
+    called parent (`/cnn/layer2/shortcut/shortcut.0/Conv` for `cnn.backbone.layer2.shortcut.0`): each step
+    picks the module named like it that shares the most of the path found so far (the shortest on ties)."""
+    current = ""
+    for part in [p for p in node_name.split("/") if p][:-1]:
+        matches = [m for m in modules if m == part or m.endswith("." + part)]
+        if not matches:
+            break
+        current = max(matches, key=lambda m: (_shared(m, current), -len(m)))
+    return current or "?"
+
+
+def _shared(a: str, b: str) -> int:
+    """How many leading dotted segments `a` and `b` share."""
+    count = 0
+    for x, y in zip(a.split("."), b.split("."), strict=False):
+        if x != y:
+            break
+        count += 1
+    return count
 
 
 def int8_autopilot(

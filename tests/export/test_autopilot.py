@@ -88,6 +88,9 @@ def test_module_of_maps_scopes_to_pytorch_modules() -> None:
     assert module_of("/backbone/layer1/0/conv1/Conv", modules) == "backbone.layer1.0.conv1"
     assert module_of("/backbone/layer1/0/Add", modules) == "backbone.layer1.0"
     assert module_of("Conv_12", modules) == "?"
+    nested = {"cnn", "cnn.backbone", "cnn.backbone.layer2", "cnn.backbone.layer2.shortcut"}
+    nested |= {"cnn.backbone.layer2.shortcut.0", "cnn.backbone.layer3.shortcut.0"}
+    assert module_of("/cnn/layer2/shortcut/shortcut.0/Conv", nested) == "cnn.backbone.layer2.shortcut.0"
 
 
 def test_every_quantisable_node_of_a_zoo_model_maps_to_its_module() -> None:
@@ -96,12 +99,14 @@ def test_every_quantisable_node_of_a_zoo_model_maps_to_its_module() -> None:
 
     model = tiny_model("cfnet-pspnet")
     proto = simplify_graph(trace(model, (64, 64), batch=1, dynamic=True, opset=17))
-    modules = {name for name, _ in model.named_modules()}
+    modules = dict(model.named_modules())
     with Quantizer(proto, _noise(1, seed=0)) as quantizer:
-        names = quantizer.quantizable()
-    assert len(names) > 20
-    unmapped = [name for name in names if module_of(name, modules) == "?"]
-    assert not unmapped, unmapped
+        convs = [n.name for n in quantizer.prepared.graph.node if n.op_type == "Conv"]
+        matmuls = [n.name for n in quantizer.prepared.graph.node if n.op_type in ("MatMul", "Gemm")]
+    assert len(convs) > 20 and matmuls
+    wrong = [name for name in convs if not isinstance(modules.get(module_of(name, modules)), nn.Conv2d)]
+    assert not wrong, [(name, module_of(name, modules)) for name in wrong]
+    assert all(module_of(name, modules) != "?" for name in matmuls)
 
 
 def test_heldout_images_are_disjoint_from_calibration_and_labelled(synth_images: Path) -> None:
