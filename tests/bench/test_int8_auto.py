@@ -49,3 +49,18 @@ def test_bench_scores_int8_auto_beside_int8(tmp_path: Path) -> None:
     plan = json.loads(props["cfnet.precision_plan"])
     assert plan["target"] == AUTO_AGREEMENT and plan["heldout_images"] == 1
     assert "| onnxruntime-int8-auto |" in (out / "report.md").read_text()
+
+
+def test_autopilot_checks_measure_the_kept_speedup_and_agreement() -> None:
+    from bench.report import autopilot_checks
+
+    def row(ms: float, agreement: float | None = None) -> dict:
+        return {"median_ms": ms, "agreement": agreement}
+
+    by = {("m", "onnxruntime"): row(100), ("m", "onnxruntime-int8"): row(50)}
+    by[("m", "onnxruntime-int8-auto")] = row(55, 0.996)
+    lines = autopilot_checks(by)
+    assert "keeps 82% of plain int8's speed-up" in lines[0] and "**met**" in lines[0]  # (100/55-1)/(100/50-1)
+    assert "99.60%" in lines[1] and "**met**" in lines[1]
+    by[("m", "onnxruntime-int8")] = row(120)
+    assert "no speed-up to keep" in autopilot_checks(by)[0]
