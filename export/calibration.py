@@ -65,6 +65,8 @@ def load_split(
 ) -> tuple[list[np.ndarray], HeldOut]:
     """Calibration batches and held-out images from a folder (see `split_files`) or from given arrays (the
     first `calib_count` images calibrate, the next `heldout_count` are held out)."""
+    if heldout_count < 1:
+        raise UserError(f"{heldout_count} held-out images: the autopilot needs at least 1", "--holdout-images")
     if isinstance(source, str | Path):
         calib, held = split_files(source, calib_count, heldout_count)
         loaded = [_labelled(path, metadata) for path in held]

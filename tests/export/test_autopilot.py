@@ -143,3 +143,26 @@ def test_cli_autopilot_reports_and_stores_nodes_and_miou(
     metadata = get_metadata(onnx.load(str(out)))
     assert json.loads(metadata["cfnet.fp32_nodes"]) == [node["onnx"] for node in plan["fp32_nodes"]]
     assert json.loads(metadata["cfnet.precision_plan"])["agreement"] == plan["agreement"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--precision", "int8", "--holdout-images", "0"], "at least 1 (--holdout-images)"),
+        (["--precision", "fp32"], "--min-agreement applies to int8 exports"),
+        (["--precision", "int8", "--min-agreement", "1.5"], "must lie in (0, 1]"),
+    ],
+)
+def test_autopilot_options_are_refused_in_one_line(
+    extra: list[str], message: str, tmp_path: Path, synth_images: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cfnet.cli import main
+
+    out = tmp_path / "m.onnx"
+    args = ["export", "onnx", "--model", "unet", "--preset", "tiny", "--out", str(out), "--size", "32x32"]
+    args += ["--calib-data", str(synth_images), "--min-agreement", "0.99", *extra]
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and not out.exists()
+    assert lines[-1].startswith("error: ") and message in lines[-1], lines
