@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 
 from export.calibration import HeldOut
-from export.int8 import CALIB_METHODS, INT8_TARGETS, Quantizer
+from export.int8 import Quantizer, check_int8
 from export.parity import compare
 from export.sensitivity import node_errors, session_with_outputs
 
@@ -74,10 +74,7 @@ def check_options(precision: str, method: str, target: str, min_agreement: float
     """`UserError` for int8 options that cannot apply (before anything is traced)."""
     from cfnet.errors import UserError
 
-    if method not in CALIB_METHODS:
-        raise UserError(f"unknown calibration method '{method}'", f"choose from {', '.join(CALIB_METHODS)}")
-    if target not in INT8_TARGETS:
-        raise UserError(f"unknown int8 target '{target}'", f"choose from {', '.join(INT8_TARGETS)}")
+    check_int8(method, target)
     if min_agreement is not None:
         if precision != "int8":
             raise UserError("--min-agreement applies to int8 exports", "add --precision int8")

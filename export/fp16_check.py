@@ -56,7 +56,7 @@ def fp16_with_checks(
             "onnx": name,
             "module": module_of(name, modules),
             "reason": reason,
-            "local_error": local,
+            "local_error": local if math.isfinite(local) else None,  # strict JSON: no Infinity/NaN
             "max_abs": peak,
         }
 
@@ -68,7 +68,7 @@ def fp16_with_checks(
     for node in plan["fp32_nodes"]:
         say(
             f"fp16 check: {node['onnx']} ({node['module']}) stays fp32: {node['reason']}, "
-            f"max |fp32 output| {node['max_abs']:.4g}, added relative error {node['local_error']:.3g}"
+            f"max |fp32 output| {node['max_abs']:.4g}, added relative error {node['local_error'] or 'inf'}"
         )
     say(f"fp16 check: {len(failing)} of {len(fp16_nodes)} fp16 nodes kept fp32 on {len(batches)} images")
     if failing:

@@ -36,6 +36,14 @@ QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 UNSIGNED = (onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT4)
 
 
+def check_int8(method: str, target: str) -> None:
+    """`UserError` for an unknown calibration method or int8 target."""
+    if method not in CALIB_METHODS:
+        raise UserError(f"unknown calibration method '{method}'", f"choose from {', '.join(CALIB_METHODS)}")
+    if target not in INT8_TARGETS:
+        raise UserError(f"unknown int8 target '{target}'", f"choose from {', '.join(INT8_TARGETS)}")
+
+
 class _Reader:
     """`onnxruntime.quantization.CalibrationDataReader` with ranges: one preprocessed batch per call."""
 
@@ -74,10 +82,7 @@ class Quantizer:
         chunk: int = CALIB_CHUNK,
         op_types: Sequence[str] = QUANTIZED_OPS,
     ) -> None:
-        if method not in CALIB_METHODS:
-            raise UserError(f"unknown calibration method '{method}'", f"choose from {', '.join(CALIB_METHODS)}")
-        if target not in INT8_TARGETS:
-            raise UserError(f"unknown int8 target '{target}'", f"choose from {', '.join(INT8_TARGETS)}")
+        check_int8(method, target)
         if not batches:
             raise UserError("int8 calibration needs at least one image", "--calib-images")
         self.batches, self.method, self.target, self.op_types = list(batches), method, target, list(op_types)
