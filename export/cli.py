@@ -28,7 +28,9 @@ def export_group() -> None:
 @click.option("--opset", default=17, show_default=True, help="ONNX opset (>= 17).")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxslim.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
-@click.option("--calib-data", type=click.Path(file_okay=False), help="Image folder: int8 calibration, parity, fp16 check.")
+@click.option(
+    "--calib-data", type=click.Path(file_okay=False), help="Image folder: int8 calibration, parity, fp16 check."
+)
 @click.option("--calib-images", default=32, show_default=True, help="Images of --calib-data to calibrate on.")
 @click.option(
     "--calib-method",
