@@ -31,7 +31,7 @@ from cfnet.errors import UserError
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 CALIB_METHODS = ("minmax", "percentile", "entropy")
 INT8_TARGETS = ("cpu", "tensorrt")
-CALIB_CHUNK = 2
+CALIB_CHUNK = 1
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 UNSIGNED = (onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT4)
 

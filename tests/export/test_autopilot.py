@@ -166,3 +166,18 @@ def test_autopilot_options_are_refused_in_one_line(
     lines = capsys.readouterr().err.strip().splitlines()
     assert info.value.code == 2 and not out.exists()
     assert lines[-1].startswith("error: ") and message in lines[-1], lines
+
+
+def test_node_errors_do_not_depend_on_how_many_tensors_one_run_exposes(
+    sensitive: tuple[nn.Module, onnx.ModelProto],
+) -> None:
+    from export.sensitivity import node_errors
+
+    _, proto = sensitive
+    with Quantizer(proto, _noise(2, seed=0)) as quantizer:
+        plain = quantizer.quantize(quantizer.ends())
+        nodes = quantizer.quantizable()
+        one = node_errors(quantizer.prepared, plain, nodes, _noise(2, seed=3), group=1)
+        every = node_errors(quantizer.prepared, plain, nodes, _noise(2, seed=3), group=1000)
+    assert [e.name for e in one] == [e.name for e in every] and one[0].name == "/mix/Conv"
+    assert [e.local for e in one] == pytest.approx([e.local for e in every])
