@@ -16,11 +16,19 @@ from typing import Any, Protocol
 
 import numpy as np
 
-BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "onnxruntime-fp16", "tensorrt",
+BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "onnxruntime-int8-auto", "onnxruntime-fp16", "tensorrt",
             "onnxruntime+mask", "tensorrt+mask")
 SERVED = ("triton",)  # opt-in (`--backends ...,triton`): starts a Triton server per model
 KNOWN_BACKENDS = BACKENDS + SERVED
-ONNX_PRECISION = {"onnxruntime": "fp32", "onnxruntime-fp16": "fp16", "onnxruntime-int8": "int8", "tensorrt": "fp32"}
+ONNX_PRECISION = {
+    "onnxruntime": "fp32",
+    "onnxruntime-fp16": "fp16",
+    "onnxruntime-int8": "int8",
+    "onnxruntime-int8-auto": "int8-auto",
+    "tensorrt": "fp32",
+}
+AUTO_AGREEMENT = 0.995
+"""`int8-auto`: int8 from the precision autopilot at this held-out argmax agreement with fp32 (the project goal)."""
 Shape = tuple[int, int, int, int]
 
 Exporter = Callable[..., Path]
@@ -156,7 +164,7 @@ class ArtifactCache:
         given = self.known.get(getattr(model, "config", {}).get("model", ""), {}).get(precision)
         if given is not None:
             return Path(given)
-        calib = self._calibration() if precision == "int8" else None
+        calib = self._calibration() if precision.startswith("int8") else None
         tag = f"{precision}-{batches_digest(calib)}" if calib is not None else precision
         path = self.folder / f"{key}-{self.size[0]}x{self.size[1]}-{tag}.onnx"
         if path in self.failures:
@@ -164,8 +172,9 @@ class ArtifactCache:
         if path.exists():
             return path
         self.folder.mkdir(parents=True, exist_ok=True)
+        options = autopilot_options(calib) if precision == "int8-auto" else {"precision": precision}
         try:
-            return Path(self._exporter()(model, path, size=self.size, precision=precision, calib_images=calib))
+            return Path(self._exporter()(model, path, size=self.size, calib_images=calib, **options))
         except Exception as exc:  # a failed export skips this backend, with the reason in the report
             self.failures[path] = f"{precision} export failed: {first_line(exc)}"
             raise Skipped(self.failures[path]) from exc
@@ -199,6 +208,13 @@ class ArtifactCache:
 
             self.exporter = export_onnx
         return self.exporter
+
+
+def autopilot_options(calib: Iterable[np.ndarray] | None) -> dict[str, Any]:
+    """Export options of `int8-auto`: a quarter of the calibration images (at least one) are held out."""
+    count = len(list(calib)) if calib is not None else 0
+    held = max(1, count // 4)
+    return {"precision": "int8", "min_agreement": AUTO_AGREEMENT, "calib_count": count - held, "heldout_count": held}
 
 
 def split_backend(backend: str) -> tuple[str, str]:

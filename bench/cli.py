@@ -9,7 +9,9 @@ import click
 from cfnet.sizes import SIZE
 
 ALL_MODELS = "unet,deeplabv3,pspnet,hrnet,segformer,cfnet-pspnet,cfnet-hrnet"
-ALL_BACKENDS = "torch,onnxruntime,onnxruntime-int8,onnxruntime-fp16,tensorrt,onnxruntime+mask,tensorrt+mask"
+ALL_BACKENDS = (
+    "torch,onnxruntime,onnxruntime-int8,onnxruntime-int8-auto,onnxruntime-fp16,tensorrt,onnxruntime+mask,tensorrt+mask"
+)
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -17,8 +19,9 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def _default_backends(quick: bool, device: str) -> tuple[str, ...]:
-    """Every backend; `--quick` on a CPU leaves out fp16 (a GPU precision: the CPU has few fp16 kernels)."""
-    names = _names(ALL_BACKENDS)
+    """Every backend; `--quick` leaves out the int8 autopilot (its search re-quantises several times) and, on a
+    CPU, fp16 (a GPU precision: the CPU has few fp16 kernels)."""
+    names = tuple(b for b in _names(ALL_BACKENDS) if not quick or b != "onnxruntime-int8-auto")
     return tuple(b for b in names if b != "onnxruntime-fp16") if quick and device == "cpu" else names
 
 
@@ -27,8 +30,9 @@ def _default_backends(quick: bool, device: str) -> tuple[str, ...]:
 @click.option("--preset", default="paper", show_default=True, help="Model preset (paper, tiny, ...).")
 @click.option("--size", type=SIZE, default="512x512", show_default=True, help="Input size HxW.")
 @click.option("--backends", default=None,
-              help=f"Comma-separated backends [default: {ALL_BACKENDS}; --quick on cpu: without onnxruntime-fp16]; "
-                   "add triton to serve the model with a Triton server (cfnet[serve]).")
+              help=f"Comma-separated backends [default: {ALL_BACKENDS}; --quick: without onnxruntime-int8-auto, "
+                   "and on cpu without onnxruntime-fp16]; add triton to serve the model with a Triton server "
+                   "(cfnet[serve]).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--warmup", type=int, default=None, help="Untimed rounds first [default: 3; --quick: 1].")
 @click.option("--iters", type=int, default=None, help="Timed rounds [default: 20; --quick: 5].")

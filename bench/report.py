@@ -91,6 +91,30 @@ def checks(rows: list[dict[str, Any]]) -> list[str]:
             best, backend = max(speeds)
             verdict = "met" if best >= 200 else "not met"
             lines.append(f"- {model}: best fp32 backend {backend} at {best:.1f} GFLOP/s (target >= 200): **{verdict}**")
+    return lines + autopilot_checks(by)
+
+
+def autopilot_checks(by: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
+    """Per model with both int8 rows: the share of plain int8's speed-up over ORT fp32 that the autopilot's
+    int8 keeps (target >= 80%) and its agreement with PyTorch (target >= 99.5%)."""
+    lines = []
+    for model in sorted({m for m, backend in by if backend == "onnxruntime-int8-auto"}):
+        fp32, plain, auto = (by.get((model, b), {}).get("median_ms") for b in
+                             ("onnxruntime", "onnxruntime-int8", "onnxruntime-int8-auto"))
+        if fp32 and plain and auto:
+            if fp32 / plain <= 1:
+                lines.append(f"- {model} onnxruntime-int8-auto: plain int8 is no faster than fp32 here "
+                             f"({plain:.1f} vs {fp32:.1f} ms): no speed-up to keep")
+            else:
+                kept = (fp32 / auto - 1) / (fp32 / plain - 1)
+                verdict = "met" if kept >= 0.8 else "not met"
+                lines.append(f"- {model} onnxruntime-int8-auto keeps {100 * kept:.0f}% of plain int8's speed-up "
+                             f"over fp32 (target >= 80%): **{verdict}**")
+        agreement = by[(model, "onnxruntime-int8-auto")].get("agreement")
+        if agreement is not None:
+            verdict = "met" if agreement >= 0.995 else "not met"
+            lines.append(f"- {model} onnxruntime-int8-auto agreement with PyTorch {100 * agreement:.2f}% "
+                         f"(target >= 99.5%): **{verdict}**")
     return lines
 
 

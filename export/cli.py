@@ -28,10 +28,33 @@ def export_group() -> None:
 @click.option("--opset", default=17, show_default=True, help="ONNX opset (>= 17).")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxslim.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
-@click.option("--calib-data", type=click.Path(file_okay=False), help="Image folder: int8 calibration, parity.")
+@click.option(
+    "--calib-data", type=click.Path(file_okay=False), help="Image folder: int8 calibration, parity, fp16 check."
+)
 @click.option(
     "--calib-images", default=32, show_default=True, type=click.IntRange(min=1), help="Images of --calib-data to use."
 )
+@click.option(
+    "--calib-method",
+    type=click.Choice(["minmax", "percentile", "entropy"]),
+    default="minmax",
+    show_default=True,
+    help="int8 calibration (streamed over the images in chunks).",
+)
+@click.option(
+    "--int8-target",
+    type=click.Choice(["cpu", "tensorrt"]),
+    default="cpu",
+    show_default=True,
+    help="int8 for ONNX Runtime's CPU (uint8 activations) or TensorRT (symmetric int8).",
+)
+@click.option(
+    "--min-agreement",
+    type=float,
+    help="int8 autopilot: keep the most sensitive nodes fp32 until argmax agreement with fp32 on held-out "
+    "--calib-data images reaches this (e.g. 0.995).",
+)
+@click.option("--holdout-images", default=8, show_default=True, help="Held-out images of --calib-data (autopilot).")
 @click.option("--output", type=click.Choice(["logits", "mask", "both"]), default="logits", show_default=True,
               help="Graph outputs: logits (N x C x H x W float32), mask (N x H x W uint8 argmax in the graph), both.")
 @click.option("--branch", type=click.Choice(["transformer"]),
@@ -50,6 +73,10 @@ def onnx_command(
     precision: str,
     calib_data: str | None,
     calib_images: int,
+    calib_method: str,
+    int8_target: str,
+    min_agreement: float | None,
+    holdout_images: int,
     output: str,
     branch: str | None,
     as_json: bool,
@@ -60,7 +87,10 @@ def onnx_command(
     images): max |Δ|, relative error, argmax agreement. An fp32 graph below 99.99% agreement or above 1e-4
     relative error is refused (exit 1, nothing written). fp16: convolutions and matrix products in fp16,
     normalisation, softmax, reductions and resizing in fp32 (for TensorRT 11's strongly typed builds).
-    int8: static QDQ quantisation calibrated on --calib-data, per-channel weights.
+    int8: static QDQ quantisation calibrated on --calib-data, per-channel weights, for --int8-target.
+    With --min-agreement the autopilot keeps the fewest most sensitive nodes in fp32 that reach that argmax
+    agreement with fp32 on held-out images (not calibration ones); a target it cannot reach writes the best
+    model found and exits 1.
     --output mask appends ArgMax over the classes and a cast to uint8: the graph returns `mask` (N x H x W,
     1 byte a pixel instead of 4 x 19), checked to equal PyTorch's argmax wherever its two largest logits
     differ by more than 1e-3; the metadata's `cfnet.outputs` lists the outputs.
@@ -74,6 +104,8 @@ def onnx_command(
       cfnet export onnx --checkpoint best.pt --out cfnet-int8.onnx --precision int8 --calib-data data/synth
       cfnet export onnx --model segformer --preset tiny --out segformer-mask.onnx --size 256x512 --output mask
       cfnet export onnx --checkpoint runs/cfnet/best.pt --branch transformer --out branch.onnx --size 512x1024
+      cfnet export onnx --checkpoint best.pt --out cfnet-int8.onnx --precision int8 --calib-data data/synth \\
+          --min-agreement 0.995 --calib-method percentile --int8-target tensorrt
     """
     import json
     import sys
@@ -94,12 +126,24 @@ def onnx_command(
             batch=batch,
             calib_count=calib_images,
             output=output,
+            calib_method=calib_method,
+            int8_target=int8_target,
+            min_agreement=min_agreement,
+            heldout_count=holdout_images,
         )
     except ParityError as exc:
         print(f"error: {exc} ({out} not written)", file=sys.stderr)
         sys.exit(1)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
+    plan = report.precision_plan
+    if plan.get("reached") is False:
+        print(
+            f"error: int8 agreement target {100 * plan['target']:.2f}% not reached: best held-out agreement "
+            f"{100 * plan['agreement']:.3f}% with {len(plan['fp32_nodes'])} nodes fp32 ({out} holds that model)",
+            file=sys.stderr,
+        )
+        sys.exit(1)
 
 
 def _load_model(  # noqa: ANN202 - a torch model

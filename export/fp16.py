@@ -10,6 +10,8 @@ emits graphs ONNX Runtime refuses (mixed-type Conv, Identity on initializers).
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -40,11 +42,12 @@ SHAPE_ONLY = frozenset({"Shape", "Size"})  # read an input's shape, not its valu
 FP16_MAX = float(np.finfo(np.float16).max)
 
 
-def convert_to_mixed_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Return a copy of fp32 `model` with fp16 compute as described in the module docstring."""
+def convert_to_mixed_fp16(model: onnx.ModelProto, keep_fp32: Collection[str] = ()) -> onnx.ModelProto:
+    """Return a copy of fp32 `model` with fp16 compute as described in the module docstring; the nodes named in
+    `keep_fp32` stay fp32 whatever their op (those `export.fp16_check` finds overflowing or inaccurate)."""
     model = _constants_to_initializers(model)
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    pass_ = _Pass(inferred)
+    pass_ = _Pass(inferred, frozenset(keep_fp32))
     graph = model.graph
     nodes = pass_.run(list(graph.node), [o.name for o in graph.output])
     del graph.node[:]
@@ -69,7 +72,8 @@ def fp16_node_count(model: onnx.ModelProto) -> dict[str, int]:
 
 
 class _Pass:
-    def __init__(self, inferred: onnx.ModelProto) -> None:
+    def __init__(self, inferred: onnx.ModelProto, keep_fp32: frozenset[str]) -> None:
+        self.keep_fp32 = keep_fp32
         self.types = _elem_types(inferred)
         self.initializers = {init.name: init for init in inferred.graph.initializer}
         self.half: dict[str, str] = {}  # fp32 tensor -> its fp16 twin (cast or converted initializer)
@@ -98,6 +102,8 @@ class _Pass:
         ]
 
     def _runs_in_fp16(self, node: onnx.NodeProto) -> bool:
+        if node.name in self.keep_fp32:
+            return False
         if any(attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for attr in node.attribute):
             return False
         if node.op_type in FP16_COMPUTE:

@@ -1,98 +1,210 @@
-"""Static int8 QDQ quantisation with ONNX Runtime: per-channel int8 weights, uint8 activations.
+"""Static int8 QDQ quantisation with ONNX Runtime, for a target: `cpu` or `tensorrt`.
+
+- `cpu` (ONNX Runtime's CPU kernels): uint8 activations (asymmetric), per-channel int8 weights.
+- `tensorrt`: int8 activations and weights, symmetric (every zero point 0): TensorRT accepts nothing else;
+  biases stay float (TensorRT quantises them itself).
 
 By default only Conv, MatMul and Gemm are quantised (LayerNorm, Softmax, Resize and the rest stay fp32), after
 `quant_pre_process` (shape inference and ORT's fusions, so BatchNorm is folded into its Conv first).
-Calibration runs over real images preprocessed by the runtime's own preprocessing.
+Calibration (`minmax`, `percentile`, `entropy`) streams over the images in chunks of `CALIB_CHUNK`: ORT's
+calibrators then hold the activations of one chunk at a time (histograms are merged between chunks), not of
+every image. The calibrated ranges are cached where ONNX Runtime can (`calibration_cache_path`, recent versions),
+so re-quantising with other nodes excluded (the precision autopilot) does not calibrate again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 import numpy as np
 import onnx
 
+from cfnet.errors import UserError
 from export.scratch import scratch_dir
 
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
+CALIB_METHODS = ("minmax", "percentile", "entropy")
+INT8_TARGETS = ("cpu", "tensorrt")
+CALIB_CHUNK = 1
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+UNSIGNED = (onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT4)
+
+
+def check_int8(method: str, target: str) -> None:
+    """`UserError` for an unknown calibration method or int8 target."""
+    if method not in CALIB_METHODS:
+        raise UserError(f"unknown calibration method '{method}'", f"choose from {', '.join(CALIB_METHODS)}")
+    if target not in INT8_TARGETS:
+        raise UserError(f"unknown int8 target '{target}'", f"choose from {', '.join(INT8_TARGETS)}")
 
 
 class _Reader:
-    """`onnxruntime.quantization.CalibrationDataReader`: one preprocessed batch per call."""
+    """`onnxruntime.quantization.CalibrationDataReader` with ranges: one preprocessed batch per call."""
 
     def __init__(self, input_name: str, batches: Sequence[np.ndarray]) -> None:
         self.input_name = input_name
         self.batches = list(batches)
-        self.index = 0
+        self.index, self.end = 0, len(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.index, self.end = start_index, min(end_index, len(self.batches))
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        if self.index >= len(self.batches):
+        if self.index >= self.end:
             return None
         self.index += 1
         return {self.input_name: self.batches[self.index - 1]}
 
-    def rewind(self) -> None:
-        self.index = 0
 
+class Quantizer:
+    """Quantises one fp32 model for one target and calibration, any number of times with different exclusions.
 
-def quantize_int8(
-    model: onnx.ModelProto,
-    batches: Sequence[np.ndarray],
-    *,
-    method: str = "minmax",
-    exclude_first_and_last: bool = True,
-    op_types: Sequence[str] = QUANTIZED_OPS,
-) -> onnx.ModelProto:
-    """A QDQ int8 copy of fp32 `model`, calibrated on `batches` (each `1 x 3 x H x W`, preprocessed).
-
-    `method`: `minmax` (streaming: the only one whose memory does not grow with the calibration set; ORT's
-    histogram calibrators keep every activation of every image, 18 GB for cfnet-pspnet paper on 16 images),
-    `entropy` or `percentile` (99.999th percentile of |activation|).
-    `exclude_first_and_last`: keep the first convolution (reads raw pixels) and the classifier in fp32.
-    `op_types`: the op types to quantise.
+    `prepared` is the model after `quant_pre_process` (its node names are the ones `exclude` refers to);
+    the first `quantize` calibrates, later ones reuse the cached ranges. Use as a context manager.
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    methods = {
-        "minmax": CalibrationMethod.MinMax,
-        "entropy": CalibrationMethod.Entropy,
-        "percentile": CalibrationMethod.Percentile,
-    }
-    # ONNX Runtime's calibrators print progress on stdout, which belongs to `--json`
-    with scratch_dir("int8") as tmp, contextlib.redirect_stdout(sys.stderr):
-        fp32, prepared, int8 = Path(tmp, "fp32.onnx"), Path(tmp, "prepared.onnx"), Path(tmp, "int8.onnx")
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        batches: Sequence[np.ndarray],
+        *,
+        method: str = "minmax",
+        target: str = "cpu",
+        chunk: int = CALIB_CHUNK,
+        op_types: Sequence[str] = QUANTIZED_OPS,
+    ) -> None:
+        check_int8(method, target)
+        if not batches:
+            raise UserError("int8 calibration needs at least one image", "--calib-images")
+        self.batches, self.method, self.target, self.op_types = list(batches), method, target, list(op_types)
+        # ORT's calibrators strides must divide the image count: the largest chunk <= `chunk` that does
+        self.chunk = max(c for c in range(1, max(1, chunk) + 1) if len(self.batches) % c == 0)
+        self.input_name = model.graph.input[0].name
+        self._scratch = contextlib.ExitStack()
+        self.folder = self._scratch.enter_context(scratch_dir("int8"))
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        fp32, prepared = self.folder / "fp32.onnx", self.folder / "prepared.onnx"
         onnx.save_model(model, str(fp32))
-        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-        prepared_model = onnx.load(str(prepared))
-        exclude = _ends(prepared_model) if exclude_first_and_last else []
-        onnx.save_model(prepared_model, str(prepared))
-        quantize_static(
-            str(prepared),
-            str(int8),
-            _Reader(model.graph.input[0].name, batches),
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(op_types),
-            nodes_to_exclude=exclude,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=methods[method],
-            extra_options={"CalibPercentile": 99.999, "CalibMovingAverage": False},
+        with contextlib.redirect_stdout(sys.stderr):
+            quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        self.prepared = onnx.load(str(prepared))
+        for i, node in enumerate(self.prepared.graph.node):
+            if not node.name:
+                node.name = f"{node.op_type}_{i}"
+        onnx.save_model(self.prepared, str(prepared))
+        self._prepared_path = prepared
+
+    def quantizable(self) -> list[str]:
+        """Names of the nodes of the quantised op types, in graph order."""
+        return [n.name for n in self.prepared.graph.node if n.op_type in self.op_types]
+
+    def ends(self) -> list[str]:
+        """The first and the last quantisable node (the stem convolution, reading raw pixels, and the classifier)."""
+        nodes = self.quantizable()
+        return sorted({nodes[0], nodes[-1]}) if nodes else []
+
+    def quantize(self, exclude: Sequence[str] = ()) -> onnx.ModelProto:
+        """A QDQ int8 copy of the prepared model with the nodes named in `exclude` left in fp32."""
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+        methods = {
+            "minmax": CalibrationMethod.MinMax,
+            "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile,
+        }
+        symmetric = self.target == "tensorrt"
+        out = self.folder / "int8.onnx"
+        cache = {}
+        if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
+            cache["calibration_cache_path"] = self.folder / "ranges.json"
+        # ONNX Runtime's calibrators print progress on stdout, which belongs to `--json`
+        with contextlib.redirect_stdout(sys.stderr):
+            quantize_static(
+                str(self._prepared_path),
+                str(out),
+                _Reader(self.input_name, self.batches),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=self.op_types,
+                nodes_to_exclude=list(exclude),
+                per_channel=True,
+                activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=methods[self.method],
+                **cache,
+                extra_options={
+                    "CalibPercentile": 99.999,
+                    "CalibMovingAverage": False,
+                    "CalibStridedMinMax": self.chunk,  # despite its name: chunks for every calibrator
+                    "ActivationSymmetric": symmetric,
+                    "WeightSymmetric": True,
+                    "CalibTensorRangeSymmetric": symmetric,
+                    "QuantizeBias": not symmetric,  # TensorRT takes float biases and quantises them itself
+                },
+            )
+        return drop_unused_domains(onnx.load(str(out)))
+
+    def __enter__(self) -> Quantizer:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._scratch.close()
+
+
+def quantize_int8(model: onnx.ModelProto, batches: Sequence[np.ndarray], **options: Any) -> onnx.ModelProto:
+    """A QDQ int8 copy of fp32 `model` calibrated on `batches` (each `1 x 3 x H x W`, preprocessed), the stem
+    convolution and the classifier kept fp32; `options` are `Quantizer`'s (`method`, `target`, `chunk`...)."""
+    with Quantizer(model, batches, **options) as quantizer:
+        return quantizer.quantize(quantizer.ends())
+
+
+def drop_unused_domains(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` without the opset imports of domains no node uses (the default domain is always kept)."""
+    used = {node.domain for node in _all_nodes(model.graph)} | {"", "ai.onnx"}
+    kept = [op for op in model.opset_import if op.domain in used]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    return model
+
+
+def _all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+                yield from _all_nodes(sub)
+
+
+def asymmetric_qdq(model: onnx.ModelProto) -> list[str]:
+    """The Q/DQ nodes TensorRT refuses: an unsigned or a non-zero zero point (none in a TensorRT int8 export)."""
+    inits = {init.name: init for init in model.graph.initializer}
+    refused = []
+    for node in model.graph.node:
+        if node.op_type not in QDQ_OPS or len(node.input) < 3 or node.input[2] not in inits:
+            continue
+        zero = inits[node.input[2]]
+        if zero.data_type in UNSIGNED or np.any(onnx.numpy_helper.to_array(zero) != 0):
+            refused.append(node.name or node.output[0])
+    return refused
+
+
+def require_tensorrt_int8(onnx_path: str | Path) -> None:
+    """Refuse (`UserError`) a Q/DQ model TensorRT cannot build: uint8 activations or non-zero zero points."""
+    from export.metadata import load_onnx
+
+    refused = asymmetric_qdq(load_onnx(onnx_path, weights=False))
+    if refused:
+        raise UserError(
+            f"{len(refused)} Q/DQ nodes have uint8 or non-zero zero points (first: {refused[0]}); TensorRT needs "
+            "symmetric int8: re-export with `cfnet export onnx --precision int8 --int8-target tensorrt`",
+            str(onnx_path),
         )
-        return onnx.load(str(int8))
-
-
-def _ends(model: onnx.ModelProto) -> list[str]:
-    """Names of the first and the last quantisable node (the stem convolution and the classifier).
-
-    Unnamed nodes are given names in place, so that the names can be excluded.
-    """
-    for i, node in enumerate(model.graph.node):
-        if not node.name:
-            node.name = f"{node.op_type}_{i}"
-    nodes = [n for n in model.graph.node if n.op_type in QUANTIZED_OPS]
-    return sorted({nodes[0].name, nodes[-1].name}) if nodes else []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import onnx
 
@@ -40,6 +41,15 @@ def build_metadata(model: SegmentationModel, size: tuple[int, int], precision: s
         "cfnet.precision": precision,
         "cfnet.version": cfnet.__version__,
     }
+
+
+def plan_metadata(plan: Mapping[str, Any]) -> dict[str, str]:
+    """`cfnet.precision_plan` (how the precision was chosen, JSON) and `cfnet.fp32_nodes` (JSON list of the ONNX
+    node names kept in fp32, which `build-engine` pins to FP32 on TensorRT 10) of a precision plan."""
+    if not plan:
+        return {}
+    names = [node["onnx"] for node in plan.get("fp32_nodes", [])]
+    return {"cfnet.precision_plan": json.dumps(plan), "cfnet.fp32_nodes": json.dumps(names)}
 
 
 def set_metadata(proto: onnx.ModelProto, metadata: Mapping[str, str]) -> None:

@@ -25,14 +25,16 @@ from cfnet.atomic import write_bytes
 from cfnet.errors import UserError
 from cfnet.models.base import SegmentationModel
 from cfnet.sizes import check_size
+from export.autopilot import check_options as check_int8_options
 from export.mask import MASK, OUTPUTS, MaskParity, add_mask_output, compare_masks, outputs_metadata, select_outputs
-from export.metadata import PRECISIONS, build_metadata, set_metadata
+from export.metadata import PRECISIONS, build_metadata, plan_metadata, set_metadata
 from export.parity import FP32_MAX_RELATIVE_ERROR, FP32_MIN_AGREEMENT, Parity, compare, fp32_ok
 from runtime.files import check_output
 
 INPUT, OUTPUT = "images", "logits"
 PARITY_SEED = 0
 REAL_PARITY_IMAGES = 4
+HELDOUT_IMAGES = 8
 
 
 class ParityError(Exception):
@@ -51,6 +53,7 @@ class ExportReport:
     latency_ms: dict[str, float] = field(default_factory=dict)
     nodes: int = 0
     seconds: float = 0.0
+    precision_plan: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +65,7 @@ class ExportReport:
             "latency_ms": self.latency_ms,
             "nodes": self.nodes,
             "seconds": round(self.seconds, 2),
+            "precision_plan": self.precision_plan,
         }
 
 
@@ -78,6 +82,10 @@ def export_onnx(
     batch: int = 1,
     calib_count: int = 32,
     output: str = "logits",
+    calib_method: str = "minmax",
+    int8_target: str = "cpu",
+    min_agreement: float | None = None,
+    heldout_count: int = HELDOUT_IMAGES,
 ) -> Path:
     """Export `model` to `out` and return the path; parity lines are printed on stderr.
 
@@ -85,6 +93,9 @@ def export_onnx(
     for int8 calibration (required then) and for parity on real images. `output`: the graph's outputs,
     `logits` (`N x C x H x W` float32), `mask` (`N x H x W` uint8, the argmax over classes in the graph) or
     `both`. Raises `ParityError` when the fp32 graph disagrees with PyTorch, `UserError` on bad arguments.
+    int8: `calib_method` (`minmax`, `percentile`, `entropy`), `int8_target` (`cpu`: uint8 activations for ONNX
+    Runtime; `tensorrt`: symmetric int8), `min_agreement`: the precision autopilot's target argmax agreement
+    with fp32 on `heldout_count` held-out images (see `export.autopilot`).
     """
     return export_report(
         model,
@@ -98,6 +109,10 @@ def export_onnx(
         batch=batch,
         calib_count=calib_count,
         output=output,
+        calib_method=calib_method,
+        int8_target=int8_target,
+        min_agreement=min_agreement,
+        heldout_count=heldout_count,
     ).path
 
 
@@ -113,6 +128,10 @@ def export_report(
     opset: int = 17,
     batch: int = 1,
     calib_count: int = 32,
+    calib_method: str = "minmax",
+    int8_target: str = "cpu",
+    min_agreement: float | None = None,
+    heldout_count: int = HELDOUT_IMAGES,
     log: Callable[[str], None] | None = None,
     output: str = "logits",
 ) -> ExportReport:
@@ -123,6 +142,7 @@ def export_report(
     divisor = int(getattr(model, "size_divisor", 1))
     _check_arguments(out, size, divisor, precision, opset, batch, calib_images)
     _check_output(output, model)
+    check_int8_options(precision, calib_method, int8_target, min_agreement)
     model = model.eval()
     metadata = {**build_metadata(model, size, precision), **outputs_metadata(output)}
 
@@ -133,8 +153,13 @@ def export_report(
     set_metadata(proto, {**metadata, "cfnet.precision": "fp32"})
     onnx.checker.check_model(proto, full_check=True)
 
-    real = []
-    if calib_images is not None:
+    real: list[np.ndarray] = []
+    heldout = None
+    if calib_images is not None and precision == "int8" and min_agreement is not None:
+        from export.calibration import load_split
+
+        real, heldout = load_split(calib_images, metadata, calib_count, heldout_count)
+    elif calib_images is not None:
         from export.calibration import load_batches
 
         count = calib_count if precision == "int8" else REAL_PARITY_IMAGES
@@ -156,14 +181,34 @@ def export_report(
             raise ParityError(f"fp32 mask disagrees with PyTorch's argmax away from ties ({masks.line()})")
 
     final = proto
+    if real and precision in ("fp32", "fp16"):
+        from export.fp16_check import fp16_with_checks
+
+        half, report.precision_plan = fp16_with_checks(
+            proto, real, modules={name for name, _ in model.named_modules()}, say=say
+        )
+        metadata = {**metadata, **plan_metadata(report.precision_plan)}
+        if precision == "fp32":
+            set_metadata(final, metadata)
     if precision == "fp16":
         from export.fp16 import convert_to_mixed_fp16
 
-        final = convert_to_mixed_fp16(proto)
+        final = half if real else convert_to_mixed_fp16(proto)
     elif precision == "int8":
-        from export.int8 import quantize_int8
+        from export.autopilot import quantize_for_export
 
-        final = quantize_int8(proto, real)
+        final, report.precision_plan = quantize_for_export(
+            proto,
+            real,
+            heldout,
+            method=calib_method,
+            target=int8_target,
+            min_agreement=min_agreement,
+            modules={name for name, _ in model.named_modules()},
+            num_classes=len(json.loads(metadata["cfnet.classes"])),
+            say=say,
+        )
+        metadata = {**metadata, **plan_metadata(report.precision_plan)}
     final = _with_mask(final, output)
     if precision != "fp32":
         set_metadata(final, metadata)

@@ -24,6 +24,8 @@ from export.engine_config import (
     sidecar,
     write_sidecar,
 )
+from export.int8 import require_tensorrt_int8
+from export.layer_precision import fp32_nodes, pin_listed_layers
 from export.scratch import scratch_dir
 
 if TYPE_CHECKING:  # the stubs of tensorrt-stubs; at run time TensorRT is imported inside the functions
@@ -73,6 +75,7 @@ def build_engine(
     """
     onnx_path, out = Path(onnx_path), Path(out)
     onnx_input = read_onnx_input(onnx_path)
+    require_tensorrt_int8(onnx_path)
     profile = resolve_profile(onnx_input, min_shape, opt_shape, max_shape)
     if workspace_gb <= 0:
         raise UserError(f"workspace of {workspace_gb} GB must be positive", "--workspace-gb")
@@ -89,6 +92,8 @@ def build_engine(
         if plan.convert_to_fp16:
             source = _fp16_copy(onnx_path, Path(tmp, "model.fp16.onnx"))
         network, parser = _parse(logger, builder, plan, source, onnx_path)
+        if plan.fp32_layers:
+            pin_listed_layers(network, onnx_input.metadata)
         config = _config(builder, network, plan, profile, workspace_gb, compat)
         cache = attach_timing_cache(config, timing_cache)
         serialized = builder.build_serialized_network(network, config)
@@ -132,7 +137,7 @@ def _fp16_copy(onnx_path: Path, target: Path) -> Path:
     from export.metadata import get_metadata, set_metadata
 
     model = onnx.load(str(onnx_path))
-    half = convert_to_mixed_fp16(model)
+    half = convert_to_mixed_fp16(model, fp32_nodes(get_metadata(model)))
     set_metadata(half, {**get_metadata(model), "cfnet.precision": "fp16"})
     onnx.save_model(half, str(target))
     return target

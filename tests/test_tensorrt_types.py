@@ -24,8 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 CHECKS = {
     # module: (a deliberate misuse of the API it uses, the name mypy must complain about)
     "export/tensorrt.py": (
-        "def probe(builder: trt.Builder) -> None:\n    builder.create_network(flags=\"strongly typed\")\n",
+        'def probe(builder: trt.Builder) -> None:\n    builder.create_network(flags="strongly typed")\n',
         "create_network",
+    ),
+    "export/layer_precision.py": (
+        "def probe(layer: trt.ILayer) -> None:\n    layer.set_output_type(0, 'fp32')\n",
+        "set_output_type",
     ),
     "runtime/tensorrt_backend.py": (
         "def probe(context: trt.IExecutionContext) -> None:\n    context.execute_async_v3()\n",

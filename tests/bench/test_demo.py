@@ -15,8 +15,21 @@ from cfnet.cli import cli
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
     out = tmp_path_factory.mktemp("demo") / "demo"
-    args = ["demo", "--out", str(out), "--train-iters", "2", "--images", "4", "--size", "64x128",
-            "--frames", "4", "--bench-iters", "1"]
+    args = [
+        "demo",
+        "--out",
+        str(out),
+        "--train-iters",
+        "2",
+        "--images",
+        "4",
+        "--size",
+        "64x128",
+        "--frames",
+        "4",
+        "--bench-iters",
+        "1",
+    ]
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return out, json.loads((out / "demo.json").read_text()), result.output

@@ -23,8 +23,29 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, str]:
     folder = tmp_path_factory.mktemp("bench")
     out = folder / "report"
     video = write_video_file(folder / "drive.mp4", synthetic_frames(STREAM_FRAMES))
-    args = ["bench", "--models", "hrnet", "--preset", "tiny", "--size", "64x64", "--stream", str(video), "--streams",
-            "2", "--backends", ",".join(BACKENDS), "--warmup", "1", "--iters", "2", "--threads", "1", "--out", str(out)]
+    args = [
+        "bench",
+        "--models",
+        "hrnet",
+        "--preset",
+        "tiny",
+        "--size",
+        "64x64",
+        "--stream",
+        str(video),
+        "--streams",
+        "2",
+        "--backends",
+        ",".join(BACKENDS),
+        "--warmup",
+        "1",
+        "--iters",
+        "2",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    ]
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return out, json.loads((out / "results.json").read_text()), result.output
@@ -100,8 +121,9 @@ def test_markdown_and_csv_show_the_same_numbers(report: tuple[Path, dict, str]) 
         # speed-up is the ratio of the latencies shown (within the rounding of what is shown)
         assert float(cells["Speed-up"]) == pytest.approx(torch_median / median, rel=0.01, abs=0.006)
         assert float(cells["Median (ms)"]) == pytest.approx(float(row["median_ms"]), abs=0.006)
-        assert float(cells["GFLOP/s"]) == pytest.approx(float(row["gflops"]) / (float(row["median_ms"]) / 1e3),
-                                                        rel=2e-3)
+        assert float(cells["GFLOP/s"]) == pytest.approx(
+            float(row["gflops"]) / (float(row["median_ms"]) / 1e3), rel=2e-3
+        )
 
 
 def test_stream_fps_sits_beside_the_backend_only_fps(report: tuple[Path, dict, str]) -> None:

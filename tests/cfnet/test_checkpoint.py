@@ -123,9 +123,7 @@ def test_load_model_refuses_another_model_and_misfitting_weights(tmp_path: Path)
     with pytest.raises(UserError, match="expected 'segformer'"):
         load_model(path, expect_model="segformer")
     assert load_model(path, expect_model="unet").config["model"] == "unet"
-    wrong = save_checkpoint(
-        tmp_path / "w.pt", model=_tiny_unet(), iteration=1, config={**_config(), "num_classes": 7}
-    )
+    wrong = save_checkpoint(tmp_path / "w.pt", model=_tiny_unet(), iteration=1, config={**_config(), "num_classes": 7})
     with pytest.raises(UserError, match="do not fit"):
         load_model(wrong)
 

@@ -18,8 +18,16 @@ from cfnet.errors import UserError
 IDS = [label.id for label in LABELS if label.id >= 0]
 
 
-def _write(root: Path, split: str, city: str, index: int, h: int = 12, w: int = 20, seed: int = 0,
-           suffix: str = "_gtFine_labelIds.png") -> tuple[Path, Path]:
+def _write(
+    root: Path,
+    split: str,
+    city: str,
+    index: int,
+    h: int = 12,
+    w: int = 20,
+    seed: int = 0,
+    suffix: str = "_gtFine_labelIds.png",
+) -> tuple[Path, Path]:
     rng = np.random.default_rng([seed, index])
     name = f"{city}_{index:06d}_000019"
     image = root / "leftImg8bit" / split / city / f"{name}_leftImg8bit.png"

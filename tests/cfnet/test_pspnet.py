@@ -27,8 +27,9 @@ def test_pooling_equals_adaptive_avg_pool(size: tuple[int, int], bins: int) -> N
     torch.manual_seed(0)
     x = torch.randn(2, 3, *size)
     # bin boundaries: in float64 both are exact up to rounding
-    assert torch.allclose(adaptive_avg_pool2d(x.double(), bins), F.adaptive_avg_pool2d(x.double(), bins),
-                          rtol=0, atol=1e-12)
+    assert torch.allclose(
+        adaptive_avg_pool2d(x.double(), bins), F.adaptive_avg_pool2d(x.double(), bins), rtol=0, atol=1e-12
+    )
     # float32, as used: within 1e-6 of torch's module and of the exact (float64) average
     ours = AdaptiveAvgPool2d(bins)(x)
     assert torch.allclose(ours, torch.nn.AdaptiveAvgPool2d(bins)(x), rtol=0, atol=1e-6)
@@ -104,8 +105,13 @@ def test_pspnet_exports_with_dynamic_size(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, (torch.randn(1, 3, 64, 64),), str(out), input_names=["images"], output_names=["logits"],
-            opset_version=17, dynamo=False,
+            model,
+            (torch.randn(1, 3, 64, 64),),
+            str(out),
+            input_names=["images"],
+            output_names=["logits"],
+            opset_version=17,
+            dynamo=False,
             dynamic_axes={"images": {0: "n", 2: "h", 3: "w"}, "logits": {0: "n", 2: "h", 3: "w"}},
         )
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])

@@ -28,9 +28,30 @@ ITERS = 8
 
 def _train(data: Path, out: Path, *extra: str) -> subprocess.Popen:
     args = [
-        "train", "--model", "cfnet-pspnet", "--preset", "tiny", "--data", str(data), "--out", str(out),
-        "--iters", str(ITERS), "--crop", "64x64", "--lr", "1e-3", "--save-every", "3", "--val-every", "4",
-        "--log-every", "1", "--device", "cpu", *extra,
+        "train",
+        "--model",
+        "cfnet-pspnet",
+        "--preset",
+        "tiny",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--iters",
+        str(ITERS),
+        "--crop",
+        "64x64",
+        "--lr",
+        "1e-3",
+        "--save-every",
+        "3",
+        "--val-every",
+        "4",
+        "--log-every",
+        "1",
+        "--device",
+        "cpu",
+        *extra,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "cfnet", *args], env=env, stderr=subprocess.PIPE, text=True)

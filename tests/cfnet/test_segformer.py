@@ -25,8 +25,12 @@ def _hf_model(preset: str) -> transformers.SegformerModel:
     """A transformers `SegformerModel` with the layer shapes of our `preset` (on the meta device: shapes only)."""
     c = PRESETS[preset]
     config = transformers.SegformerConfig(
-        hidden_sizes=list(c.widths), depths=list(c.depths), num_attention_heads=list(c.heads),
-        sr_ratios=list(c.reductions), mlp_ratios=[c.mlp_ratio] * 4, decoder_hidden_size=c.decoder_dim,
+        hidden_sizes=list(c.widths),
+        depths=list(c.depths),
+        num_attention_heads=list(c.heads),
+        sr_ratios=list(c.reductions),
+        mlp_ratios=[c.mlp_ratio] * 4,
+        decoder_hidden_size=c.decoder_dim,
     )
     with torch.device("meta"):
         return transformers.SegformerModel(config)
@@ -204,8 +208,13 @@ def test_exports_to_onnx_with_dynamic_height_and_width(tmp_path: Path) -> None:
     model = build_model("segformer", preset="tiny").eval()
     path = tmp_path / "segformer.onnx"
     torch.onnx.export(
-        model, (torch.randn(1, 3, 64, 96),), str(path), input_names=["images"], output_names=["logits"],
-        opset_version=17, dynamic_axes={"images": {0: "n", 2: "h", 3: "w"}, "logits": {0: "n", 2: "h", 3: "w"}},
+        model,
+        (torch.randn(1, 3, 64, 96),),
+        str(path),
+        input_names=["images"],
+        output_names=["logits"],
+        opset_version=17,
+        dynamic_axes={"images": {0: "n", 2: "h", 3: "w"}, "logits": {0: "n", 2: "h", 3: "w"}},
         dynamo=False,
     )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

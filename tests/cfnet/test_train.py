@@ -36,13 +36,35 @@ def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]
 def test_run_writes_checkpoints_metrics_and_curves(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     run = tmp_path / "run"
     code, out, err = _cli(
-        capsys, "train", "--model", "cfnet-pspnet", "--data", str(data), "--out", str(run), "--iters", "6",
-        "--val-every", "3", "--save-every", "3", "--log-every", "1", "--poly", "--amp", *TINY,
+        capsys,
+        "train",
+        "--model",
+        "cfnet-pspnet",
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--iters",
+        "6",
+        "--val-every",
+        "3",
+        "--save-every",
+        "3",
+        "--log-every",
+        "1",
+        "--poly",
+        "--amp",
+        *TINY,
     )
     assert code == 0, err
     assert "warning: --amp needs CUDA: training in fp32 on the CPU" in err  # AMP is ignored on the CPU, with a warning
     assert sorted(p.name for p in run.iterdir()) == [
-        "best.pt", "curves.png", "iter_000003.pt", "iter_000006.pt", "last.pt", "metrics.csv"
+        "best.pt",
+        "curves.png",
+        "iter_000003.pt",
+        "iter_000006.pt",
+        "last.pt",
+        "metrics.csv",
     ]
     assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = read_metrics(run / "metrics.csv")
@@ -84,8 +106,21 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
     monkeypatch.setattr(cfnet.losses, "SegmentationLoss", _NanAfter)
     run = tmp_path / "run"
     code, _, err = _cli(
-        capsys, "train", "--model", "unet", "--data", str(data), "--out", str(run), "--iters", "8",
-        "--save-every", "2", "--val-every", "100", *TINY,
+        capsys,
+        "train",
+        "--model",
+        "unet",
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--iters",
+        "8",
+        "--save-every",
+        "2",
+        "--val-every",
+        "100",
+        *TINY,
     )
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2
@@ -148,8 +183,23 @@ def test_two_process_launcher_trains_and_rank_0_writes(
 ) -> None:
     run = tmp_path / "ddp"
     code, out, err = _cli(
-        capsys, "train", "--model", "unet", "--data", str(data), "--out", str(run), "--iters", "2", "--nproc", "2",
-        "--save-every", "1", "--val-every", "2", *TINY,
+        capsys,
+        "train",
+        "--model",
+        "unet",
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--iters",
+        "2",
+        "--nproc",
+        "2",
+        "--save-every",
+        "1",
+        "--val-every",
+        "2",
+        *TINY,
     )
     assert code == 0, err
     assert out.strip() == f"checkpoint: {run / 'best.pt'}"

@@ -112,8 +112,9 @@ class _Augmented(Dataset):
 
 def _epoch(seed: int) -> tuple[list[torch.Tensor], list[float]]:
     torch.manual_seed(seed)
-    loader = DataLoader(_Augmented(), batch_size=1, num_workers=2, worker_init_fn=seed_worker,
-                        multiprocessing_context="fork")
+    loader = DataLoader(
+        _Augmented(), batch_size=1, num_workers=2, worker_init_fn=seed_worker, multiprocessing_context="fork"
+    )
     images, draws = [], []
     for image, draw in loader:
         images.append(image[0])

@@ -1,0 +1,107 @@
+"""Per-node sensitivity of a reduced-precision graph (int8 QDQ, mixed fp16) against its fp32 original.
+
+Both graphs are run image by image with the tensors of interest exposed as extra outputs, at most
+`TENSORS_PER_RUN` at a time (one image's share of the activations is held at once). Tensors are matched by
+name: ORT's QDQ quantiser and `export.fp16` keep the names of the tensors that nodes produce. For a node,
+`local error = r(output) - max r(activation inputs)`, where `r = ||candidate - fp32||² / ||fp32||²` pooled
+over the images: the error the node adds itself, not the error it inherits from upstream (an accumulated
+measure would blame every node after the first bad one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto
+
+FLOATS = (TensorProto.FLOAT, TensorProto.FLOAT16)
+TENSORS_PER_RUN = 48  # exposed outputs per run: bounds the activations held (and the float64 copies made)
+
+
+@dataclass(frozen=True)
+class NodeError:
+    """One node's error on the calibration images: `local` (see the module docstring) and `overflow`, the
+    largest |value| of its fp32 output (above fp16's 65504 the fp16 node overflows)."""
+
+    name: str
+    local: float
+    output: float
+    overflow: float
+
+
+def float_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element types of the float (fp32/fp16) tensors of `model` that nodes produce or the graph takes in."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    graph = inferred.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.output, *graph.value_info]}
+    return {name: kind for name, kind in types.items() if kind in FLOATS}
+
+
+def session_with_outputs(
+    model: onnx.ModelProto, names: Sequence[str], types: dict[str, int] | None = None
+) -> tuple[Any, list[str]]:
+    """An ONNX Runtime CPU session of `model` returning the tensors in `names` it has (floats only), and those
+    names; `types`: `float_types(model)` when already known."""
+    import onnxruntime as ort
+
+    types = float_types(model) if types is None else types
+    exposed = [name for name in dict.fromkeys(names) if name in types]
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    present = {o.name for o in copy.graph.output}
+    copy.graph.output.extend(
+        onnx.helper.make_tensor_value_info(name, types[name], None) for name in exposed if name not in present
+    )
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(copy.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session, exposed
+
+
+def node_errors(
+    reference: onnx.ModelProto,
+    candidate: onnx.ModelProto,
+    nodes: Iterable[str],
+    batches: Sequence[np.ndarray],
+    *,
+    group: int = TENSORS_PER_RUN,
+) -> list[NodeError]:
+    """`NodeError` of each node of `reference` named in `nodes` (as it runs in `candidate`), most local error
+    first. At most `group` tensors are exposed per run (one image at a time), which bounds the memory."""
+    wanted = set(nodes)
+    initializers = {init.name for init in reference.graph.initializer}
+    picked = [n for n in reference.graph.node if n.name in wanted]
+    io = {n.name: ([i for i in n.input if i and i not in initializers], list(n.output[:1])) for n in picked}
+    names = list(dict.fromkeys(t for inputs, outputs in io.values() for t in [*inputs, *outputs]))
+    ref_types, cand_types = float_types(reference), float_types(candidate)
+    input_name = reference.graph.input[0].name
+    relative: dict[str, float] = {}
+    peak: dict[str, float] = {}
+    for start in range(0, len(names), group):
+        ref_session, ref_names = session_with_outputs(reference, names[start : start + group], ref_types)
+        cand_session, cand_names = session_with_outputs(candidate, names[start : start + group], cand_types)
+        common = [name for name in ref_names if name in set(cand_names)]
+        diff_sq, ref_sq = dict.fromkeys(common, 0.0), dict.fromkeys(common, 0.0)
+        peak.update(dict.fromkeys(common, 0.0))
+        for x in batches:
+            ref = dict(zip(ref_names, ref_session.run(ref_names, {input_name: x}), strict=True))
+            cand = dict(zip(cand_names, cand_session.run(cand_names, {input_name: x}), strict=True))
+            for name in common:
+                r = ref[name].astype(np.float64)
+                diff_sq[name] += float(((cand[name].astype(np.float64) - r) ** 2).sum())
+                ref_sq[name] += float((r**2).sum())
+                peak[name] = max(peak[name], float(np.abs(r).max(initial=0.0)))
+            del ref, cand
+        relative.update({name: diff_sq[name] / max(ref_sq[name], 1e-30) for name in common})
+    errors = []
+    for name, (inputs, outputs) in io.items():
+        if not outputs or outputs[0] not in relative:
+            continue
+        inherited = max((relative.get(i, 0.0) for i in inputs), default=0.0)
+        out = relative[outputs[0]]
+        errors.append(NodeError(name, out - inherited, out, peak[outputs[0]]))
+    return sorted(errors, key=lambda e: -e.local)
