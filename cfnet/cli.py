@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from pathlib import Path
+from typing import Any
 
 import click
 
@@ -345,9 +345,8 @@ def ablate_command(
 
     options = {**(QUICK if quick else {}), **{k: v for k, v in given.items() if v is not None}}
     schedule = Schedule(data=data, out=out, **options)  # type: ignore[arg-type]
-    if not Path(data).is_dir():
-        raise UserError("data folder not found", data)
     plan = build_plan(schedule, select(variants))
+    _check_plan(plan, data)
     started = time.perf_counter()
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM ends the plan like Ctrl-C
     try:
@@ -357,6 +356,21 @@ def ablate_command(
         report = collect(plan, schedule, seconds=time.perf_counter() - started)
         paths = write_report(report, out)
     click.echo(json.dumps(report, indent=2) if as_json else "\n".join(f"wrote {p}" for p in paths))
+
+
+def _check_plan(plan: list[Any], data: str) -> None:
+    """What would fail only at a run's start, checked before the first: the splits and every run's preset."""
+    from cfnet.data.cityscapes import scan
+    from cfnet.models.registry import presets
+
+    for split in ("train", "val"):
+        scan(data, split)
+    for run in plan:
+        offered = presets(run.config.model)
+        if run.config.preset not in offered:
+            raise UserError(
+                f"unknown preset '{run.config.preset}' for {run.config.model}", f"--preset: {', '.join(offered)}"
+            )
 
 
 # --- commands of the other packages ---

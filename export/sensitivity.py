@@ -29,7 +29,6 @@ class NodeError:
 
     name: str
     local: float
-    output: float
     overflow: float
 
 
@@ -103,5 +102,5 @@ def node_errors(
             continue
         inherited = max((relative.get(i, 0.0) for i in inputs), default=0.0)
         out = relative[outputs[0]]
-        errors.append(NodeError(name, out - inherited, out, peak[outputs[0]]))
+        errors.append(NodeError(name, out - inherited, peak[outputs[0]]))
     return sorted(errors, key=lambda e: -e.local)

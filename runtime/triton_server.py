@@ -131,6 +131,8 @@ class TritonServer:
         self.repository = Path(repository).resolve()
         if not self.repository.is_dir():
             raise UserError("model repository not found", str(repository))
+        if not any(self.repository.glob("*/config.pbtxt")):
+            raise UserError("no model in the repository (write one with `cfnet export triton`)", str(repository))
         self.host, self.http_port, self.grpc_port, self.metrics_port = host, http_port, grpc_port, metrics_port
         self.log_verbose = log_verbose
         self.process: subprocess.Popen[bytes] | None = None

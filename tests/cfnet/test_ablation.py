@@ -122,6 +122,20 @@ def test_a_run_folder_of_other_settings_is_refused(ablation: Path, data: Path, c
     assert code == 2 and err.startswith("error: run folder was trained with aux_weight=") and len(err.splitlines()) == 1
 
 
+def test_a_bad_preset_or_split_is_refused_before_the_plan_starts(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (tmp_path / "empty").mkdir()
+    cases = [
+        (["--data", str(data), "--preset", "nosuch"], "error: unknown preset 'nosuch' for cfnet-pspnet (--preset: "),
+        (["--data", str(tmp_path / "empty")], "error: no 'train' split: folder missing ("),
+    ]
+    for args, start in cases:
+        code, _, err = _cli(capsys, "ablate", *args, "--out", str(tmp_path / "out"), *REDUCED)
+        assert code == 2 and err.startswith(start) and len(err.splitlines()) == 1, err  # no bar, no training
+        assert not (tmp_path / "out").exists()  # no empty report
+
+
 def test_contrastive_off_variant_trains_under_two_process_gloo_ddp(data: Path, tmp_path: Path) -> None:
     plan = build_plan(Schedule(str(data), str(tmp_path), iters=2, seeds=1, crop=(64, 64), batch_size=1),
                       select("no-contrastive"))

@@ -277,6 +277,17 @@ def test_a_repository_the_server_cannot_load_fails_start_up_in_one_line(tmp_path
     assert server.process is None and processes_naming(str(repository)) == []
 
 
+def test_cfnet_serve_refuses_a_folder_without_models(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    done = subprocess.run(
+        ["cfnet", "serve", str(tmp_path / "empty")], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: no model in the repository (write one with `cfnet export triton`) ({tmp_path / 'empty'})"
+    ]
+
+
 def test_serving_an_onnxruntime_repository_on_the_wheels_server_says_to_use_the_python_backend(
     tiny_onnx: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
