@@ -7,6 +7,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -242,8 +243,8 @@ def test_the_stream_command_serves_while_it_runs(
 ) -> None:
     video = write_video(tmp_path / "v.mp4", synthetic_frames(8))
     done = subprocess.run(
-        ["cfnet", "stream", str(video), "--model", str(tiny_onnx), "--out", str(tmp_path / "o.mp4"),
-         "--serve", "0", "--json"],
+        [sys.executable, "-m", "cfnet", "stream", str(video), "--model", str(tiny_onnx),
+         "--out", str(tmp_path / "o.mp4"), "--serve", "0", "--json"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -276,8 +277,8 @@ def test_busy_port_is_one_line_and_exit_2(
         busy.listen()
         port = busy.getsockname()[1]
         done = subprocess.run(
-            ["cfnet", "stream", str(video), "--model", str(tiny_onnx), "--out", str(tmp_path / "o.mp4"),
-             "--serve", str(port)],
+            [sys.executable, "-m", "cfnet", "stream", str(video), "--model", str(tiny_onnx),
+             "--out", str(tmp_path / "o.mp4"), "--serve", str(port)],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     assert done.returncode == 2

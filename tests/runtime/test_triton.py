@@ -280,8 +280,9 @@ def test_a_repository_the_server_cannot_load_fails_start_up_in_one_line(tmp_path
 def test_cfnet_serve_refuses_a_folder_without_models(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     done = subprocess.run(
-        ["cfnet", "serve", str(tmp_path / "empty")], capture_output=True, text=True, timeout=60, check=False
-    )
+        [sys.executable, "-m", "cfnet", "serve", str(tmp_path / "empty")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         f"error: no model in the repository (write one with `cfnet export triton`) ({tmp_path / 'empty'})"
