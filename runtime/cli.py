@@ -327,6 +327,8 @@ def _stream(
 
 def _print_summary(result: Any) -> None:
     """The text summary: a line per stream, the aggregate, latency p50/p90 per stage and stream."""
+    from runtime.video import stream_names
+
     for stats in result.streams:
         click.echo(
             f"{stats.frames} frames ({stats.dropped} dropped, {stats.resized} resized) from {stats.source} in "
@@ -342,6 +344,8 @@ def _print_summary(result: Any) -> None:
             f"{result.fps:.1f} frames/s; batch {result.batch} (timeout {result.batch_timeout_ms:g} ms), "
             f"batches: {sizes or 'none'}"
         )
+    if len(result.streams) > 1:  # which stream each pair of columns belongs to
+        click.echo(" " * 12 + "".join(f"{name[:17]:>18}" for name in stream_names([s.source for s in result.streams])))
     header = "".join(f"{'p50':>9}{'p90':>9}" for _ in result.streams)
     click.echo(f"{'latency ms':<12}{header}")
     for stage in ("read", "preprocess", "wait", "infer", "postprocess", "write", "end_to_end"):
