@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from runtime.files import process_alive
+
 _NAME = re.compile(r"^cfnet-[a-z0-9]+-(\d+)-")
 
 
@@ -35,17 +37,8 @@ def remove_stale(root: str | Path | None = None) -> list[Path]:
             mine = folder.is_dir() and not folder.is_symlink() and folder.stat().st_uid == os.getuid()
         except OSError:  # removed meanwhile by another process
             continue
-        if match and mine and not _running(int(match.group(1))):
+        if match and mine and not process_alive(int(match.group(1))):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
 
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True

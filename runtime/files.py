@@ -64,7 +64,7 @@ def remove_stale_parts(folder: Path) -> list[Path]:
         return []
     for name in names:
         match = _PART.match(name)
-        if match and not _alive(int(match["pid"])):
+        if match and not process_alive(int(match["pid"])):
             try:
                 (folder / name).unlink()
                 removed.append(folder / name)
@@ -73,7 +73,8 @@ def remove_stale_parts(folder: Path) -> list[Path]:
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` still runs (this one does; another user's counts as running)."""
     if pid == os.getpid():
         return True
     try:
