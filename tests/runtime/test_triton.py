@@ -206,17 +206,26 @@ def test_malformed_urls_are_refused(url: str) -> None:
         parse_url(url)
 
 
-def test_cfnet_serve_and_a_server_lost_mid_stream(tiny_onnx: Path, tmp_path: Path) -> None:
-    """`cfnet serve` prints the endpoints; SIGTERM stops it cleanly; the stream on it ends with exit 2 and a
-    finalised MP4; no server or stub process is left (its own repository: the module's server names the other)."""
+def start_serve(
+    model: Path, tmp_path: Path, env: dict[str, str] | None = None
+) -> tuple[Path, int, int, subprocess.Popen[str]]:
+    """`model`'s repository (Python backend) under `tmp_path`, served by a `cfnet serve` process on free ports:
+    (repository, gRPC port, metrics port, the process with its stdout and stderr merged)."""
     repository = tmp_path / "repo"
-    export_triton(tiny_onnx, repository, backend="python")
+    export_triton(model, repository, backend="python")
     http, grpc, metrics = free_ports(3)
     serve = subprocess.Popen(
         [sys.executable, "-m", "cfnet", "serve", str(repository), "--http-port", str(http),
          "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    return repository, grpc, metrics, serve
+
+
+def test_cfnet_serve_and_a_server_lost_mid_stream(tiny_onnx: Path, tmp_path: Path) -> None:
+    """`cfnet serve` prints the endpoints; SIGTERM stops it cleanly; the stream on it ends with exit 2 and a
+    finalised MP4; no server or stub process is left (its own repository: the module's server names the other)."""
+    repository, grpc, metrics, serve = start_serve(tiny_onnx, tmp_path)
     try:
         assert serve.stdout is not None
         lines = [serve.stdout.readline() for _ in range(6)]
@@ -308,15 +317,8 @@ def test_serving_an_onnxruntime_repository_on_the_wheels_server_says_to_use_the_
 
 
 def test_a_killed_cfnet_serve_takes_its_server_and_stubs_along(tiny_onnx: Path, tmp_path: Path) -> None:
-    repository = tmp_path / "repo"
-    export_triton(tiny_onnx, repository, backend="python")
-    http, grpc, metrics = free_ports(3)
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "cfnet", "serve", str(repository), "--http-port", str(http),
-         "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "TMPDIR": str(tmp_path)},  # the killed serve cannot remove its temp folder
-    )
+    # TMPDIR: the killed serve cannot remove its temp folder
+    repository, _, _, serve = start_serve(tiny_onnx, tmp_path, env={**os.environ, "TMPDIR": str(tmp_path)})
     try:
         assert serve.stdout is not None and serve.stdout.readline().startswith("Triton ready:")
         running = processes_naming(str(repository))
