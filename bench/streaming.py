@@ -51,7 +51,8 @@ def stream_fps(video: Path, model: Path | str, device: str, out: Path, threads: 
 def multi_stream(
     video: Path, model: Path | str, device: str, streams: int, out: Path, threads: int | None = None
 ) -> dict[str, Any]:
-    """K copies of `video` through one `cfnet stream` pipeline (its default batch, and batch K) against the
+    """K copies of `video` through one `cfnet stream` pipeline (its default batch and inference workers, and
+    batch K) against the
     naive alternatives on the same frames and model: the K streams one after another (K runs in turn) and K
     `cfnet stream` processes at once.
 
@@ -77,6 +78,7 @@ def multi_stream(
         "streams": streams,
         "pipeline_fps": agg["fps"],
         "pipeline_batch": agg["batch"],
+        "pipeline_workers": agg["workers"],
         "batched_fps": batched[0]["aggregate"]["fps"],
         "sequential_fps": sum(r[0]["aggregate"]["frames"] for r in sequential)
         / sum(r[0]["aggregate"]["seconds"] for r in sequential),
@@ -123,20 +125,21 @@ def multistream_lines(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "## Multi-stream",
         "",
-        f"{k} copies of the `--stream` video: one `cfnet stream` pipeline (its default batch, and `--batch {k}`) "
+        f"{k} copies of the `--stream` video: one `cfnet stream` pipeline (its default batch and inference "
+        f"workers, and `--batch {k}`) "
         f"against the {k} streams one after another and {k} `cfnet stream` processes at once. Frames/s over the "
         "pipelines' own time (model loading excluded); peak RSS of the pipeline, of the largest sequential run, "
         "and the sum of the concurrent processes; ratios and batch sizes of the default pipeline.",
         "",
-        f"| Model | Backend | Pipeline (frames/s) | Batch | Pipeline, batch {k} | Sequential | Concurrent "
+        f"| Model | Backend | Pipeline (frames/s) | Batch | Workers | Pipeline, batch {k} | Sequential | Concurrent "
         f"| vs sequential | vs concurrent | RSS pipeline (MB) | RSS batch {k} | RSS sequential | RSS concurrent "
         "| RSS vs concurrent | Batch sizes |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in measured:
         lines.append(
             f"| {row['model']} | {row['backend']} | {row['streams_pipeline_fps']:.2f} | "
-            f"{row['streams_pipeline_batch']} | {row['streams_batched_fps']:.2f} | "
+            f"{row['streams_pipeline_batch']} | {row['streams_pipeline_workers']} | {row['streams_batched_fps']:.2f} | "
             f"{row['streams_sequential_fps']:.2f} | {row['streams_concurrent_fps']:.2f} | "
             f"{row['streams_vs_sequential']:.2f}x | {row['streams_vs_concurrent']:.2f}x | "
             f"{row['streams_pipeline_rss_mb']:.0f} | {row['streams_batched_rss_mb']:.0f} | "

@@ -4,7 +4,12 @@
    each adds on the calibration images (`export.sensitivity.node_errors`).
 2. Keep the top 1, 2, 4, ... of that ranking in fp32 until the argmax agreement with fp32 on held-out images
    (never the calibration ones) reaches the target, then bisect down to the fewest that reach it.
-3. At most `MAX_FP32_FRACTION` of the quantised nodes are kept in fp32 (beyond that int8 loses most of its
+3. Prune what the target does not need, by cost: the `PRUNE_TRIES` kept nodes that compute the most
+   (multiply-accumulates) go back to int8 one at a time, largest first, wherever the target still holds.
+   The ranking says which nodes matter; the pruning spends the fp32 compute where it is needed (ranking by
+   error per MAC instead was tried: the cheap nodes came first and 25% of the nodes did not reach the target
+   on a paper preset, docs/DESIGN.md).
+4. At most `MAX_FP32_FRACTION` of the quantised nodes are kept in fp32 (beyond that int8 loses most of its
    speed-up): a target not reached by then ends the search with the best model found and `reached=False`.
 """
 
@@ -23,6 +28,7 @@ from export.parity import compare
 from export.sensitivity import node_errors, session_with_outputs
 
 MAX_FP32_FRACTION = 0.25
+PRUNE_TRIES = 16
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,7 @@ class AutopilotResult:
     reached: bool
     tried: dict[int, float] = field(default_factory=dict)
     limit: int = 0
+    fp32_macs: float = 0.0  # the fraction of the quantisable nodes' multiply-accumulates kept in fp32
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +65,7 @@ class AutopilotResult:
             "fp32_nodes": [k.as_dict() for k in self.kept],
             "tried": {str(k): v for k, v in sorted(self.tried.items())},
             "limit": self.limit,
+            "fp32_macs_fraction": self.fp32_macs,
         }
 
     def line(self) -> str:
@@ -66,7 +74,7 @@ class AutopilotResult:
         return (
             f"int8 autopilot: target agreement {100 * self.target:.2f}% {verdict}: held-out agreement "
             f"{100 * self.agreement:.3f}% (plain int8 {100 * self.tried.get(0, float('nan')):.3f}%), "
-            f"{len(self.kept)} nodes kept fp32: {kept}"
+            f"{len(self.kept)} nodes kept fp32 ({100 * self.fp32_macs:.1f}% of the quantisable MACs): {kept}"
         )
 
 
@@ -120,27 +128,34 @@ def int8_autopilot(
         raise ValueError("the autopilot needs held-out images")
     ends = quantizer.ends()
     reference = logits(quantizer.prepared, heldout)
-    models: dict[int, onnx.ModelProto] = {}
-    tried: dict[int, float] = {}
+    models: dict[frozenset[str], tuple[onnx.ModelProto, float]] = {}
 
-    def agreement(keep: int, order: Sequence[str]) -> float:
-        if keep not in tried:
-            models[keep] = quantizer.quantize([*ends, *order[:keep]])
-            outputs = logits(models[keep], heldout)
-            tried[keep] = compare(zip(reference, outputs, strict=True)).agreement
-            say(f"int8 autopilot: {keep} nodes fp32 -> held-out agreement {100 * tried[keep]:.3f}%")
-        return tried[keep]
+    def agreement(fp32: Sequence[str], label: str) -> float:
+        key = frozenset(fp32)
+        if key not in models:
+            model = quantizer.quantize([*ends, *fp32])
+            score = compare(zip(reference, logits(model, heldout), strict=True)).agreement
+            models[key] = model, score
+            say(f"int8 autopilot: {label} -> held-out agreement {100 * score:.3f}%")
+        return models[key][1]
 
     plain = quantizer.quantize(ends)
     candidates = [name for name in quantizer.quantizable() if name not in ends]
     ranked = node_errors(quantizer.prepared, plain, candidates, quantizer.batches)
     order = [e.name for e in ranked]
     errors = {e.name: e.local for e in ranked}
+    cost = {e.name: e.macs for e in ranked}
     limit = max(1, int(MAX_FP32_FRACTION * len(order))) if order else 0
+    tried: dict[int, float] = {}
+
+    def prefix(keep: int) -> float:
+        tried[keep] = agreement(order[:keep], f"{keep} nodes fp32")
+        return tried[keep]
+
     low, high = -1, None  # the largest count known to miss, the smallest known to reach
     keep = 0
     while True:
-        if agreement(keep, order) >= min_agreement:
+        if prefix(keep) >= min_agreement:
             high = keep
             break
         low = keep
@@ -150,15 +165,31 @@ def int8_autopilot(
     if high is not None:
         while high - low > 1:
             middle = (low + high) // 2
-            if agreement(middle, order) >= min_agreement:
+            if prefix(middle) >= min_agreement:
                 high = middle
             else:
                 low = middle
-        chosen = high
+        fp32 = prune(order[:high], cost, lambda names, name: agreement(names, f"{name} back to int8") >= min_agreement)
     else:
-        chosen = max(tried, key=lambda k: (tried[k], -k))
-    kept = [KeptNode(name, module_of(name, modules), errors[name]) for name in order[:chosen]]
-    return AutopilotResult(models[chosen], kept, tried[chosen], min_agreement, high is not None, tried, limit)
+        fp32 = order[: max(tried, key=lambda k: (tried[k], -k))]
+    model, score = models[frozenset(fp32)]
+    kept = [KeptNode(name, module_of(name, modules), errors[name]) for name in fp32]
+    fp32_macs = sum(cost[name] for name in fp32) / max(sum(cost.values()), 1.0)
+    return AutopilotResult(model, kept, score, min_agreement, high is not None, tried, limit, fp32_macs)
+
+
+def prune(
+    fp32: Sequence[str], cost: dict[str, float], reaches: Callable[[list[str], str], bool], tries: int = PRUNE_TRIES
+) -> list[str]:
+    """`fp32` without the costliest nodes that the target does not need: the `tries` nodes with the most
+    multiply-accumulates are returned to int8 one at a time, largest first, each kept out of fp32 when
+    `reaches(remaining, node)` says the target still holds."""
+    kept = list(fp32)
+    for name in sorted(fp32, key=lambda n: -cost[n])[:tries]:
+        remaining = [n for n in kept if n != name]
+        if reaches(remaining, name):
+            kept = remaining
+    return kept
 
 
 def logits(model: onnx.ModelProto, batches: Sequence[np.ndarray]) -> list[np.ndarray]:

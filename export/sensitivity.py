@@ -5,7 +5,9 @@ Both graphs are run image by image with the tensors of interest exposed as extra
 name: ORT's QDQ quantiser and `export.fp16` keep the names of the tensors that nodes produce. For a node,
 `local error = r(output) - max r(activation inputs)`, where `r = ||candidate - fp32||² / ||fp32||²` pooled
 over the images: the error the node adds itself, not the error it inherits from upstream (an accumulated
-measure would blame every node after the first bad one).
+measure would blame every node after the first bad one). `macs`: what the node computes per image
+(multiply-accumulates of a Conv, MatMul or Gemm, from the shapes seen on the images), the price of keeping it
+in fp32.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ TENSORS_PER_RUN = 48  # exposed outputs per run: bounds the activations held (an
 
 @dataclass(frozen=True)
 class NodeError:
-    """One node's error on the calibration images: `local` (see the module docstring) and `overflow`, the
-    largest |value| of its fp32 output (above fp16's 65504 the fp16 node overflows)."""
+    """One node's error on the calibration images: `local` (see the module docstring), `overflow`, the
+    largest |value| of its fp32 output (above fp16's 65504 the fp16 node overflows), and `macs` per image
+    (0 for ops other than Conv, MatMul and Gemm)."""
 
     name: str
     local: float
     overflow: float
+    macs: float = 0.0
 
 
 def float_types(model: onnx.ModelProto) -> dict[str, int]:
@@ -80,6 +84,7 @@ def node_errors(
     input_name = reference.graph.input[0].name
     relative: dict[str, float] = {}
     peak: dict[str, float] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     for start in range(0, len(names), group):
         ref_session, ref_names = session_with_outputs(reference, names[start : start + group], ref_types)
         cand_session, cand_names = session_with_outputs(candidate, names[start : start + group], cand_types)
@@ -89,6 +94,7 @@ def node_errors(
         for x in batches:
             ref = dict(zip(ref_names, ref_session.run(ref_names, {input_name: x}), strict=True))
             cand = dict(zip(cand_names, cand_session.run(cand_names, {input_name: x}), strict=True))
+            shapes.update((name, ref[name].shape) for name in common)
             for name in common:
                 r = ref[name].astype(np.float64)
                 diff_sq[name] += float(((cand[name].astype(np.float64) - r) ** 2).sum())
@@ -96,11 +102,33 @@ def node_errors(
                 peak[name] = max(peak[name], float(np.abs(r).max(initial=0.0)))
             del ref, cand
         relative.update({name: diff_sq[name] / max(ref_sq[name], 1e-30) for name in common})
+    shapes.update((init.name, tuple(init.dims)) for init in reference.graph.initializer)
     errors = []
-    for name, (inputs, outputs) in io.items():
+    for node in picked:
+        inputs, outputs = io[node.name]
         if not outputs or outputs[0] not in relative:
             continue
         inherited = max((relative.get(i, 0.0) for i in inputs), default=0.0)
         out = relative[outputs[0]]
-        errors.append(NodeError(name, out - inherited, peak[outputs[0]]))
+        per_image = macs(node, shapes) / batches[0].shape[0]
+        errors.append(NodeError(node.name, out - inherited, peak[outputs[0]], per_image))
     return sorted(errors, key=lambda e: -e.local)
+
+
+def macs(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...]]) -> float:
+    """Multiply-accumulates of a Conv, MatMul or Gemm for the tensor shapes in `shapes` (0 for other ops or
+    unknown shapes): output elements times the length of the reduction each one sums over."""
+    out = shapes.get(node.output[0])
+    first, second = (shapes.get(name) for name in [*node.input, "", ""][:2])
+    if not out:
+        return 0.0
+    if node.op_type == "Conv" and second:
+        reduction = int(np.prod(second[1:]))  # weight O x I/groups x kH x kW
+    elif node.op_type == "MatMul" and first:
+        reduction = first[-1]
+    elif node.op_type == "Gemm" and first:
+        trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
+        reduction = first[0] if trans_a else first[-1]
+    else:
+        return 0.0
+    return float(np.prod(out)) * reduction

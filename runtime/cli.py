@@ -162,6 +162,12 @@ Exit codes:
     help="ms the oldest frame of an unfilled batch waits before the batch is inferred.",
 )
 @click.option(
+    "--infer-workers",
+    type=click.IntRange(min=1),
+    help="Inference calls in flight at once [default: 2 for several sources on the CPU, else 1]; "
+    "--threads defaults to the cores shared among them.",
+)
+@click.option(
     "--stall-timeout",
     default=10.0,
     show_default=True,
@@ -186,11 +192,11 @@ def stream_command(**options: Any) -> None:
     """Segment video files, cameras (an index) or rtsp/http streams, several in one pipeline.
 
     One reader per source, one batcher forming batches across the sources (full, or its oldest frame
-    waited --batch-timeout), one inference stage, one writer per source. Per source: order kept; a file
-    loses no frame (its output has its frame count, size and FPS); a live source drops its own oldest frame
-    when inference lags; a source that ends, fails or stalls ends only its own stream. Ctrl-C or SIGTERM
-    ends the run with finalised MP4s and the summary: per stream frames, drops, FPS, stage latencies; the
-    aggregate frames/s and batch sizes.
+    waited --batch-timeout), one inference stage (--infer-workers calls at once), one writer per source.
+    Per source: order kept; a file loses no frame (its output has its frame count, size and FPS); a live
+    source drops its own oldest frame when inference lags; a source that ends, fails or stalls ends only
+    its own stream. Ctrl-C or SIGTERM ends the run with finalised MP4s and the summary: per stream frames,
+    drops, FPS, stage latencies; the aggregate frames/s and batch sizes.
 
     \b
     Example:
@@ -234,6 +240,7 @@ def _stream(
     save_masks: Path | None,
     batch: int | None,
     batch_timeout: float,
+    infer_workers: int | None,
     stall_timeout: float,
     serve: tuple[str, int] | None,
     serve_token: str | None,
@@ -247,7 +254,7 @@ def _stream(
     from runtime.errors import UserError
     from runtime.files import check_output, write_image
     from runtime.progress import ProgressBar
-    from runtime.stream import gui_available, run_streams
+    from runtime.stream import CPU_WORKERS, gui_available, run_streams, worker_threads
     from runtime.video import VideoSource, stream_names
 
     if show and not gui_available():
@@ -264,6 +271,8 @@ def _stream(
         check_output(out, folder=into_folder)
     if save_masks is not None:
         check_output(save_masks, folder=True)
+    if threads is None and (several or (infer_workers or 1) > 1):
+        threads = worker_threads(infer_workers or CPU_WORKERS)  # the workers share the cores
     with _open(model, device, threads, overrides) as backend, contextlib.ExitStack() as stack:
         if serve is not None:
             from runtime.liveview import LiveView
@@ -302,6 +311,7 @@ def _stream(
                 outs=outs,
                 batch=batch,
                 batch_timeout_ms=batch_timeout,
+                infer_workers=infer_workers,
                 stall_timeout=stall_timeout,
                 alpha=alpha,
                 max_frames=max_frames,
@@ -342,7 +352,7 @@ def _print_summary(result: Any) -> None:
         click.echo(
             f"all {len(result.streams)} streams: {result.frames} frames in {result.seconds:.2f} s, "
             f"{result.fps:.1f} frames/s; batch {result.batch} (timeout {result.batch_timeout_ms:g} ms), "
-            f"batches: {sizes or 'none'}"
+            f"{result.workers} inference worker{'s' if result.workers > 1 else ''}, batches: {sizes or 'none'}"
         )
     if len(result.streams) > 1:  # which stream each pair of columns belongs to
         click.echo(" " * 12 + "".join(f"{name[:17]:>18}" for name in stream_names([s.source for s in result.streams])))

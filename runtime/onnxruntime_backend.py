@@ -162,6 +162,7 @@ class OnnxRuntimeBackend(Closing):
         on_gpu = self.providers[0] in GPU_PROVIDERS
         self.io_binding = on_gpu if io_binding is None else io_binding
         self.device = "cuda" if on_gpu else "cpu"  # where the model runs (the stream batches on a GPU only)
+        self.concurrent = True  # `InferenceSession.run` may be called from several threads at once
         self.name = f"onnxruntime[{self.providers[0]}]"
         self.path = path
 

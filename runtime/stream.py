@@ -1,19 +1,24 @@
 """Video-stream segmentation of 1..N sources in one pipeline.
 
 One reader thread per source (decode, adapt grayscale/BGRA and off-size frames, pre-process) -> one batcher
-that forms batches across the sources -> one inference thread -> one writer thread per source (argmax,
-overlay, encode, callbacks). `run_stream` (one source) and `run_streams` (several) both run this pipeline.
+that forms batches across the sources -> `workers` inference threads -> one writer thread per source
+(argmax, overlay, encode, callbacks). `run_stream` (one source) and `run_streams` (several) both run this
+pipeline.
 
 Per stream: order is kept; a file loses no frame (its reader blocks when its queue is full); a live source
 drops its own oldest waiting frame when inference lags; a source that ends, fails or stalls
 (`stall_timeout`) ends its own stream (its MP4 finalised) while the others go on. Ctrl-C, SIGTERM, a closed
 window or an inference error stop every thread at once; every MP4 is finalised on any exit.
 
-The batcher runs when the inference stage asks for work: it takes the frames waiting at that moment, round
+The batcher runs when an inference thread asks for work: it takes the frames waiting at that moment, round
 robin over the streams, and waits for more only while the batch is not full and its oldest frame has waited
 less than `batch_timeout_ms` (DeepStream's `batched-push-timeout`). A batch holds frames of one input size
 only (the letterboxed, padded canvas): padding a frame further would change what a model with global context
 (pyramid pooling, attention) sees, so masks would differ from a single-stream run.
+
+Several inference threads (a backend whose `infer` may run concurrently: ONNX Runtime) keep the cores busy
+while one call is in a serial part of the graph; their batches finish out of order, so the batcher numbers
+each stream's frames and the stream's writer puts them back in that order before writing.
 
 `RunStats` is the one place an observer reads the live state (counters, the newest overlay per stream):
 the pipeline updates it in place, without locks on the hot path.
@@ -21,6 +26,7 @@ the pipeline updates it in place, without locks on the hot path.
 
 from __future__ import annotations
 
+import os
 import queue
 import re
 import signal
@@ -48,6 +54,7 @@ WINDOW = "cfnet stream"
 READER_GRACE = 2.0  # seconds to wait, after the end, for a reader blocked in a source's read()
 DEFAULT_BATCH_TIMEOUT_MS = 40.0  # one frame interval at 25 fps
 DEFAULT_STALL_TIMEOUT_S = 10.0
+CPU_WORKERS = 2  # inference calls in flight for several sources on a CPU (docs/BENCHMARKS.md, Multi-stream)
 FrameCallback = Callable[[int, np.ndarray, np.ndarray, np.ndarray], None]
 StreamFrameCallback = Callable[[int, int, np.ndarray, np.ndarray, np.ndarray], None]
 ProgressCallback = Callable[[int], None]
@@ -82,10 +89,10 @@ class StreamStats:
 class RunStats:
     """A run of the pipeline: one `StreamStats` per source and the aggregate.
 
-    `batch_sizes`: histogram of the batches inferred (size -> count); `peak_rss_mb`: the process's peak
-    memory at the end. `latest[i]`: the newest overlay of stream i, `times[i]`: its stage latencies in seconds
-    so far, `queued[i]()`: its frames waiting for a batch and for its writer, `started`: the `perf_counter` at
-    the start (for a window or a live view; not serialised).
+    `workers`: inference threads; `batch_sizes`: histogram of the batches inferred (size -> count);
+    `peak_rss_mb`: the process's peak memory at the end. `latest[i]`: the newest overlay of stream i,
+    `times[i]`: its stage latencies in seconds so far, `queued[i]()`: its frames waiting for a batch and for
+    its writer, `started`: the `perf_counter` at the start (for a window or a live view; not serialised).
     `errors`: the exception that ended a stream.
     """
 
@@ -93,6 +100,7 @@ class RunStats:
     backend: str
     batch: int
     batch_timeout_ms: float
+    workers: int = 1
     frames: int = 0
     seconds: float = 0.0
     fps: float = 0.0
@@ -113,6 +121,7 @@ class RunStats:
                 "streams": len(self.streams),
                 "batch": self.batch,
                 "batch_timeout_ms": self.batch_timeout_ms,
+                "workers": self.workers,
                 "frames": self.frames,
                 "dropped": sum(s.dropped for s in self.streams),
                 "seconds": self.seconds,
@@ -160,7 +169,17 @@ class _Item:
     batch: np.ndarray  # 1 x 3 x H x W
     info: FrameInfo
     ready: float = 0.0
+    seq: int = -1  # position among the stream's frames given to inference (the writer's order)
+    waited: float = 0.0  # seconds in the batcher
+    inferred: float = 0.0  # seconds of its batch's inference
     logits: np.ndarray | None = None
+
+
+@dataclass
+class _End:
+    """The writer's end marker: the stream's last frame is its `total`-th."""
+
+    total: int
 
 
 class _Stream:
@@ -172,7 +191,8 @@ class _Stream:
         self.index, self.src, self.live, self.writer, self.stats = index, src, live, writer, stats
         self.pending: deque[_Item] = deque()
         self.capacity = capacity
-        self.outbox: queue.Queue[_Item | None] = queue.Queue(maxsize=capacity)
+        self.outbox: queue.Queue[_Item | _End] = queue.Queue(maxsize=capacity)
+        self.assigned = 0  # frames given to inference so far (the next one's `seq`)
         self.closed = False  # no more frames will be queued (end, error, stall, eviction)
         self.drained = False  # its end marker went to the writer
         self.failed = False  # its writer is gone: drop its frames
@@ -250,7 +270,8 @@ class _Batcher:
             self.cond.notify_all()
 
     def next_batch(self) -> tuple[list[_Item], list[_Stream]] | None:
-        """`(items, streams that ended)`, or None when every stream has ended or the run is stopping."""
+        """`(items, streams that ended)`, or None when every stream has ended (and the caller holds no frame)
+        or the run is stopping. Once every stream has ended, frames held for a batch go at once."""
         items: list[_Item] = []
         with self.cond:
             while not self.run.stop.is_set():
@@ -259,10 +280,11 @@ class _Batcher:
                 for s in ended:
                     s.drained = True
                 now = time.perf_counter()
-                if ended or len(items) >= self.size or (items and now - items[0].ready >= self.timeout):
+                finished = all(s.drained for s in self.streams)  # no frame will come: send what is held
+                if ended or len(items) >= self.size or (items and (finished or now - items[0].ready >= self.timeout)):
                     self.cond.notify_all()  # room for the readers
                     return items, ended
-                if all(s.drained for s in self.streams):
+                if finished:
                     return None
                 self._evict_stalled(now)
                 wait = self.timeout - (now - items[0].ready) if items else 0.05
@@ -281,7 +303,9 @@ class _Batcher:
                 if len(items) >= self.size:
                     break
                 if s.pending and (canvas is None or s.pending[0].batch.shape[2:] == canvas):
-                    items.append(s.pending.popleft())
+                    item = s.pending.popleft()
+                    item.seq, s.assigned = s.assigned, s.assigned + 1
+                    items.append(item)
                     canvas = items[0].batch.shape[2:]
                     progress = True
 
@@ -333,6 +357,37 @@ def default_batch(backend: Backend, sources: int) -> int:
         return 1
     limit = max_batch(backend)
     return min(sources, limit or sources)
+
+
+def default_workers(backend: Backend, sources: int) -> int:
+    """Inference threads: `CPU_WORKERS` for several sources on a CPU backend whose `infer` may run concurrently
+    (ONNX Runtime), else one.
+
+    One call at a time leaves cores idle in each call's serial stretches (small operators, the pyramid's
+    pooling, the hand-over to the writers); a second call in flight fills them. Measured on 2 cores, 4 streams
+    of 256x512 through tiny cfnet-pspnet: 41-43 frames/s with one worker (two intra-op threads), 58-61 with
+    two workers of one intra-op thread each (`worker_threads`), 58-63 with three, against 50-56 for 4
+    separate processes. A single source keeps one call at a time (its latency, not its throughput, first).
+    """
+    if sources > 1 and getattr(backend, "concurrent", False) and getattr(backend, "device", None) == "cpu":
+        return CPU_WORKERS
+    return 1
+
+
+def worker_threads(workers: int) -> int:
+    """ONNX Runtime intra-op threads for each of `workers` concurrent calls: this process's cores shared out."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // workers)
+
+
+def check_workers(backend: Backend, workers: int) -> None:
+    """Refuse inference threads a backend cannot serve (one whose `infer` is not safe to call concurrently)."""
+    if workers < 1:
+        raise UserError(f"inference workers must be >= 1, got {workers}", "--infer-workers")
+    if workers > 1 and not getattr(backend, "concurrent", False):
+        raise UserError(
+            f"{backend.name} runs one inference at a time; use --infer-workers 1", str(getattr(backend, "path", ""))
+        )
 
 
 def check_batch(backend: Backend, batch: int) -> None:
@@ -424,6 +479,7 @@ def run_streams(
     queue_size: int = 4,
     live: bool | None = None,
     on_start: Callable[[RunStats], None] | None = None,
+    infer_workers: int | None = None,
 ) -> RunStats:
     """Segment several sources in one pipeline (paths, camera indices, URLs or open `VideoSource`s, all
     released at the end).
@@ -432,7 +488,8 @@ def run_streams(
     source). `batch`: frames per inference (default: `default_batch`: the number of sources capped by what
     the model takes, 1 on a CPU); `batch_timeout_ms`: the longest the oldest frame of an unfilled batch
     waits; `stall_timeout`: seconds a source may block in a read before its stream is ended
-    (`ended_by="stalled"`).
+    (`ended_by="stalled"`); `infer_workers`: inference calls in flight at once (default: `default_workers`;
+    open an ONNX Runtime backend with `threads=worker_threads(workers)` so that they share the cores).
     `on_frame(stream, index, frame, mask, overlay)` is called in order per stream; `progress(done)` with the
     frames done over all streams; `on_start(stats)` hands an observer the live `RunStats` before the first
     frame. A stream that fails ends alone (`ended_by="error"`, the exception in `RunStats.errors`); an
@@ -448,6 +505,8 @@ def run_streams(
     if size < 1:
         raise UserError(f"batch must be >= 1, got {size}", "--batch")
     check_batch(backend, size)
+    workers = infer_workers if infer_workers is not None else default_workers(backend, len(sources))
+    check_workers(backend, workers)
     if outs is None:
         names = stream_names([s.name if isinstance(s, VideoSource) else str(s) for s in sources])
         outs = [Path(out_dir) / f"{n}.mp4" for n in names] if out_dir is not None else [None] * len(sources)
@@ -457,7 +516,9 @@ def run_streams(
     opened: list[VideoSource] = []
     streams: list[_Stream] = []
     run = _Run()
-    result = RunStats(streams=[], backend=backend.name, batch=size, batch_timeout_ms=batch_timeout_ms)
+    result = RunStats(
+        streams=[], backend=backend.name, batch=size, batch_timeout_ms=batch_timeout_ms, workers=workers
+    )
     threads: list[threading.Thread] = []
     readers: list[threading.Thread] = []
     previous: dict[int, Any] = {}
@@ -490,7 +551,10 @@ def run_streams(
             threading.Thread(target=_guard_reader, args=(s, batcher, backend.metadata, max_frames), daemon=True)
             for s in streams
         ]
-        threads = [threading.Thread(target=_infer, args=(run, batcher, backend, result), daemon=True)]
+        threads = [
+            threading.Thread(target=_infer, args=(run, batcher, backend, result, lock), daemon=True)
+            for _ in range(workers)
+        ]
         threads += [
             threading.Thread(
                 target=_guard_writer,
@@ -509,8 +573,8 @@ def run_streams(
         for t in readers + threads:
             t.start()
         try:
-            while any(t.is_alive() for t in threads):
-                threads[-1].join(timeout=0.01 if show else 0.05)
+            while alive := [t for t in threads if t.is_alive()]:
+                alive[0].join(timeout=0.01 if show else 0.05)  # an ended thread's join would return at once
                 if show:
                     _show(run, result)
         except KeyboardInterrupt:
@@ -663,8 +727,11 @@ def _read(stream: _Stream, batcher: _Batcher, metadata: Any, max_frames: int | N
     return stats.ended_by if stream.closed else batcher.run.reason or "stopped"
 
 
-def _infer(run: _Run, batcher: _Batcher, backend: Backend, result: RunStats) -> None:
-    """Inference thread: batches from the batcher -> logits -> each frame to its stream's writer."""
+def _infer(run: _Run, batcher: _Batcher, backend: Backend, result: RunStats, lock: threading.Lock) -> None:
+    """Inference thread: batches from the batcher -> logits -> each frame to its stream's writer.
+
+    Several may run at once; `lock` guards the shared batch-size histogram.
+    """
     _block_signals()
     streams = batcher.streams
     try:
@@ -675,21 +742,20 @@ def _infer(run: _Run, batcher: _Batcher, backend: Backend, result: RunStats) -> 
                 images = items[0].batch if len(items) == 1 else np.concatenate([i.batch for i in items])
                 logits = backend.infer(images)
                 elapsed = time.perf_counter() - started
-                result.batch_sizes[len(items)] = result.batch_sizes.get(len(items), 0) + 1
+                with lock:
+                    result.batch_sizes[len(items)] = result.batch_sizes.get(len(items), 0) + 1
                 for k, item in enumerate(items):
-                    stream = streams[item.stream]
-                    stream.times["wait"].append(started - item.ready)
-                    stream.times["infer"].append(elapsed)
+                    item.waited, item.inferred = started - item.ready, elapsed
                     item.logits = logits[k : k + 1]
                     item.batch = item.batch[:0]  # the input is no longer needed
-                    _deliver(run, stream, item)
+                    _deliver(run, streams[item.stream], item)
             for stream in ended:
-                _deliver(run, stream, None)
+                _deliver(run, stream, _End(stream.assigned))
     except BaseException as exc:  # re-raised by run_streams on the caller's thread
         run.abort("error", exc)
 
 
-def _deliver(run: _Run, stream: _Stream, item: _Item | None) -> None:
+def _deliver(run: _Run, stream: _Stream, item: _Item | _End) -> None:
     """Blocking put into the stream's writer queue; gives up when the run stops or the writer is gone."""
     while not run.stop.is_set() and not stream.failed:
         try:
@@ -737,13 +803,24 @@ def _write(
     meta = backend.metadata
     lut = palette_lut(meta.palette)
     times = stream.times
-    while not run.stop.is_set():
-        try:
-            item = stream.outbox.get(timeout=0.05)
-        except queue.Empty:
+    early: dict[int, _Item] = {}  # frames that came before their turn (from another inference thread)
+    written, total = 0, None
+    while not run.stop.is_set() and written != total:
+        if written not in early:
+            try:
+                got = stream.outbox.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if isinstance(got, _End):
+                total = got.total
+            else:
+                early[got.seq] = got
             continue
-        if item is None or item.logits is None:
-            return
+        item = early.pop(written)
+        written += 1
+        assert item.logits is not None
+        times["wait"].append(item.waited)
+        times["infer"].append(item.inferred)
         started = time.perf_counter()
         mask = postprocess(item.logits, [item.info])[0]
         blended = overlay(item.frame, colorize(mask, lut), alpha)

@@ -144,7 +144,7 @@ def test_streams_compare_one_pipeline_with_sequential_runs_and_concurrent_proces
     out, result, _ = report
     row = _rows(result)[("hrnet", "onnxruntime")]
     assert row["streams_k"] == 2 and row["streams_frames"] == 2 * STREAM_FRAMES
-    assert row["streams_pipeline_batch"] == 1  # on a CPU
+    assert (row["streams_pipeline_batch"], row["streams_pipeline_workers"]) == (1, 2)  # on a CPU
     for variant in ("pipeline", "batched", "sequential", "concurrent"):
         assert row[f"streams_{variant}_fps"] > 0 and row[f"streams_{variant}_rss_mb"] > 50  # python + ORT + cv2
     assert row["streams_vs_concurrent"] == pytest.approx(row["streams_pipeline_fps"] / row["streams_concurrent_fps"])

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from export.autopilot import int8_autopilot, logits, module_of
+from export.autopilot import int8_autopilot, logits, module_of, prune
 from export.calibration import load_split, split_files
 from export.int8 import Quantizer
 from export.onnx import trace
@@ -66,6 +66,7 @@ def test_autopilot_keeps_the_sensitive_layer_fp32_and_reaches_what_plain_int8_mi
     assert plain.agreement < 0.99  # plain int8 misses the target
     assert result.reached and result.agreement >= 0.99
     assert [(k.onnx, k.module) for k in result.kept] == [("/mix/Conv", "mix")]
+    assert result.fp32_macs == pytest.approx(0.5)  # `mix` of the two candidates `mix` and `more`, equal in cost
     achieved = compare(zip(logits(proto, heldout), logits(result.model, heldout), strict=True))
     assert achieved.agreement == pytest.approx(result.agreement)
     dequantised = {n.output[0] for n in result.model.graph.node if n.op_type == "DequantizeLinear"}
@@ -181,3 +182,50 @@ def test_node_errors_do_not_depend_on_how_many_tensors_one_run_exposes(
         every = node_errors(quantizer.prepared, plain, nodes, _noise(2, seed=3), group=1000)
     assert [e.name for e in one] == [e.name for e in every] and one[0].name == "/mix/Conv"
     assert [e.local for e in one] == pytest.approx([e.local for e in every])
+
+
+class Costs(nn.Module):
+    """A grouped Conv, a Linear (MatMul with weights) and a MatMul of two activations: the ops whose cost differs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.group = nn.Conv2d(8, 8, 3, padding=1, groups=2)
+        self.proj = nn.Linear(8, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.proj(self.group(torch.relu(self.stem(x))).flatten(2).transpose(1, 2))
+        return (tokens @ tokens.transpose(1, 2)).unsqueeze(1)
+
+
+def test_node_costs_are_the_multiply_accumulates_torch_counts() -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from export.sensitivity import node_errors
+
+    model, images = Costs().eval(), torch.randn(2, 3, 16, 16)
+    with FlopCounterMode(display=False) as counter:
+        model(images)
+    flops = {name.removeprefix("Costs."): sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
+    proto = trace(model, (16, 16), batch=1, dynamic=True, opset=17)
+    costs = {e.name: e.macs for e in node_errors(proto, proto, [n.name for n in proto.graph.node], [images.numpy()])}
+    per_image = {"/stem/Conv": "stem", "/group/Conv": "group", "/proj/MatMul": "proj"}
+    for node, module in per_image.items():
+        assert costs[node] == flops[module] / 2 / 2  # 2 FLOPs per multiply-accumulate, 2 images
+    attention = flops["Global"] - sum(flops[m] for m in per_image.values())
+    assert costs["/MatMul"] == attention / 2 / 2 > 0
+
+
+def test_pruning_returns_the_costliest_nodes_the_target_does_not_need_to_int8() -> None:
+    cost = {"a": 1.0, "b": 100.0, "c": 50.0, "d": 10.0}
+    asked: list[str] = []
+
+    def reaches(remaining: list[str], name: str) -> bool:
+        asked.append(name)
+        return {"a", "c"} <= set(remaining)  # the target needs a and c in fp32
+
+    assert prune(["a", "b", "c", "d"], cost, reaches) == ["a", "c"]
+    assert asked == ["b", "c", "d", "a"]  # largest first
+    asked.clear()
+    assert prune(["a", "b", "c", "d"], cost, reaches, tries=2) == ["a", "c", "d"] and asked == ["b", "c"]

@@ -18,7 +18,15 @@ import pytest
 
 from runtime.backend import open_backend
 from runtime.errors import UserError
-from runtime.stream import check_batch, default_batch, max_batch, run_stream, run_streams
+from runtime.stream import (
+    RunStats,
+    check_batch,
+    default_batch,
+    default_workers,
+    max_batch,
+    run_stream,
+    run_streams,
+)
 from runtime.video import stream_names
 from tests.runtime.conftest import export_tiny, read_video, synthetic_frames, tiny_metadata, write_video_file
 from tests.runtime.test_stream import ROOT, ListSource, StalledSource, cfnet
@@ -101,6 +109,122 @@ def test_batches_cross_streams_but_never_mix_input_sizes(tiny_onnx: Path, tmp_pa
     assert result.batch_sizes == {n: sum(1 for s in recording.shapes if s[0] == n) for n in result.batch_sizes}
 
 
+class ShufflingBackend(RecordingBackend):
+    """Concurrent calls that finish out of order: each sleeps a random 0-30 ms before inferring."""
+
+    concurrent, device = True, "cpu"
+
+    def __init__(self, backend: object) -> None:
+        super().__init__(backend)
+        self.random, self.active, self.most = np.random.default_rng(0), 0, 0
+        self.lock = threading.Lock()
+
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        with self.lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+            delay = float(self.random.uniform(0, 0.03))
+        time.sleep(delay)
+        try:
+            return super().infer(images)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+
+def test_inference_workers_finishing_out_of_order_keep_each_streams_order_and_masks(
+    tiny_onnx: Path, tmp_path: Path
+) -> None:
+    videos = [
+        write_video_file(tmp_path / "a.mp4", synthetic_frames(12, (48, 64))),
+        write_video_file(tmp_path / "b.mp4", synthetic_frames(9, (40, 30), seed=3)),
+    ]
+    seen: dict[int, list[tuple[int, np.ndarray]]] = {0: [], 1: []}
+    with open_backend(tiny_onnx, device="cpu") as backend:
+        shuffling = ShufflingBackend(backend)
+        result = run_streams(
+            [str(v) for v in videos],
+            shuffling,  # type: ignore[arg-type]
+            infer_workers=3,
+            outs=[tmp_path / "a_seg.mp4", tmp_path / "b_seg.mp4"],
+            on_frame=lambda s, i, f, m, o: seen[s].append((i, m)),
+        )
+    assert shuffling.most > 1 and result.workers == 3  # calls really overlapped
+    assert [s.frames for s in result.streams] == [12, 9]
+    for stream, video in enumerate(videos):
+        assert [i for i, _ in seen[stream]] == list(range(len(seen[stream])))  # written in the source's order
+        for (_, mask), expected in zip(seen[stream], single_stream_masks(video, tiny_onnx), strict=True):
+            np.testing.assert_array_equal(mask, expected)
+    assert [len(read_video(tmp_path / n)[0]) for n in ("a_seg.mp4", "b_seg.mp4")] == [12, 9]
+
+
+def test_a_backend_that_runs_one_call_at_a_time_refuses_several_workers(tiny_onnx: Path) -> None:
+    video = ListSource(synthetic_frames(2, (48, 64)))
+    with open_backend(tiny_onnx, device="cpu") as backend:
+        assert (default_workers(backend, 1), default_workers(backend, 3)) == (1, 2)
+        serial = RecordingBackend(backend)  # no `concurrent`: as the TensorRT and Triton backends
+        assert default_workers(serial, 3) == 1  # type: ignore[arg-type]
+        with pytest.raises(UserError, match="recording runs one inference at a time; use --infer-workers 1"):
+            run_streams([video], serial, infer_workers=2)  # type: ignore[arg-type]
+
+
+class LingeringSource(ListSource):
+    """A file-like source that waits `linger` seconds before saying it has ended."""
+
+    def __init__(self, frames: list[np.ndarray], linger: float) -> None:
+        super().__init__(frames)
+        self.linger = linger
+
+    def read(self) -> np.ndarray | None:
+        if not self.frames:
+            time.sleep(self.linger)
+        return super().read()
+
+
+def test_a_frame_held_for_a_batch_when_every_stream_ends_is_still_inferred(tiny_onnx: Path) -> None:
+    # one worker holds the only frame for a batch of 2 that cannot fill; when the stream ends, whichever worker
+    # wakes first takes the end: when it was the other one, the held frame used to be dropped (the run hung)
+    with open_backend(tiny_onnx, device="cpu") as backend:
+        for attempt in range(12):
+            source = LingeringSource(synthetic_frames(1, (48, 64), seed=attempt), linger=0.05)
+            results: list[RunStats] = []
+            run = threading.Thread(
+                target=lambda source=source, results=results: results.append(
+                    run_streams([source], backend, batch=2, batch_timeout_ms=5000, infer_workers=2)
+                ),
+                daemon=True,
+            )
+            started = time.monotonic()
+            run.start()
+            run.join(timeout=10)
+            assert not run.is_alive(), f"the run hung (attempt {attempt})"
+            assert time.monotonic() - started < 5  # the held frame went when the stream ended, not at the timeout
+            assert results[0].streams[0].frames == 1
+
+
+class SlowSource(ListSource):
+    """A file-like source that takes `delay` seconds per frame."""
+
+    def __init__(self, frames: list[np.ndarray], delay: float) -> None:
+        super().__init__(frames)
+        self.delay = delay
+
+    def read(self) -> np.ndarray | None:
+        time.sleep(self.delay)
+        return super().read()
+
+
+def test_the_main_thread_sleeps_while_a_stream_outlives_the_others(tiny_onnx: Path) -> None:
+    # the last source ends first: the main thread used to join that finished writer in a loop (a core spun)
+    sources = [SlowSource(synthetic_frames(20, (48, 64)), delay=0.04), ListSource(synthetic_frames(1, (48, 64)))]
+    with open_backend(tiny_onnx, device="cpu") as backend:
+        wall, cpu = time.perf_counter(), time.thread_time()
+        result = run_streams(sources, backend)  # type: ignore[arg-type]
+        wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+    assert [s.frames for s in result.streams] == [20, 1] and wall > 0.8
+    assert cpu < 0.25 * wall, f"main thread used {cpu:.2f} s of CPU in {wall:.2f} s"
+
+
 class FailingSource(ListSource):
     """A file-like source whose read raises after `fail_after` frames."""
 
@@ -154,7 +278,8 @@ def test_a_batch_the_model_cannot_take_is_refused_in_one_line(
     assert stderr.startswith("error: the model takes batches of at most 1") and "use --batch 1" in stderr
     assert not (tmp_path / "o").exists()
     code, stdout, _ = cfnet(["stream", video, video, "--model", static, "--out", tmp_path / "o"], capsys)
-    assert code == 0 and "batch 1 (timeout 40 ms), batches: 6x1" in stdout  # the default takes what the model takes
+    # the default takes what the model takes; two ONNX Runtime calls in flight on the CPU
+    assert code == 0 and "batch 1 (timeout 40 ms), 2 inference workers, batches: 6x1" in stdout
 
     with open_backend(static, device="cpu") as backend:
         assert (max_batch(backend), default_batch(backend, 4)) == (1, 1)
