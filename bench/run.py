@@ -121,7 +121,7 @@ def _validate(config: BenchConfig) -> None:
         raise UserError("--checkpoints needs --data (the split to measure accuracy on)", str(config.checkpoints))
     if config.checkpoints is not None:  # every model's checkpoint found now, not after the first model's timing
         for name in config.models:
-            _checkpoint(name, config.checkpoints)
+            _checkpoint(split_name(name)[0], config.checkpoints)  # a branch is read from its fused checkpoint
     if config.images is not None and config.images < 1:
         raise UserError("--images must be >= 1 (the number of split images to score)", f"--images {config.images}")
     if config.threads is not None and config.threads < 1:

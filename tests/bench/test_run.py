@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -265,6 +266,22 @@ def test_the_readme_checkpoint_example_holds_on_the_demo_folder(
     without_models = [a for i, a in enumerate(args) if "--models" not in (a, args[i - 1])]
     result = CliRunner().invoke(cli, without_models)
     assert "no checkpoint for unet" in str(result.exception) and "--models" in str(result.exception)
+
+
+def test_a_fused_models_branch_is_benched_from_the_fused_checkpoint(tmp_path: Path) -> None:
+    """`cfnet-pspnet:transformer` with --checkpoints reads `cfnet-pspnet.pt` (it looked for
+    `cfnet-pspnet:transformer.pt` and refused the documented command)."""
+    import bench.run
+    from bench.run import BenchConfig
+    from cfnet.errors import UserError
+
+    (tmp_path / "cfnet-pspnet.pt").write_bytes(b"checkpoint")
+    config = BenchConfig(models=("cfnet-pspnet", "cfnet-pspnet:transformer"), preset="tiny", size=(32, 32),
+                         backends=("onnxruntime",), checkpoints=tmp_path, data=tmp_path, out=tmp_path / "out",
+                         command="test")
+    bench.run._validate(config)
+    with pytest.raises(UserError, match="no checkpoint for cfnet-hrnet"):
+        bench.run._validate(replace(config, models=("cfnet-hrnet:transformer",)))
 
 
 def test_an_accuracy_failure_marks_the_row_and_keeps_its_timing() -> None:
