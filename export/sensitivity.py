@@ -61,6 +61,7 @@ def session_with_outputs(
     )
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.enable_cpu_mem_arena = False  # measuring sessions come in pairs: an arena each would keep a whole run
     session = ort.InferenceSession(copy.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return session, exposed
 
