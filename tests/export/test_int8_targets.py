@@ -85,14 +85,15 @@ def _peak_bytes(fp32_proto: onnx.ModelProto, method: str, batches: list[np.ndarr
 def test_histogram_calibration_streams_within_a_memory_bound(fp32_proto: onnx.ModelProto, method: str) -> None:
     """The Python-side peak (numpy arrays, as tracemalloc sees them) of calibrating on 6 images in chunks of 2
     stays within 1.2x that of 2 images: memory does not grow with the calibration set; in one chunk of 6 it
-    does (so the measure sees what the calibrators hold)."""
+    does, above 2x (so the measure sees what the calibrators hold). At 256x512 the activations (13 MB for 2
+    images) dwarf the half-megabyte the rest of a run varies by (at 128x256 that noise once reached 1.2x)."""
     assert method in CALIB_METHODS
-    batches = _batches(6, (128, 256))
+    batches = _batches(6, (256, 512))
     quantize_int8(fp32_proto, batches[:1], method=method)  # one-time allocations (imports, caches) first
     two = _peak_bytes(fp32_proto, method, batches[:2], chunk=2)
     chunked = _peak_bytes(fp32_proto, method, batches, chunk=2)
     whole = _peak_bytes(fp32_proto, method, batches, chunk=6)
-    assert whole > 1.5 * two
+    assert whole > 2 * two
     assert chunked < 1.2 * two, (chunked, two)
 
 
