@@ -52,9 +52,8 @@ def multi_stream(
     video: Path, model: Path | str, device: str, streams: int, out: Path, threads: int | None = None
 ) -> dict[str, Any]:
     """K copies of `video` through one `cfnet stream` pipeline (its default batch and inference workers, and
-    batch K) against the
-    naive alternatives on the same frames and model: the K streams one after another (K runs in turn) and K
-    `cfnet stream` processes at once.
+    batch K) against the naive alternatives on the same frames and model: the K streams one after another (K
+    runs in turn) and K `cfnet stream` processes at once.
 
     Each variant runs in its own processes, so that peak memory (the RSS each `cfnet stream` reports) is the
     stream's, not the bench's. Frames/s use the pipelines' own seconds (model loading excluded): the
@@ -126,10 +125,10 @@ def multistream_lines(rows: list[dict[str, Any]]) -> list[str]:
         "## Multi-stream",
         "",
         f"{k} copies of the `--stream` video: one `cfnet stream` pipeline (its default batch and inference "
-        f"workers, and `--batch {k}`) "
-        f"against the {k} streams one after another and {k} `cfnet stream` processes at once. Frames/s over the "
-        "pipelines' own time (model loading excluded); peak RSS of the pipeline, of the largest sequential run, "
-        "and the sum of the concurrent processes; ratios and batch sizes of the default pipeline.",
+        f"workers, and `--batch {k}`) against the {k} streams one after another and {k} `cfnet stream` processes "
+        "at once. Frames/s over the pipelines' own time (model loading excluded); peak RSS of the pipeline, of the "
+        "largest sequential run, and the sum of the concurrent processes; ratios and batch sizes of the default "
+        "pipeline.",
         "",
         f"| Model | Backend | Pipeline (frames/s) | Batch | Workers | Pipeline, batch {k} | Sequential | Concurrent "
         f"| vs sequential | vs concurrent | RSS pipeline (MB) | RSS batch {k} | RSS sequential | RSS concurrent "

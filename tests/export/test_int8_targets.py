@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -133,9 +135,6 @@ def test_calibration_does_not_hold_every_activation_at_once(method: str, bound_m
     (ONNX Runtime's default node order ran the appended ReduceMin/ReduceMax last and kept all of them: 10.8 GB
     on the paper preset at 512x1024). Percentile has to return every activation for its histograms: the same
     measure sees the whole chain there, so it can see what MinMax must not do."""
-    import subprocess
-    import sys
-
     done = subprocess.run(
         [sys.executable, "-c", _CALIBRATE_DEEP_CHAIN, method], capture_output=True, text=True, timeout=240, check=True
     )
