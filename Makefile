@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 TORCH := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest demo bench clean
+.PHONY: install system-deps test test-fast lint typecheck pytest demo bench clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -24,14 +24,29 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
+# What the acceptance tests drive for real: Debian's Chromium (the live view's browser test) and GStreamer's RTSP
+# server with its Python bindings (the camera tests). Installed once with apt-get where missing (needs root).
+APT_PACKAGES := chromium python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
+system-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing with apt-get: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
 lint: install
 	$(VENV)/bin/ruff check cfnet export runtime bench tests
 
 typecheck: install
 	$(VENV)/bin/mypy export runtime bench cfnet
 
-pytest: install
+pytest: install system-deps
 	$(VENV)/bin/pytest -q
+
+# the fast set for development: without the acceptance tests that start real servers, browsers and cameras
+test-fast: install
+	$(VENV)/bin/pytest -q -m "not slow"
 
 test: lint typecheck pytest
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.backends import Runner, first_line
+from bench.runners import Runner, first_line
 
 
 def pad_to_multiple(images: np.ndarray, divisor: int) -> np.ndarray:

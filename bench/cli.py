@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from cfnet.sizes import SIZE
+from runtime.cli import thread_count
 
 ALL_MODELS = "unet,deeplabv3,pspnet,hrnet,segformer,cfnet-pspnet,cfnet-hrnet"
 ALL_BACKENDS = (
@@ -36,7 +37,8 @@ def _default_backends(quick: bool, device: str) -> tuple[str, ...]:
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--warmup", type=int, default=None, help="Untimed rounds first [default: 3; --quick: 1].")
 @click.option("--iters", type=int, default=None, help="Timed rounds [default: 20; --quick: 5].")
-@click.option("--threads", type=int, default=None, help="torch and ONNX Runtime intra-op threads [default: cores].")
+@click.option("--threads", type=click.IntRange(min=1), default=None, callback=thread_count,
+              help="torch and ONNX Runtime intra-op threads [default: cores; at most 4 per core].")
 @click.option("--checkpoints", type=click.Path(path_type=Path), default=None,
               help="Folder of trained checkpoints (<model>.pt or <model>/best.pt) instead of random weights; needs "
                    "--data, and one checkpoint per model of --models.")

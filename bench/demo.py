@@ -18,8 +18,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench.backends import BACKENDS
 from bench.demo_report import overlay_strip, write_demo_report
+from bench.runners import BACKENDS
 from cfnet.atomic import write_bytes
 from cfnet.errors import UserError
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.backends import Runner
+from bench.runners import Runner
 
 
 def frame_metadata(model: Any, size: tuple[int, int]) -> Any:

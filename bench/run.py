@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.backends import (
+from bench.frames import bytes_per_frame, frame_call, frame_metadata, noise_frame
+from bench.paper import PAPER
+from bench.runners import (
     BACKENDS,
     KNOWN_BACKENDS,
     ArtifactCache,
@@ -26,8 +28,6 @@ from bench.backends import (
     first_line,
     open_runner,
 )
-from bench.frames import bytes_per_frame, frame_call, frame_metadata, noise_frame
-from bench.paper import PAPER
 from bench.serving import STREAMS, TritonRunner
 from bench.timing import interleaved
 from cfnet.errors import UserError

@@ -26,8 +26,8 @@ class TritonRunner:
 
     def __init__(self, onnx: Path, folder: Path) -> None:
         from export.triton import export_triton
-        from runtime.triton_backend import TritonBackend
-        from runtime.triton_server import TritonServer, free_ports
+        from runtime.backends.triton import TritonBackend
+        from runtime.triton.server import TritonServer, free_ports
 
         repository = folder / f"{onnx.stem}-triton"
         export_triton(onnx, repository, backend="python", overwrite=True)
@@ -45,7 +45,7 @@ class TritonRunner:
 
     def serving(self, frame: np.ndarray, frames: int, streams: int = STREAMS) -> dict[str, Any]:
         """Frames -> masks through the ensemble: latency and FPS of one stream, FPS of `streams` at once."""
-        from runtime.triton_backend import TritonBackend
+        from runtime.backends.triton import TritonBackend
 
         self.backend.segment_frames(frame[None])  # warm-up
         sent, received = self.backend.bytes_sent, self.backend.bytes_received

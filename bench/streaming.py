@@ -21,7 +21,7 @@ def stream_fps(video: Path, model: Path | str, device: str, out: Path, threads: 
     the stream (warm); the end-to-end figure is frames over wall time of decode, preprocess, infer,
     overlay and encode threads together.
     """
-    from runtime.backend import open_backend
+    from runtime.backends import open_backend
     from runtime.preprocess import preprocess
     from runtime.stream import run_stream
     from runtime.video import VideoSource

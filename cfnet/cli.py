@@ -299,10 +299,6 @@ def evaluate_command(
     click.echo(json.dumps(scores, indent=2) if as_json else format_scores(scores))
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 @cli.command("ablate")
 @click.option("--data", required=True, type=click.Path(file_okay=False), help="Dataset root, Cityscapes layout.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder of the runs and the report.")
@@ -336,23 +332,22 @@ def ablate_command(
       cfnet ablate --data data/demo --out ablations --variants no-contrastive,segformer --seeds 1 --iters 50
     """
     import json
-    import signal
     import time
 
     from cfnet.ablation.plan import QUICK, Schedule, build_plan, select
     from cfnet.ablation.report import collect, write_report
     from cfnet.ablation.runner import execute
+    from runtime.signals import sigterm_as_interrupt
 
     options = {**(QUICK if quick else {}), **{k: v for k, v in given.items() if v is not None}}
     schedule = Schedule(data=data, out=out, **options)  # type: ignore[arg-type]
     plan = build_plan(schedule, select(variants))
     _check_plan(plan, data)
     started = time.perf_counter()
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM ends the plan like Ctrl-C
     try:
-        execute(plan, progress=not as_json)
+        with sigterm_as_interrupt():  # SIGTERM ends the plan like Ctrl-C
+            execute(plan, progress=not as_json)
     finally:  # an interrupted plan still leaves the report of what finished
-        signal.signal(signal.SIGTERM, previous)
         report = collect(plan, schedule, seconds=time.perf_counter() - started)
         paths = write_report(report, out)
     click.echo(json.dumps(report, indent=2) if as_json else "\n".join(f"wrote {p}" for p in paths))

@@ -14,7 +14,7 @@ from cfnet.atomic import write_bytes
 from cfnet.errors import UserError
 from export.metadata import get_metadata, load_onnx, size_divisor
 from runtime.artifact import sidecar_path
-from runtime.tensorrt_backend import AMPERE, COMPAT, parse_capability
+from runtime.backends.tensorrt import AMPERE, COMPAT, parse_capability
 
 Shape = tuple[int, int, int, int]
 FP32_LAYER_TYPES = ("NORMALIZATION", "SOFTMAX", "REDUCE")  # kept in FP32 under TensorRT 10's FP16 flag

@@ -25,10 +25,10 @@ from cfnet.atomic import write_bytes
 from cfnet.errors import UserError
 from cfnet.models.base import SegmentationModel
 from cfnet.sizes import check_size
-from export.autopilot import check_options as check_int8_options
 from export.mask import MASK, OUTPUTS, MaskParity, add_mask_output, compare_masks, outputs_metadata, select_outputs
 from export.metadata import PRECISIONS, build_metadata, plan_metadata, set_metadata
 from export.parity import FP32_MAX_RELATIVE_ERROR, FP32_MIN_AGREEMENT, Parity, compare, fp32_ok
+from export.precision.autopilot import check_options as check_int8_options
 from runtime.files import check_output
 
 INPUT, OUTPUT = "images", "logits"
@@ -95,7 +95,7 @@ def export_onnx(
     `both`. Raises `ParityError` when the fp32 graph disagrees with PyTorch, `UserError` on bad arguments.
     int8: `calib_method` (`minmax`, `percentile`, `entropy`), `int8_target` (`cpu`: uint8 activations for ONNX
     Runtime; `tensorrt`: symmetric int8), `min_agreement`: the precision autopilot's target argmax agreement
-    with fp32 on `heldout_count` held-out images (see `export.autopilot`).
+    with fp32 on `heldout_count` held-out images (see `export.precision.autopilot`).
     """
     return export_report(
         model,
@@ -156,11 +156,11 @@ def export_report(
     real: list[np.ndarray] = []
     heldout = None
     if calib_images is not None and precision == "int8" and min_agreement is not None:
-        from export.calibration import load_split
+        from export.precision.calibration import load_split
 
         real, heldout = load_split(calib_images, metadata, calib_count, heldout_count)
     elif calib_images is not None:
-        from export.calibration import load_batches
+        from export.precision.calibration import load_batches
 
         count = calib_count if precision == "int8" else REAL_PARITY_IMAGES
         real = load_batches(calib_images, metadata, count)
@@ -188,7 +188,7 @@ def export_report(
     del fp32_session
     final = proto
     if real and precision in ("fp32", "fp16"):
-        from export.fp16_check import fp16_with_checks
+        from export.precision.fp16_check import fp16_with_checks
 
         half, report.precision_plan = fp16_with_checks(
             proto, real, modules={name for name, _ in model.named_modules()}, say=say
@@ -197,11 +197,11 @@ def export_report(
         if precision == "fp32":
             set_metadata(final, metadata)
     if precision == "fp16":
-        from export.fp16 import convert_to_mixed_fp16
+        from export.precision.fp16 import convert_to_mixed_fp16
 
         final = half if real else convert_to_mixed_fp16(proto)
     elif precision == "int8":
-        from export.autopilot import quantize_for_export
+        from export.precision.autopilot import quantize_for_export
 
         final, report.precision_plan = quantize_for_export(
             proto,

@@ -24,9 +24,10 @@ from export.engine_config import (
     sidecar,
     write_sidecar,
 )
-from export.int8 import require_tensorrt_int8
-from export.layer_precision import fp32_nodes, pin_listed_layers
+from export.precision.int8 import require_tensorrt_int8
+from export.precision.layer_precision import fp32_nodes, pin_listed_layers
 from export.scratch import scratch_dir
+from runtime.backends.availability import tensorrt_unavailable
 
 if TYPE_CHECKING:  # the stubs of tensorrt-stubs; at run time TensorRT is imported inside the functions
     import tensorrt as trt
@@ -42,16 +43,13 @@ def open_builder() -> tuple[trt.ILogger, trt.Builder]:
 
     Detected by a working `tensorrt.Builder`: `import tensorrt` alone succeeds with the type stubs installed.
     """
-    try:
-        import tensorrt as trt
+    reason = tensorrt_unavailable()
+    if reason is not None:
+        raise UserError("TensorRT is not available", f"{reason}; {INSTALL_HINT}")
+    import tensorrt as trt
 
-        logger = trt.Logger(trt.Logger.WARNING)
-        builder = trt.Builder(logger)
-    except Exception as exc:  # ImportError, AttributeError (stub namespace), TypeError/RuntimeError (no GPU)
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
-        raise UserError("TensorRT is not available", f"{reason}; {INSTALL_HINT}") from None
-    if builder is None:
-        raise UserError("TensorRT is not available", f"no CUDA device; {INSTALL_HINT}")
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
     return logger, builder
 
 
@@ -71,7 +69,7 @@ def build_engine(
 
     Shapes are `(N, C, H, W)`; missing ones default from the ONNX metadata (`cfnet.input_size`).
     `timing_cache` is read when it exists (a cache from another TensorRT or GPU is replaced, with a notice)
-    and written back after the build. `compat`: `none`, `hardware` or `version` (`runtime.tensorrt_backend.COMPAT`).
+    and written back after the build. `compat`: `none`, `hardware` or `version` (`runtime.backends.tensorrt.COMPAT`).
     """
     onnx_path, out = Path(onnx_path), Path(out)
     onnx_input = read_onnx_input(onnx_path)
@@ -133,8 +131,8 @@ def gpu_identity() -> tuple[str, str]:
 def _fp16_copy(onnx_path: Path, target: Path) -> Path:
     import onnx
 
-    from export.fp16 import convert_to_mixed_fp16
     from export.metadata import get_metadata, set_metadata
+    from export.precision.fp16 import convert_to_mixed_fp16
 
     model = onnx.load(str(onnx_path))
     half = convert_to_mixed_fp16(model, fp32_nodes(get_metadata(model)))

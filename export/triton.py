@@ -23,6 +23,7 @@ from cfnet.atomic import umask
 from cfnet.errors import UserError
 from export.metadata import get_metadata, load_onnx
 from runtime.artifact import ModelMetadata, metadata_from_props, read_sidecar
+from runtime.triton.config import config_parameters, model_step
 
 BACKENDS = ("onnxruntime", "tensorrt", "python")
 RUNTIME_PACKAGE = Path(runtime.__file__).resolve().parent
@@ -33,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from runtime.triton_models.{module} import TritonPythonModel  # noqa: E402,F401
+from runtime.triton.models.{module} import TritonPythonModel  # noqa: E402,F401
 '''
 
 
@@ -122,10 +123,6 @@ def _scalar(value: Any) -> str:
     return json.dumps(str(value), ensure_ascii=False)
 
 
-def _parameters(props: Mapping[str, str]) -> list[dict[str, Any]]:
-    return [{"key": k, "value": {"string_value": v}} for k, v in sorted(props.items())]
-
-
 def _tensor(name: str, dtype: str, dims: list[int]) -> dict[str, Any]:
     return {"name": name, "data_type": Enum(f"TYPE_{dtype}"), "dims": dims}
 
@@ -135,7 +132,7 @@ def model_config(
 ) -> dict[str, Any]:
     """The config of `{name}_model`: the network, batched dynamically, with the cfnet metadata as parameters."""
     h, w = artifact.size or (-1, -1)
-    config: dict[str, Any] = {"name": f"{name}_model"}
+    config: dict[str, Any] = {"name": model_step(name)}
     if backend == "onnxruntime":
         config["platform"] = "onnxruntime_onnx"
     elif backend == "tensorrt":
@@ -169,7 +166,7 @@ def model_config(
             ],
         }
     ]
-    config["parameters"] = _parameters(artifact.props)
+    config["parameters"] = config_parameters(artifact.props)
     return config
 
 
@@ -188,7 +185,7 @@ def python_config(name: str, inputs: list[dict[str, Any]], outputs: list[dict[st
         "input": inputs,
         "output": outputs,
         "instance_group": [{"count": instances, "kind": Enum("KIND_CPU")}],
-        "parameters": _parameters(props),
+        "parameters": config_parameters(props),
     }
 
 
@@ -215,7 +212,7 @@ def ensemble_config(name: str, max_batch: int, output: str = "logits") -> dict[s
         "ensemble_scheduling": {
             "step": [
                 step(f"{name}_preprocess", {"frames": "frames"}, {"images": "images", "info": "info"}),
-                step(f"{name}_model", {"images": "images"}, {output: "scores"}),
+                step(model_step(name), {"images": "images"}, {output: "scores"}),
                 step(f"{name}_postprocess", {output: "scores", "info": "info"}, {"mask": "mask"}),
             ]
         },
@@ -241,7 +238,7 @@ def repository_configs(
     return {
         name: ensemble_config(name, max_batch, artifact.output),
         f"{name}_preprocess": pre,
-        f"{name}_model": model_config(artifact, name, backend, max_batch, instances, queue_delay_us, gpu),
+        model_step(name): model_config(artifact, name, backend, max_batch, instances, queue_delay_us, gpu),
         f"{name}_postprocess": post,
     }
 
@@ -304,7 +301,7 @@ def _write_model(folder: Path, config: dict[str, Any], artifact: Artifact, backe
     version.mkdir(parents=True)
     (folder / "config.pbtxt").write_text(to_pbtxt(config))
     module = {f"{name}_preprocess": "preprocess_model", f"{name}_postprocess": "postprocess_model"}.get(model)
-    if model == f"{name}_model":
+    if model == model_step(name):
         if backend == "tensorrt":
             shutil.copyfile(artifact.path, version / "model.plan")
             return

@@ -11,8 +11,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from runtime.artifact import ModelMetadata, Overrides, read_metadata
-    from runtime.backend import Backend, open_backend
+    from runtime.artifact import ModelMetadata, Overrides
+    from runtime.backends import Backend, open_backend, read_metadata
     from runtime.errors import UserError
     from runtime.segmentation import segment
     from runtime.stream import RunStats, StreamStats, run_stream, run_streams
@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 _HOMES = {
     "ModelMetadata": "runtime.artifact",
     "Overrides": "runtime.artifact",
-    "read_metadata": "runtime.artifact",
-    "Backend": "runtime.backend",
-    "open_backend": "runtime.backend",
+    "read_metadata": "runtime.backends",
+    "Backend": "runtime.backends",
+    "open_backend": "runtime.backends",
     "UserError": "runtime.errors",
     "segment": "runtime.segmentation",
     "RunStats": "runtime.stream",

@@ -58,19 +58,6 @@ class Overrides:
         return any(v is not None for v in (self.classes, self.mean, self.std, self.input_size, self.size_divisor))
 
 
-def read_metadata(path: str | Path, overrides: Overrides | None = None) -> ModelMetadata:
-    """Metadata of an ONNX file (through ONNX Runtime, no `onnx` import) or of an engine (its `.json` sidecar)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError("model not found", str(path))
-    if path.suffix == ".onnx":
-        from runtime.onnxruntime_backend import load_session
-
-        session = load_session(path, ["CPUExecutionProvider"])
-        return metadata_from_props(session.get_modelmeta().custom_metadata_map, str(path), overrides)
-    return metadata_from_props(read_sidecar(path), str(path), overrides)
-
-
 def sidecar_path(engine: Path) -> Path:
     """`model.engine` -> `model.engine.json`."""
     return engine.with_name(engine.name + ".json")

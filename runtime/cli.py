@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +41,12 @@ def model_options(command: Callable[..., Any]) -> Callable[..., Any]:
             help="ONNX model, TensorRT engine, or a Triton server's model: grpc://HOST:PORT/NAME.",
         ),
         click.option("--device", default="auto", show_default=True, type=DEVICE, help="Where to run the model."),
-        click.option("--threads", type=click.IntRange(min=1), help="ONNX Runtime intra-op threads [default: cores]."),
+        click.option(
+            "--threads",
+            type=click.IntRange(min=1),
+            callback=thread_count,
+            help="ONNX Runtime intra-op threads [default: cores; at most 4 per core].",
+        ),
         click.option(
             "--classes",
             callback=_parsed("parse_classes"),
@@ -58,11 +61,20 @@ def model_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+def thread_count(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    """A click callback: a thread or worker count within the machine (`runtime.stream.sizing.check_thread_count`)."""
+    from runtime.stream.sizing import check_thread_count
+
+    return None if value is None else check_thread_count(value, "--" + (param.name or "threads").replace("_", "-"))
+
+
 def _open(model: str, device: str, threads: int | None, overrides: dict[str, Any]) -> Any:
     from runtime.artifact import Overrides
-    from runtime.backend import open_backend
+    from runtime.backends import open_backend
+    from runtime.signals import interruptible
 
-    return open_backend(model, device=device, threads=threads, overrides=Overrides(**overrides))
+    # loaded beside the main thread: SIGTERM or Ctrl-C while ONNX Runtime builds its session ends the command
+    return interruptible(lambda: open_backend(model, device=device, threads=threads, overrides=Overrides(**overrides)))
 
 
 @click.command("segment")
@@ -164,6 +176,7 @@ Exit codes:
 @click.option(
     "--infer-workers",
     type=click.IntRange(min=1),
+    callback=thread_count,
     help="Inference calls in flight at once [default: 2 for several sources on the CPU, else 1]; "
     "--threads defaults to the cores shared among them.",
 )
@@ -205,25 +218,10 @@ def stream_command(**options: Any) -> None:
       cfnet stream cam1.mp4 cam2.mp4 rtsp://cam3/live --model model.onnx --out seg/ --json
       cfnet stream 0 1 --model model.onnx --serve 0.0.0.0:8080 --serve-token s3cret   # browse :8080
     """
-    with _sigterm_as_interrupt():  # before the first frame (loading, opening): exit 130, as Ctrl-C
+    from runtime.signals import sigterm_as_interrupt
+
+    with sigterm_as_interrupt():  # before the first frame (loading, opening): exit 130, as Ctrl-C
         _stream(**options)
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt on the main thread meanwhile (`run_streams` stops the run on it)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _stream(
@@ -254,13 +252,12 @@ def _stream(
     from runtime.errors import UserError
     from runtime.files import check_output, write_image
     from runtime.progress import ProgressBar
-    from runtime.stream import CPU_WORKERS, gui_available, run_streams, worker_threads
+    from runtime.stream import CPU_WORKERS, run_streams, worker_threads
+    from runtime.stream.display import require_gui
     from runtime.video import VideoSource, stream_names
 
-    if show and not gui_available():
-        raise UserError(
-            "--show needs OpenCV with GUI support", "pip install opencv-python instead of the headless build"
-        )
+    if show:
+        require_gui()
     several = len(sources) > 1
     if several and out is not None and (out.suffix or out.is_file()):
         raise UserError("with several sources --out is a folder (one MP4 per source)", str(out))
@@ -387,28 +384,24 @@ def serve_command(
       cfnet serve triton-repo --grpc-port 8001
       cfnet stream drive.mp4 --model grpc://127.0.0.1:8001/cfnet --out drive_seg.mp4
     """
-    import signal
     import time
 
     from runtime.errors import UserError
-    from runtime.triton_server import TritonServer
+    from runtime.signals import sigterm_as_interrupt
+    from runtime.triton.server import TritonServer
 
-    def terminate(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    server = TritonServer(repository, host, http_port, grpc_port, metrics_port)
-    try:
-        server.start(timeout)
-        click.echo(f"Triton ready: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}")
-        for model, state, _ in server.models():
-            click.echo(f"  {model:<24}{state}")
-        click.echo("Ctrl-C stops the server")
-        while server.process is not None and server.process.poll() is None:
-            time.sleep(0.5)
-        raise UserError(f"tritonserver exited: {server.log_tail()}", str(repository))
-    except KeyboardInterrupt:
-        click.echo("stopping")
-    finally:
-        server.stop()
-        signal.signal(signal.SIGTERM, previous)
+    with sigterm_as_interrupt():
+        server = TritonServer(repository, host, http_port, grpc_port, metrics_port)
+        try:
+            server.start(timeout)
+            click.echo(f"Triton ready: HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}")
+            for model, state, _ in server.models():
+                click.echo(f"  {model:<24}{state}")
+            click.echo("Ctrl-C stops the server")
+            while server.process is not None and server.process.poll() is None:
+                time.sleep(0.5)
+            raise UserError(f"tritonserver exited: {server.log_tail()}", str(repository))
+        except KeyboardInterrupt:
+            click.echo("stopping")
+        finally:
+            server.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.backend import Backend
+from runtime.backends import Backend
 from runtime.postprocess import colorize, draw_legend, overlay, postprocess
 from runtime.preprocess import preprocess, to_bgr
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cfnet.cli import main
+from tests.helpers import fails_cleanly
 
 
 class _Payload:
@@ -21,14 +21,6 @@ class _Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
-def _fails_cleanly(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    err = capsys.readouterr().err.strip()
-    assert exit_info.value.code == 2, err
-    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
-    assert "Traceback" not in err
-    return err
 
 
 def _fill(args: list[str], files: dict[str, Path]) -> list[str]:
@@ -83,7 +75,7 @@ CASES = {
 def test_bad_input_is_one_line_exit_2_and_leaves_no_output(
     case: str, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _fails_cleanly(_fill(CASES[case], files), capsys)
+    fails_cleanly(_fill(CASES[case], files), capsys)
     out = files["out"]
     leftovers = [p for p in out.parent.iterdir() if p.name.startswith(out.name)]
     assert leftovers == [], leftovers
@@ -93,7 +85,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_output(
 def test_a_malicious_checkpoint_is_refused_and_never_executed(
     command: list[str], files: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    err = _fails_cleanly(_fill(command, files) + ["--checkpoint", str(files["evil"])], capsys)
+    err = fails_cleanly(_fill(command, files) + ["--checkpoint", str(files["evil"])], capsys)
     assert str(files["evil"]) in err
     assert not files["marker"].exists(), "the pickle's payload ran"
     assert not Path(f"{files['out']}.onnx").exists()
@@ -132,7 +124,7 @@ def models(files: dict[str, Path], tmp_path: Path) -> dict[str, Path]:
     import numpy as np
     import onnx
 
-    from tests.runtime.conftest import export_tiny, tiny_metadata
+    from tests.runtime.helpers import export_tiny, tiny_metadata
 
     image = tmp_path / "street.png"
     cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8))
@@ -217,7 +209,7 @@ def test_bad_input_is_named_in_one_line_and_nothing_is_written(
 ) -> None:
     """`capfd`: what native libraries print on file descriptor 2 (libpng) counts as a line too."""
     args, fragment = RUNTIME_CASES[case]
-    err = _fails_cleanly(_fill(args, models), capfd)
+    err = fails_cleanly(_fill(args, models), capfd)
     assert fragment in err
     assert "metadata" not in err or "--classes" in err  # a bad option is blamed on the option
     out = models["out"]

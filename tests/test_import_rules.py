@@ -63,3 +63,121 @@ def test_help_of_a_runtime_command_does_not_load_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+PACKAGES = ("cfnet", "export", "runtime", "bench")
+ONE_BACKEND = ("runtime.backends.onnxruntime", "runtime.backends.tensorrt", "runtime.backends.triton")
+LONG_FILES = {"cfnet/data/scene.py"}  # the procedural scene, the one exception ARCHITECTURE.md allows
+
+
+def _module_name(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+
+
+def _type_checking_lines(tree: ast.Module) -> set[int]:
+    """Lines inside `if TYPE_CHECKING:` blocks (never executed, so no import cycle through them)."""
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            for child in node.body:
+                lines.update(range(child.lineno, (child.end_lineno or child.lineno) + 1))
+    return lines
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports anywhere (top level or inside functions), read with ast.
+
+    `from a.b import c` counts as importing `a.b.c` when that is a module, else `a.b`; parent packages that
+    Python initialises on the way are not edges (every submodule would otherwise "import" its package).
+    """
+    files = {_module_name(p): p for package in PACKAGES for p in (ROOT / package).rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        tree = ast.parse(path.read_text())
+        skip = _type_checking_lines(tree)
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges: set[str] = set()
+        for node in ast.walk(tree):
+            if getattr(node, "lineno", 0) in skip:
+                continue
+            if isinstance(node, ast.Import):
+                edges.update(alias.name for alias in node.names if alias.name in files)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")
+                    base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+                for alias in node.names:
+                    target = f"{base}.{alias.name}"
+                    edges.add(target if target in files else base)
+        graph[name] = {e for e in edges if e in files and e != name}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of `graph` (as a path that returns to its start), or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state and (found := visit(nxt)) is not None:
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)) is not None:
+            return found
+    return None
+
+
+def test_the_cycle_finder_sees_a_cycle() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_import_cycle_anywhere_in_the_four_packages() -> None:
+    graph = import_graph()
+    assert "runtime.backends.factory" in graph["runtime.backends"]  # the reader sees the imports at all
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
+
+
+def test_imports_follow_the_architecture_arrows() -> None:
+    graph = import_graph()
+    root = {name: {e.split(".")[0] for e in edges} for name, edges in graph.items()}
+    wrong = {
+        name: sorted(targets - allowed)
+        for name, targets in root.items()
+        for allowed in [
+            {
+                "runtime": {"runtime"},
+                "export": {"export", "cfnet", "runtime"},
+                "cfnet": {"cfnet", "export", "runtime", "bench"} if name == "cfnet.cli" else {"cfnet"},
+                "bench": set(PACKAGES),
+            }[name.split(".")[0]]
+        ]
+        if targets - allowed
+    }
+    assert wrong == {}
+    # a base never imports what builds on it: artifact and the backends' base import no backend
+    for base in ("runtime.artifact", "runtime.backends.base", "runtime.backends.availability"):
+        assert not {e for e in graph[base] if e.startswith("runtime.backends.") or e == "runtime.backends"}, base
+    # only the factory dispatches over the backends (the Triton ONNX Runtime model runs that one backend)
+    users = {name for name, edges in graph.items() if edges & set(ONE_BACKEND) and name.startswith("runtime")}
+    assert users <= {"runtime.backends.factory", "runtime.triton.models.onnxruntime_model"}, users
+
+
+def test_no_module_over_500_lines() -> None:
+    long = {
+        str(p.relative_to(ROOT))
+        for package in (*PACKAGES, "tests")
+        for p in (ROOT / package).rglob("*.py")
+        if len(p.read_text().splitlines()) > 500
+    }
+    assert long <= LONG_FILES, sorted(long - LONG_FILES)

@@ -27,11 +27,11 @@ CHECKS = {
         'def probe(builder: trt.Builder) -> None:\n    builder.create_network(flags="strongly typed")\n',
         "create_network",
     ),
-    "export/layer_precision.py": (
+    "export/precision/layer_precision.py": (
         "def probe(layer: trt.ILayer) -> None:\n    layer.set_output_type(0, 'fp32')\n",
         "set_output_type",
     ),
-    "runtime/tensorrt_backend.py": (
+    "runtime/backends/tensorrt.py": (
         "def probe(context: trt.IExecutionContext) -> None:\n    context.execute_async_v3()\n",
         "execute_async_v3",
     ),

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from click.testing import CliRunner
 
-from bench.backends import AUTO_AGREEMENT, ArtifactCache
+from bench.runners import AUTO_AGREEMENT, ArtifactCache
 from cfnet.cli import cli
 
 

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from cfnet.cli import cli
-from tests.runtime.conftest import synthetic_frames, write_video_file
+from tests.runtime.helpers import synthetic_frames, write_video_file
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt", "triton")
 STREAM_FRAMES = 5

@@ -141,7 +141,7 @@ NOT_TORCH_FILES = {
 def test_a_file_that_is_no_torch_file_is_not_a_cfnet_checkpoint(
     kind: str, command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tests.test_bad_input import _fails_cleanly
+    from tests.helpers import fails_cleanly
 
     run = tmp_path / "run"
     run.mkdir()
@@ -153,7 +153,7 @@ def test_a_file_that_is_no_torch_file_is_not_a_cfnet_checkpoint(
         "export": ["export", "onnx", "--checkpoint", str(path), "--out", str(onnx)],
         "train --resume": ["train", "--out", str(run), "--resume"],
     }[command]
-    err = _fails_cleanly(args, capsys)
+    err = fails_cleanly(args, capsys)
     assert err.startswith("error: not a cfnet checkpoint") and err.endswith(f"({path})"), err
     if kind == "text":
         assert err == f"error: not a cfnet checkpoint ({path})"

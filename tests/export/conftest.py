@@ -5,24 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
-from cfnet.models import MODEL_NAMES, SegmentationModel, build_model
-
-EXPORT_SIZE = (64, 128)
-
-
-def tiny_model(name: str) -> SegmentationModel:
-    torch.manual_seed(0)
-    return build_model(name, preset="tiny").eval()
-
-
-def logits_dims(path: Path) -> list[int | str]:
-    """The declared shape of the `logits` output: numbers, or names for dynamic dimensions."""
-    import onnx
-
-    output = next(o for o in onnx.load(str(path), load_external_data=False).graph.output if o.name == "logits")
-    return [d.dim_param or d.dim_value for d in output.type.tensor_type.shape.dim]
+from cfnet.models import MODEL_NAMES, SegmentationModel
+from tests.export.helpers import EXPORT_SIZE, tiny_model
 
 
 @pytest.fixture(scope="session")

@@ -11,11 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from export.autopilot import int8_autopilot, logits, module_of, prune
-from export.calibration import load_split, split_files
-from export.int8 import Quantizer
 from export.onnx import trace
 from export.parity import compare
+from export.precision.autopilot import int8_autopilot, logits, module_of, prune
+from export.precision.calibration import load_split, split_files
+from export.precision.int8 import Quantizer
 
 
 class OneSensitive(nn.Module):
@@ -96,7 +96,7 @@ def test_module_of_maps_scopes_to_pytorch_modules() -> None:
 
 def test_every_quantisable_node_of_a_zoo_model_maps_to_its_module() -> None:
     from export.onnx import simplify_graph
-    from tests.export.conftest import tiny_model
+    from tests.export.helpers import tiny_model
 
     model = tiny_model("cfnet-pspnet")
     proto = simplify_graph(trace(model, (64, 64), batch=1, dynamic=True, opset=17))
@@ -172,7 +172,7 @@ def test_autopilot_options_are_refused_in_one_line(
 def test_node_errors_do_not_depend_on_how_many_tensors_one_run_exposes(
     sensitive: tuple[nn.Module, onnx.ModelProto],
 ) -> None:
-    from export.sensitivity import node_errors
+    from export.precision.sensitivity import node_errors
 
     _, proto = sensitive
     with Quantizer(proto, _noise(2, seed=0)) as quantizer:
@@ -181,7 +181,9 @@ def test_node_errors_do_not_depend_on_how_many_tensors_one_run_exposes(
         one = node_errors(quantizer.prepared, plain, nodes, _noise(2, seed=3), group=1)
         every = node_errors(quantizer.prepared, plain, nodes, _noise(2, seed=3), group=1000)
     assert [e.name for e in one] == [e.name for e in every] and one[0].name == "/mix/Conv"
-    assert [e.local for e in one] == pytest.approx([e.local for e in every])
+    # a graph exposing other tensors is fused and summed differently by ORT's kernels: float32 accumulation order,
+    # measured up to 1.2e-4 relative on an AVX2-only CPU (0 on AVX-512 VNNI); 1e-3 still tells nodes apart
+    assert [e.local for e in one] == pytest.approx([e.local for e in every], rel=1e-3)
 
 
 class Costs(nn.Module):
@@ -202,7 +204,7 @@ class Costs(nn.Module):
 def test_node_costs_are_the_multiply_accumulates_torch_counts() -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from export.sensitivity import node_errors
+    from export.precision.sensitivity import node_errors
 
     model, images = Costs().eval(), torch.randn(2, 3, 16, 16)
     with FlopCounterMode(display=False) as counter:

@@ -27,7 +27,7 @@ def _one_error_line(err: str) -> str:
 
 def test_export_from_a_checkpoint_with_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from cfnet.checkpoint import save_checkpoint
-    from tests.export.conftest import tiny_model
+    from tests.export.helpers import tiny_model
 
     model = tiny_model("hrnet")
     ckpt = save_checkpoint(tmp_path / "hrnet.pt", model=model, iteration=3, config=dict(model.config))
@@ -45,7 +45,7 @@ def test_export_from_a_checkpoint_with_json(tmp_path: Path, capsys: pytest.Captu
 
 def test_checkpoint_of_another_model_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from cfnet.checkpoint import save_checkpoint
-    from tests.export.conftest import tiny_model
+    from tests.export.helpers import tiny_model
 
     model = tiny_model("unet")
     ckpt = save_checkpoint(tmp_path / "unet.pt", model=model, iteration=1, config=dict(model.config))

@@ -113,7 +113,7 @@ def test_old_or_unknown_tensorrt_is_refused() -> None:
 def test_sidecar_holds_metadata_build_facts_and_profile(
     tmp_path: Path, exported: dict[str, tuple[SegmentationModel, Path]]
 ) -> None:
-    from runtime.artifact import read_metadata
+    from runtime.backends import read_metadata
 
     _, onnx_path = exported["segformer"]
     onnx_input = read_onnx_input(onnx_path)

@@ -13,13 +13,13 @@ import torch
 from onnx import TensorProto
 from torch import nn
 
-from export.autopilot import logits
-from export.fp16 import FP16_MAX, convert_to_mixed_fp16
-from export.fp16_check import fp16_with_checks
-from export.layer_precision import fp32_nodes, listed_layers
 from export.onnx import trace
 from export.parity import compare
-from export.sensitivity import float_types
+from export.precision.autopilot import logits
+from export.precision.fp16 import FP16_MAX, convert_to_mixed_fp16
+from export.precision.fp16_check import fp16_with_checks
+from export.precision.layer_precision import fp32_nodes, listed_layers
+from export.precision.sensitivity import float_types
 
 
 class Overflowing(nn.Module):

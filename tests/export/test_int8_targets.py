@@ -13,9 +13,9 @@ import pytest
 from onnx import numpy_helper
 
 from cfnet.errors import UserError
-from export.int8 import CALIB_METHODS, asymmetric_qdq, quantize_int8, require_tensorrt_int8
 from export.onnx import simplify_graph, trace
-from tests.export.conftest import tiny_model
+from export.precision.int8 import CALIB_METHODS, asymmetric_qdq, quantize_int8, require_tensorrt_int8
+from tests.export.helpers import tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ _CALIBRATE_DEEP_CHAIN = """
 import sys
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
-from export.int8 import quantize_int8
+from export.precision.int8 import quantize_int8
 
 def peak() -> int:
     status = open("/proc/self/status").read()

@@ -16,8 +16,8 @@ from onnx import TensorProto
 from cfnet.models import MODEL_NAMES
 from export.onnx import export_report
 from export.tensorrt import _fp16_copy
-from runtime.backend import open_backend
-from tests.export.conftest import tiny_model
+from runtime.backends import open_backend
+from tests.export.helpers import tiny_model
 
 TIE = 1e-3  # the documented tie margin (export.mask.MASK_TIE_MARGIN), restated: the test is its own reference
 
@@ -70,7 +70,7 @@ def test_both_keeps_logits_beside_the_mask_and_the_runtime_reads_the_mask(tmp_pa
 
 
 def test_fp16_and_int8_mask_exports_load_and_agree(tmp_path: Path, synth_images: Path) -> None:
-    from tests.export.test_precisions import _real_batches
+    from tests.export.helpers import real_batches
 
     for name, precision in (("segformer", "fp16"), ("pspnet", "int8")):
         model = tiny_model(name)
@@ -80,7 +80,7 @@ def test_fp16_and_int8_mask_exports_load_and_agree(tmp_path: Path, synth_images:
         assert report.mask_parity[precision].pixels > 0
         agree, pixels = 0, 0
         with open_backend(report.path, device="cpu") as backend:
-            for x in _real_batches(synth_images, report.metadata):
+            for x in real_batches(synth_images, report.metadata):
                 mask = backend.infer(x)
                 assert mask.dtype == np.uint8 and mask.shape == (1, *x.shape[2:])
                 with torch.no_grad():

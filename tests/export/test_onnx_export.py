@@ -20,7 +20,7 @@ from cfnet.data.labels import MEAN, PALETTE, STD, TRAIN_CLASSES
 from cfnet.models import MODEL_NAMES, SegmentationModel
 from export.onnx import ParityError, export_onnx, write_atomic
 from export.parity import compare
-from tests.export.conftest import EXPORT_SIZE, logits_dims
+from tests.export.helpers import EXPORT_SIZE, logits_dims
 
 ROOT = Path(__file__).resolve().parents[2]
 OTHER_SIZES = ((96, 160), (72, 100))  # neither is the export size; 72x100 is not a multiple of 32
@@ -58,7 +58,7 @@ def test_dynamic_export_agrees_with_pytorch_at_other_sizes(
 
 
 def test_metadata_is_what_the_runtime_reads(exported: dict[str, tuple[SegmentationModel, Path]]) -> None:
-    from runtime.artifact import read_metadata
+    from runtime.backends import read_metadata
 
     model, path = exported["unet"]
     props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
@@ -81,7 +81,7 @@ def test_every_export_declares_a_fixed_class_dimension(exported: dict[str, tuple
 
 
 def test_static_export_fixes_the_shape(tmp_path: Path) -> None:
-    from tests.export.conftest import tiny_model
+    from tests.export.helpers import tiny_model
 
     path = export_onnx(tiny_model("pspnet"), tmp_path / "static.onnx", size=(64, 96), dynamic=False, batch=2)
     dims = [d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
@@ -93,7 +93,7 @@ def test_tracing_leaves_no_temp_folder(tmp_path: Path, monkeypatch: pytest.Monke
     """An export killed while tracing (SIGKILL runs no cleanup) left an empty `cfnet-trace-*` folder: none exists."""
     import tempfile
 
-    from tests.export.conftest import tiny_model
+    from tests.export.helpers import tiny_model
 
     scratch = tmp_path / "tmp"
     scratch.mkdir()
@@ -205,7 +205,7 @@ def test_sigkill_during_export_leaves_nothing_at_out(tmp_path: Path) -> None:
 
 def test_bad_arguments_are_user_errors(tmp_path: Path) -> None:
     from cfnet.errors import UserError
-    from tests.export.conftest import tiny_model
+    from tests.export.helpers import tiny_model
 
     model = tiny_model("unet")
     with pytest.raises(UserError, match="multiple of the model's size divisor 16"):

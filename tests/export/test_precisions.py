@@ -12,11 +12,10 @@ import torch
 from onnx import TensorProto
 
 from cfnet.models import MODEL_NAMES, SegmentationModel
-from export.calibration import image_files
-from export.fp16 import convert_to_mixed_fp16
 from export.onnx import export_onnx
 from export.parity import compare
-from tests.export.conftest import logits_dims
+from export.precision.fp16 import convert_to_mixed_fp16
+from tests.export.helpers import logits_dims, real_batches
 
 FP32_OPS = {"LayerNormalization", "Softmax", "Resize", "BatchNormalization", "ReduceMean", "ReduceSum", "Erf", "Div"}
 FP16_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
@@ -64,7 +63,7 @@ def test_mixed_fp16_keeps_normalisation_in_fp32_and_agrees(
 
 
 def test_fp16_export_writes_fp16_metadata(tmp_path: Path) -> None:
-    from tests.export.conftest import tiny_model
+    from tests.export.helpers import tiny_model
 
     path = export_onnx(tiny_model("segformer"), tmp_path / "seg16.onnx", size=(64, 64), precision="fp16")
     proto = onnx.load(str(path))
@@ -74,21 +73,10 @@ def test_fp16_export_writes_fp16_metadata(tmp_path: Path) -> None:
     assert logits_dims(path) == ["batch", 19, "height", "width"]
 
 
-def _real_batches(folder: Path, metadata: dict[str, str]) -> list[np.ndarray]:
-    import cv2
-
-    from runtime.artifact import metadata_from_props
-    from runtime.preprocess import preprocess
-
-    meta = metadata_from_props(metadata, "test")
-    files = [p for p in image_files(folder, 100) if "/val/" in p.as_posix()]
-    assert files
-    frames = [cv2.imread(str(p)) for p in files]
-    return [preprocess(frame, meta)[0] for frame in frames if frame is not None]
 
 
 def test_int8_export_is_qdq_and_agrees_on_real_images(tmp_path: Path, synth_images: Path) -> None:
-    from tests.export.conftest import tiny_model
+    from tests.export.helpers import tiny_model
 
     model = tiny_model("pspnet")
     path = export_onnx(model, tmp_path / "psp8.onnx", size=(64, 128), precision="int8", calib_images=synth_images)
@@ -105,7 +93,7 @@ def test_int8_export_is_qdq_and_agrees_on_real_images(tmp_path: Path, synth_imag
     assert readers <= FP16_OPS  # only convolutions and matrix products have int8 weights
     session = _session(proto)
     pairs = []
-    for x in _real_batches(synth_images, props):
+    for x in real_batches(synth_images, props):
         with torch.no_grad():
             pairs.append((model(torch.from_numpy(x)).numpy(), session.run(["logits"], {"images": x})[0]))
     parity = compare(pairs)

@@ -12,9 +12,9 @@ from tritonclient.grpc import model_config_pb2
 from cfnet.cli import main
 from cfnet.errors import UserError
 from export.triton import export_triton
-from runtime.artifact import read_metadata
-from runtime.triton_models import config_metadata
-from tests.runtime.conftest import export_tiny, tiny_metadata
+from runtime.backends import read_metadata
+from runtime.triton.config import config_metadata
+from tests.runtime.helpers import export_tiny, tiny_metadata
 
 MODELS = ("cfnet", "cfnet_preprocess", "cfnet_model", "cfnet_postprocess")
 
@@ -97,7 +97,7 @@ def test_every_variant_parses_with_tritons_schema(
     for python_model in ("cfnet_preprocess", "cfnet_postprocess"):
         assert configs[python_model].backend == "python"
         assert (repo / python_model / "1" / "runtime" / "preprocess.py").is_file()  # self-contained
-        assert "from runtime.triton_models" in (repo / python_model / "1" / "model.py").read_text()
+        assert "from runtime.triton.models" in (repo / python_model / "1" / "model.py").read_text()
 
 
 def test_an_existing_model_needs_overwrite_and_no_temp_folder_is_left(tiny: Path, tmp_path: Path) -> None:

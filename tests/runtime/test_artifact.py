@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from runtime.artifact import Overrides, parse_classes, parse_size, parse_triple, read_metadata
+from runtime.artifact import Overrides, parse_classes, parse_size, parse_triple
+from runtime.backends import read_metadata
 from runtime.errors import UserError
-from tests.runtime.conftest import CLASSES, MEAN, PALETTE, STD, tiny_metadata
+from tests.runtime.helpers import CLASSES, MEAN, PALETTE, STD, tiny_metadata
 
 
 def test_onnx_metadata_is_read_as_written(tiny_onnx: Path) -> None:

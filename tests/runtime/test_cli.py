@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cfnet.cli import main
-from tests.runtime.conftest import synthetic_frames
+from tests.runtime.helpers import synthetic_frames
 
 
 def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[str, str]:

@@ -21,11 +21,10 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from runtime.backend import open_backend
+from runtime.backends import open_backend
 from runtime.liveview import BOUNDARY, LiveView, parse_address
 from runtime.stream import RunStats, run_streams
-from tests.runtime.conftest import CLASSES, PALETTE, synthetic_frames
-from tests.runtime.test_stream import ListSource
+from tests.runtime.helpers import CLASSES, PALETTE, ListSource, synthetic_frames
 
 SIZE = (96, 128)
 FRAMES = 12
@@ -291,8 +290,9 @@ def test_busy_port_is_one_line_and_exit_2(
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@pytest.mark.slow  # acceptance: a real headless Chromium
 def test_a_headless_browser_shows_the_live_overlay(view: LiveView, run: Run, tmp_path: Path) -> None:
-    assert CHROMIUM, "Debian's chromium is needed (.ci/run installs it)"
+    assert CHROMIUM, "Debian's chromium is needed (make test installs it)"
     run.wait_for_gate()
     shot = tmp_path / "page.png"
     subprocess.run(

@@ -10,12 +10,12 @@ import onnxruntime as ort
 import pytest
 
 from runtime.artifact import ModelMetadata
-from runtime.backend import open_backend
+from runtime.backends import open_backend
 from runtime.errors import UserError
 from runtime.postprocess import colorize, draw_legend, overlay, postprocess
 from runtime.preprocess import preprocess
 from runtime.segmentation import segment
-from tests.runtime.conftest import CLASSES, MEAN, PALETTE, STD, synthetic_frames
+from tests.runtime.helpers import CLASSES, MEAN, PALETTE, STD, synthetic_frames
 
 META = ModelMetadata(
     classes=tuple(CLASSES),
