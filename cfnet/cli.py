@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
 import click
@@ -34,6 +35,9 @@ def cli(verbose: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: expected failures print `error: <what> (<where>)` and exit 2."""
+    from cfnet.atomic import sweep_stale_with
+
+    sweep_stale_with(_remove_stale_parts)  # temp files of killed runs go, whichever package wrote them
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in args
     args = [a for a in args if a != "--verbose"]
@@ -58,6 +62,13 @@ def main(argv: list[str] | None = None) -> None:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _remove_stale_parts(folder: Path) -> None:
+    """`runtime.files.remove_stale_parts`, imported when first needed (it loads OpenCV)."""
+    from runtime.files import remove_stale_parts
+
+    remove_stale_parts(folder)
 
 
 # --- commands of cfnet (models, data, train, evaluate) ---

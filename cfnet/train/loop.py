@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from cfnet.atomic import sweep_stale
 from cfnet.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from cfnet.errors import UserError
 from cfnet.train.batches import EpochOrder, SeededSamples, SeededTransform, batches_per_epoch
@@ -395,6 +396,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     Returns the path of `best.pt` (by val mIoU) in the run folder, or `last.pt` when no validation improved.
     """
     if config.nproc > 1 and not in_launched_env():
+        sweep_stale(config.out)  # the workers write the run; this process holds the command line's sweep
         results = launch(launched_worker, config.nproc, config, resume)
         for rank in sorted(results):
             if "error" in results[rank]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -182,6 +184,10 @@ def test_two_process_launcher_trains_and_rank_0_writes(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     run = tmp_path / "ddp"
+    run.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (run / f".last.{dead.pid}.tq8x2.part.pt").write_bytes(b"left by a killed run")  # the launcher sweeps it
     code, out, err = _cli(
         capsys,
         "train",
@@ -209,7 +215,7 @@ def test_two_process_launcher_trains_and_rank_0_writes(
     assert last["iteration"] == 2 and last["config"]["world_size"] == 2
     assert len(last["rng"]) == 2  # one RNG state per rank, for an exact resume
     assert not torch.equal(last["rng"][0]["torch"], last["rng"][1]["torch"])
-    assert not any(".tmp" in p.name for p in run.iterdir())
+    assert not any(".part" in p.name for p in run.iterdir())
     # validation is sharded over the ranks; the summed confusion matrix scores like one process on the split
     logged = read_metrics(run / "metrics.csv")[-1]["val_miou"]
     val = CityscapesDataset(data, "val", transform=EvalTransform())
