@@ -35,6 +35,7 @@ def cli(verbose: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: expected failures print `error: <what> (<where>)` and exit 2."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: docs/DESIGN.md
     from cfnet.atomic import sweep_stale_with
 
     sweep_stale_with(_remove_stale_parts)  # temp files of killed runs go, whichever package wrote them
