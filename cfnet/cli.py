@@ -232,6 +232,8 @@ def data_check_command(data: str, splits: tuple[str, ...], as_json: bool) -> Non
                    "transformers MiT save, folder or file (segformer, cfnet-*).")
 @click.option("--val-every", default=0, show_default=True, help="Iterations between validations (0: each epoch).")
 @click.option("--save-every", default=0, show_default=True, help="Iterations between checkpoints (0: each epoch).")
+@click.option("--keep-checkpoints", default=3, show_default=True,
+              help="Numbered checkpoints (iter_N.pt) kept, the newest; best.pt and last.pt always (0: keep all).")
 @click.option("--log-every", default=10, show_default=True, help="Iterations between rows of metrics.csv.")
 @click.option("--workers", default=2, show_default=True, help="DataLoader worker processes per training process.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -243,10 +245,11 @@ def data_check_command(data: str, splits: tuple[str, ...], as_json: bool) -> Non
 def train_command(ctx: click.Context, model_name: str | None, data: str | None, **options: object) -> None:
     """Train a model: Adam, CE + Dice (+ InfoNCE for the fused models), checkpoints and curves in --out.
 
-    Writes last.pt, best.pt (by val mIoU), iter_N.pt, metrics.csv and curves.png in --out. With
-    --nproc N (or under torchrun) the processes train with DDP and SyncBatchNorm; --batch-size is per
-    process. With --resume the run's saved options are used; only --data, --iters, --epochs, --workers,
-    --device, --nproc, --val-every, --save-every and --log-every given on the command line change them.
+    Writes last.pt, best.pt (by val mIoU), iter_N.pt (the last --keep-checkpoints), metrics.csv and
+    curves.png in --out. With --nproc N (or under torchrun) the processes train with DDP and SyncBatchNorm;
+    --batch-size is per process. With --resume the run's saved options are used; only --data, --iters,
+    --epochs, --workers, --device, --nproc, --val-every, --save-every, --keep-checkpoints and --log-every
+    given on the command line change them.
 
     \b
     Example:

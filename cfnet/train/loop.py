@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from cfnet.train.distributed import DistContext, in_launched_env, launch, setup,
 from cfnet.train.syncbn import convert_sync_batchnorm
 
 LAST, BEST = "last.pt", "best.pt"
+_NUMBERED = re.compile(r"iter_(\d+)\.pt")
 
 
 class TrainForward(nn.Module):
@@ -366,6 +368,17 @@ class _Run:
             names += [f"iter_{self.iteration:06d}.pt", LAST]  # last.pt last: a run killed before it replays the step
         if names:
             self._save(names, {**metrics, "seconds": self.seconds(), "log_window": self.window.to_dict()})
+            if self.ctx.is_main:
+                prune_checkpoints(self.out, self.config.keep_checkpoints)
+
+
+def prune_checkpoints(run: Path, keep: int) -> list[Path]:
+    """Remove all but the `keep` newest numbered checkpoints (`iter_N.pt`) of `run` (0: keep all)."""
+    numbered = sorted((int(m[1]), p) for p in run.glob("iter_*.pt") if (m := _NUMBERED.fullmatch(p.name)))
+    doomed = [path for _, path in numbered[:-keep]] if keep else []
+    for path in doomed:
+        path.unlink(missing_ok=True)
+    return doomed
 
 
 def run_process(config: TrainConfig, resume: bool) -> Path | None:

@@ -170,6 +170,20 @@ def test_metrics_seconds_continue_across_a_resume(data: Path, tmp_path: Path, ca
     assert seconds == sorted(seconds) and before[-1]["seconds"] <= saved < seconds[len(before)]
 
 
+def test_only_the_newest_numbered_checkpoints_are_kept(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    args = ["--model", "unet", "--data", str(data), "--out", str(run), "--iters", "5", "--save-every", "1", *TINY]
+    assert _cli(capsys, "train", *args, "--val-every", "5")[0] == 0
+    numbered = sorted(p.name for p in run.glob("iter_*.pt"))
+    assert numbered == ["iter_000003.pt", "iter_000004.pt", "iter_000005.pt"]  # --keep-checkpoints 3 by default
+    assert (run / "best.pt").exists() and (run / "last.pt").exists()
+    code, _, err = _cli(capsys, "train", "--out", str(run), "--resume", "--iters", "7", "--keep-checkpoints", "0")
+    assert code == 0, err
+    assert sorted(p.name for p in run.glob("iter_*.pt")) == [*numbered, "iter_000006.pt", "iter_000007.pt"]  # 0: all
+
+
 def test_refuses_to_overwrite_a_run(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     run = tmp_path / "run"
     args = ["train", "--model", "unet", "--data", str(data), "--out", str(run), "--iters", "1", *TINY]
