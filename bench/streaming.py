@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.timing import interleaved
+from runtime.processes import die_with_parent, stop
 
 BACKEND_ONLY_ROUNDS = 10
 
@@ -62,16 +63,25 @@ def multi_stream(
     """
     out.mkdir(parents=True, exist_ok=True)
     base = ["--model", str(model), "--device", device, "--json"] + (["--threads", str(threads)] if threads else [])
-    pipeline = _wait(_start([str(video)] * streams + ["--out", str(out / "pipeline")] + base, out / "pipeline.json"))
-    batched = _wait(_start([str(video)] * streams + ["--out", str(out / "batched"), "--batch", str(streams), *base],
-                           out / "batched.json"))
-    sequential = [
-        _wait(_start([str(video), "--out", str(out / f"sequential-{i}.mp4"), *base], out / f"sequential-{i}.json"))
-        for i in range(streams)
-    ]
-    procs = [_start([str(video), "--out", str(out / f"concurrent-{i}.mp4"), *base], out / f"concurrent-{i}.json")
-             for i in range(streams)]
-    concurrent = [_wait(p) for p in procs]
+    children: list[subprocess.Popen[bytes]] = []  # stopped however the bench ends; they die with it if killed
+
+    def start(args: list[str], summary: str) -> tuple[subprocess.Popen[bytes], Path]:
+        children.append(_start(args, out / summary))
+        return children[-1], out / summary
+
+    try:
+        pipeline = _wait(start([str(video)] * streams + ["--out", str(out / "pipeline")] + base, "pipeline.json"))
+        batched = _wait(start([str(video)] * streams + ["--out", str(out / "batched"), "--batch", str(streams), *base],
+                              "batched.json"))
+        sequential = [
+            _wait(start([str(video), "--out", str(out / f"sequential-{i}.mp4"), *base], f"sequential-{i}.json"))
+            for i in range(streams)
+        ]
+        procs = [start([str(video), "--out", str(out / f"concurrent-{i}.mp4"), *base], f"concurrent-{i}.json")
+                 for i in range(streams)]
+        concurrent = [_wait(p) for p in procs]
+    finally:
+        stop(children)
     agg = pipeline[0]["aggregate"]
     result = {
         "streams": streams,
@@ -96,12 +106,11 @@ def multi_stream(
     return result
 
 
-def _start(args: list[str], summary: Path) -> tuple[subprocess.Popen[bytes], Path]:
-    """`cfnet stream ARGS` in a new process, its JSON summary going to `summary`."""
+def _start(args: list[str], summary: Path) -> subprocess.Popen[bytes]:
+    """`cfnet stream ARGS` in a new process that dies with this one, its JSON summary going to `summary`."""
     with summary.open("wb") as stdout:
-        proc = subprocess.Popen([sys.executable, "-m", "cfnet", "stream", *args], stdout=stdout,
-                                stderr=subprocess.PIPE)
-    return proc, summary
+        return subprocess.Popen([sys.executable, "-m", "cfnet", "stream", *args], stdout=stdout,
+                                stderr=subprocess.PIPE, preexec_fn=die_with_parent())
 
 
 def _wait(started: tuple[subprocess.Popen[bytes], Path]) -> tuple[dict[str, Any], float]:

@@ -2,18 +2,37 @@
 
 Used by cfnet, export and bench (the runtime keeps its own `runtime/files.py`: it may not import cfnet).
 `make_folder` reports a regular file in the way of an output's folder as one line.
+
+Temp names carry the writing process's id, `.<stem>.<pid>.t<random>.part<suffix>`: the pattern of the runtime's
+temp files, whose sweep (`runtime.files.remove_stale_parts`) removes those of dead processes. cfnet may not
+import the runtime, so the command line installs that sweep here (`sweep_stale_with`); each folder is then swept
+before the first write into it.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
 from cfnet.errors import UserError
+
+_sweep: Callable[[Path], object] | None = None
+
+
+def sweep_stale_with(sweep: Callable[[Path], object] | None) -> None:
+    """Call `sweep(folder)` before writing into a folder (None: no sweep, the default)."""
+    global _sweep
+    _sweep = sweep
+
+
+def sweep_stale(folder: str | Path) -> None:
+    """Remove the temp files dead processes left in `folder`, with the installed sweep (if any)."""
+    if _sweep is not None:
+        _sweep(Path(folder))
 
 
 @contextmanager
@@ -24,7 +43,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     make_folder(path.parent)
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=path.parent)
+    sweep_stale(path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}.t", suffix=f".part{path.suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     tmp.chmod(0o666 & ~umask())  # mkstemp makes it private; outputs are ordinary files

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
 import click
@@ -34,6 +35,10 @@ def cli(verbose: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: expected failures print `error: <what> (<where>)` and exit 2."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: docs/DESIGN.md
+    from cfnet.atomic import sweep_stale_with
+
+    sweep_stale_with(_remove_stale_parts)  # temp files of killed runs go, whichever package wrote them
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in args
     args = [a for a in args if a != "--verbose"]
@@ -58,6 +63,13 @@ def main(argv: list[str] | None = None) -> None:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _remove_stale_parts(folder: Path) -> None:
+    """`runtime.files.remove_stale_parts`, imported when first needed (it loads OpenCV)."""
+    from runtime.files import remove_stale_parts
+
+    remove_stale_parts(folder)
 
 
 # --- commands of cfnet (models, data, train, evaluate) ---
@@ -220,6 +232,8 @@ def data_check_command(data: str, splits: tuple[str, ...], as_json: bool) -> Non
                    "transformers MiT save, folder or file (segformer, cfnet-*).")
 @click.option("--val-every", default=0, show_default=True, help="Iterations between validations (0: each epoch).")
 @click.option("--save-every", default=0, show_default=True, help="Iterations between checkpoints (0: each epoch).")
+@click.option("--keep-checkpoints", default=3, show_default=True,
+              help="Numbered checkpoints (iter_N.pt) kept, the newest; best.pt and last.pt always (0: keep all).")
 @click.option("--log-every", default=10, show_default=True, help="Iterations between rows of metrics.csv.")
 @click.option("--workers", default=2, show_default=True, help="DataLoader worker processes per training process.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
@@ -231,10 +245,11 @@ def data_check_command(data: str, splits: tuple[str, ...], as_json: bool) -> Non
 def train_command(ctx: click.Context, model_name: str | None, data: str | None, **options: object) -> None:
     """Train a model: Adam, CE + Dice (+ InfoNCE for the fused models), checkpoints and curves in --out.
 
-    Writes last.pt, best.pt (by val mIoU), iter_N.pt, metrics.csv and curves.png in --out. With
-    --nproc N (or under torchrun) the processes train with DDP and SyncBatchNorm; --batch-size is per
-    process. With --resume the run's saved options are used; only --data, --iters, --epochs, --workers,
-    --device, --nproc, --val-every, --save-every and --log-every given on the command line change them.
+    Writes last.pt, best.pt (by val mIoU), iter_N.pt (the last --keep-checkpoints), metrics.csv and
+    curves.png in --out. With --nproc N (or under torchrun) the processes train with DDP and SyncBatchNorm;
+    --batch-size is per process. With --resume the run's saved options are used; only --data, --iters,
+    --epochs, --workers, --device, --nproc, --val-every, --save-every, --keep-checkpoints and --log-every
+    given on the command line change them.
 
     \b
     Example:

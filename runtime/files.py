@@ -1,8 +1,11 @@
 """Files in and out: outputs checked up front and written atomically (temp file, then `os.replace`); images
 read with the decoder's own chatter (`libpng error: ...`) folded into the one error line.
 
-Temp names carry the writing process's id (`.<name>.<pid>.<...>part<suffix>`), so that the temp files a killed
-process (SIGKILL, power loss) left behind are recognised and removed by the next run writing to that folder.
+Temp names carry the writing process's id (`.<name>.<pid>.[t<random>.]part<suffix>`), so that the temp files a
+killed process (SIGKILL, power loss) left behind are recognised and removed by the next run writing to that folder.
+The random part starts with a letter, so that a name's pid is never ambiguous. `cfnet/atomic.py` names its temp
+files by the same pattern (it may not import this module; a test ties the two), and `cfnet`'s command line has
+its writes sweep with `remove_stale_parts`: one sweep for every package.
 """
 
 from __future__ import annotations
@@ -50,6 +53,12 @@ def part_path(path: str | Path) -> Path:
     return path.with_name(f".{path.stem}.{os.getpid()}.part{path.suffix}")
 
 
+def part_pid(name: str) -> int | None:
+    """The id of the process that writes the temp file called `name` (None: not a temp name)."""
+    match = _PART.match(name)
+    return int(match["pid"]) if match else None
+
+
 def remove_stale_parts(folder: Path) -> list[Path]:
     """Remove the temp files in `folder` whose writing process is gone (once per folder and process)."""
     folder = folder.resolve()
@@ -63,8 +72,8 @@ def remove_stale_parts(folder: Path) -> list[Path]:
     except OSError:
         return []
     for name in names:
-        match = _PART.match(name)
-        if match and not process_alive(int(match["pid"])):
+        pid = part_pid(name)
+        if pid is not None and not process_alive(pid):
             try:
                 (folder / name).unlink()
                 removed.append(folder / name)
@@ -91,7 +100,7 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
     path = check_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_parts(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".part", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.t", suffix=".part", dir=path.parent)
     os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes it private; outputs are ordinary files
     try:
         with os.fdopen(fd, "wb") as f:

@@ -20,6 +20,7 @@ class TrainConfig:
     """A training run. `iters` wins over `epochs`; `batch_size` is per process.
 
     `val_every` / `save_every`: iterations between validations / numbered checkpoints (0 = once per epoch).
+    `keep_checkpoints`: how many numbered checkpoints (`iter_N.pt`) stay, the newest (0 = all).
     `log_every`: iterations between rows of `metrics.csv`.
     """
 
@@ -43,6 +44,7 @@ class TrainConfig:
     backbone_weights: str | None = None
     val_every: int = 0
     save_every: int = 0
+    keep_checkpoints: int = 3
     log_every: int = 10
     workers: int = 2
     device: str = "auto"
@@ -64,8 +66,8 @@ class TrainConfig:
                 raise UserError(f"{key.replace('_', '-')} must be at least 1", f"got {value}")
         if self.iters is not None and self.iters < 1 or self.epochs is not None and self.epochs < 1:
             raise UserError("iters and epochs must be at least 1", f"got iters={self.iters} epochs={self.epochs}")
-        if min(self.val_every, self.save_every, self.workers) < 0:
-            raise UserError("val-every, save-every and workers cannot be negative", "cfnet train")
+        if min(self.val_every, self.save_every, self.keep_checkpoints, self.workers) < 0:
+            raise UserError("val-every, save-every, keep-checkpoints and workers cannot be negative", "cfnet train")
         if min(self.loss_ce, self.loss_dice, self.loss_contrastive, self.aux_weight) < 0:
             raise UserError("loss weights cannot be negative", "--aux-weight and the loss weights")
         if self.temperature <= 0:
@@ -86,7 +88,9 @@ class TrainConfig:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-RESUME_OVERRIDES = ("data", "iters", "epochs", "workers", "device", "nproc", "val_every", "save_every", "log_every")
+RESUME_OVERRIDES = (
+    "data", "iters", "epochs", "workers", "device", "nproc", "val_every", "save_every", "keep_checkpoints", "log_every"
+)
 """Options a resumed run takes from the command line; every other option comes from its checkpoint."""
 
 

@@ -1,7 +1,8 @@
 """The run's record: `metrics.csv`, `curves.png` (loss, val mIoU, Dice, pixel accuracy), TensorBoard events.
 
-Training rows carry the loss and its parts averaged since the previous row; validation rows carry the
-val scores. TensorBoard event files are written only when `tensorboard` is importable.
+Training rows carry the loss and its parts averaged since the previous row (over a resume too: checkpoints
+carry the `LossWindow`); validation rows carry the val scores. TensorBoard event files are written only when
+`tensorboard` is importable.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,37 @@ CURVES = (
     ("val_mdice", "val mean Dice"),
     ("val_pixel_accuracy", "val pixel accuracy"),
 )
+LOGGED = ("loss", "loss_ce", "loss_dice", "loss_contrastive", "loss_aux")
+
+
+@dataclass
+class LossWindow:
+    """The sums of the losses since metrics.csv's last train row; checkpoints carry it, so that a resumed run's
+    rows average the same iterations as an uninterrupted run's."""
+
+    count: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+
+    def add(self, values: dict[str, float]) -> None:
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.count += 1
+
+    def take(self) -> dict[str, float]:
+        """The averages of the logged losses; the window starts again empty."""
+        averaged = {k: v / self.count for k, v in self.sums.items() if k in LOGGED}
+        self.count, self.sums = 0, {}
+        return averaged
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "sums": dict(self.sums)}
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any] | None) -> LossWindow:
+        """The window of a checkpoint (empty for checkpoints written before windows were saved)."""
+        if not saved:
+            return cls()
+        return cls(int(saved["count"]), {str(k): float(v) for k, v in saved["sums"].items()})
 
 
 def read_metrics(path: str | Path) -> list[dict[str, float]]:

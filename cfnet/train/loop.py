@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,15 +25,17 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from cfnet.atomic import sweep_stale
 from cfnet.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from cfnet.errors import UserError
 from cfnet.train.batches import EpochOrder, SeededSamples, SeededTransform, batches_per_epoch
 from cfnet.train.config import TrainConfig
-from cfnet.train.curves import RunLog
+from cfnet.train.curves import LossWindow, RunLog
 from cfnet.train.distributed import DistContext, in_launched_env, launch, setup, teardown
 from cfnet.train.syncbn import convert_sync_batchnorm
 
 LAST, BEST = "last.pt", "best.pt"
+_NUMBERED = re.compile(r"iter_(\d+)\.pt")
 
 
 class TrainForward(nn.Module):
@@ -197,6 +200,7 @@ class _Run:
         self.amp = Amp.for_run(config, ctx.device, ctx.is_main)
         self.iteration = 0
         self.best = -math.inf
+        self.window = LossWindow()  # the losses since metrics.csv's last train row, saved for an exact resume
         self.clock_start = 0.0  # seconds of training before this process: a resumed run continues the clock
         last = self.out / LAST
         if resume:
@@ -220,7 +224,8 @@ class _Run:
         if payload["scaler"] is not None:
             self.amp.scaler.load_state_dict(payload["scaler"])
         self.iteration = int(payload["iteration"])
-        self.best = float(payload["metrics"].get("best_miou", -math.inf))
+        self.best = max(float(payload["metrics"].get("best_miou", -math.inf)), self._best_on_disk())
+        self.window = LossWindow.from_dict(payload["metrics"].get("log_window"))
         self.clock_start = float(payload["metrics"].get("seconds", 0.0))
         states = payload["rng"]
         if len(states) == self.ctx.world_size:
@@ -232,6 +237,14 @@ class _Run:
                     "random draws are re-seeded, so the run is not bit-identical"
                 )
             seed_all(self.config.seed + self.ctx.rank + self.iteration)
+
+    def _best_on_disk(self) -> float:
+        """The val mIoU of best.pt: it may be newer than last.pt (a run killed between writing the two), and
+        later improvements must beat the model it holds, whatever a non-bit-identical replay scores."""
+        best = self.out / BEST
+        if not best.exists():
+            return -math.inf
+        return float(load_checkpoint(best)["metrics"].get("best_miou", -math.inf))
 
     def _checkpoint_config(self) -> dict[str, Any]:
         absolute = {"data": str(Path(self.config.data).resolve())}  # resumable from another directory
@@ -298,8 +311,6 @@ class _Run:
         config, ctx = self.config, self.ctx
         self.net.train()
         bar = tqdm(total=self.total, initial=self.iteration, desc="train", unit="it", disable=not ctx.is_main)
-        sums: dict[str, float] = {}
-        count = 0
         self.started = time.perf_counter() - self.clock_start
         try:
             while self.iteration < self.total:
@@ -316,18 +327,14 @@ class _Run:
                         self._stop_on(loss)
                     self.iteration += 1
                     values = {"loss": float(loss), **{f"loss_{k}": float(v) for k, v in parts.items()}}
-                    for key, value in values.items():
-                        sums[key] = sums.get(key, 0.0) + value
-                    count += 1
+                    self.window.add(values)
                     bar.update(1)
                     bar.set_postfix(loss=f"{values['loss']:.4f}", epoch=epoch)
                     row = {"iteration": self.iteration, "epoch": epoch, "seconds": self.seconds()}
                     due = self.iteration % config.log_every == 0 or self.iteration == self.total
                     if self.log is not None and due:
                         lr_now = self.optimizer.param_groups[0]["lr"]
-                        averaged = {k: v / count for k, v in sums.items() if k in _LOGGED}
-                        self.log.add({**row, "lr": lr_now, **averaged})
-                        sums, count = {}, 0
+                        self.log.add({**row, "lr": lr_now, **self.window.take()})
                     self._after_step(row)
                     if self.iteration >= self.total:
                         break
@@ -358,12 +365,20 @@ class _Run:
                 metrics["best_miou"] = self.best
                 names.append(BEST)
         if self.iteration % self.save_every == 0 or end:
-            names[:0] = [LAST, f"iter_{self.iteration:06d}.pt"]
+            names += [f"iter_{self.iteration:06d}.pt", LAST]  # last.pt last: a run killed before it replays the step
         if names:
-            self._save(names, {**metrics, "seconds": self.seconds()})
+            self._save(names, {**metrics, "seconds": self.seconds(), "log_window": self.window.to_dict()})
+            if self.ctx.is_main:
+                prune_checkpoints(self.out, self.config.keep_checkpoints)
 
 
-_LOGGED = ("loss", "loss_ce", "loss_dice", "loss_contrastive", "loss_aux")
+def prune_checkpoints(run: Path, keep: int) -> list[Path]:
+    """Remove all but the `keep` newest numbered checkpoints (`iter_N.pt`) of `run` (0: keep all)."""
+    numbered = sorted((int(m[1]), p) for p in run.glob("iter_*.pt") if (m := _NUMBERED.fullmatch(p.name)))
+    doomed = [path for _, path in numbered[:-keep]] if keep else []
+    for path in doomed:
+        path.unlink(missing_ok=True)
+    return doomed
 
 
 def run_process(config: TrainConfig, resume: bool) -> Path | None:
@@ -394,6 +409,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     Returns the path of `best.pt` (by val mIoU) in the run folder, or `last.pt` when no validation improved.
     """
     if config.nproc > 1 and not in_launched_env():
+        sweep_stale(config.out)  # the workers write the run; this process holds the command line's sweep
         results = launch(launched_worker, config.nproc, config, resume)
         for rank in sorted(results):
             if "error" in results[rank]:

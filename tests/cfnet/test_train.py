@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -168,6 +170,20 @@ def test_metrics_seconds_continue_across_a_resume(data: Path, tmp_path: Path, ca
     assert seconds == sorted(seconds) and before[-1]["seconds"] <= saved < seconds[len(before)]
 
 
+def test_only_the_newest_numbered_checkpoints_are_kept(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    args = ["--model", "unet", "--data", str(data), "--out", str(run), "--iters", "5", "--save-every", "1", *TINY]
+    assert _cli(capsys, "train", *args, "--val-every", "5")[0] == 0
+    numbered = sorted(p.name for p in run.glob("iter_*.pt"))
+    assert numbered == ["iter_000003.pt", "iter_000004.pt", "iter_000005.pt"]  # --keep-checkpoints 3 by default
+    assert (run / "best.pt").exists() and (run / "last.pt").exists()
+    code, _, err = _cli(capsys, "train", "--out", str(run), "--resume", "--iters", "7", "--keep-checkpoints", "0")
+    assert code == 0, err
+    assert sorted(p.name for p in run.glob("iter_*.pt")) == [*numbered, "iter_000006.pt", "iter_000007.pt"]  # 0: all
+
+
 def test_refuses_to_overwrite_a_run(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     run = tmp_path / "run"
     args = ["train", "--model", "unet", "--data", str(data), "--out", str(run), "--iters", "1", *TINY]
@@ -182,6 +198,10 @@ def test_two_process_launcher_trains_and_rank_0_writes(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     run = tmp_path / "ddp"
+    run.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (run / f".last.{dead.pid}.tq8x2.part.pt").write_bytes(b"left by a killed run")  # the launcher sweeps it
     code, out, err = _cli(
         capsys,
         "train",
@@ -209,7 +229,7 @@ def test_two_process_launcher_trains_and_rank_0_writes(
     assert last["iteration"] == 2 and last["config"]["world_size"] == 2
     assert len(last["rng"]) == 2  # one RNG state per rank, for an exact resume
     assert not torch.equal(last["rng"][0]["torch"], last["rng"][1]["torch"])
-    assert not any(".tmp" in p.name for p in run.iterdir())
+    assert not any(".part" in p.name for p in run.iterdir())
     # validation is sharded over the ranks; the summed confusion matrix scores like one process on the split
     logged = read_metrics(run / "metrics.csv")[-1]["val_miou"]
     val = CityscapesDataset(data, "val", transform=EvalTransform())
