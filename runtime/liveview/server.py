@@ -1,0 +1,127 @@
+"""`LiveView`: the server bound to an address, observing a run's `RunStats`."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from http.server import ThreadingHTTPServer
+from typing import Any
+
+import cv2
+import numpy as np
+
+from runtime.errors import UserError
+from runtime.liveview.handler import Handler
+from runtime.liveview.metrics import render_metrics
+from runtime.liveview.page import render_page
+from runtime.stream import RunStats
+from runtime.video import stream_names
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """`--serve`: `PORT` or `HOST:PORT` (host 127.0.0.1 unless given; `[::1]:PORT` for IPv6)."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]") if sep else "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected PORT or HOST:PORT, got '{text}'")
+    return host or "127.0.0.1", int(port)
+
+
+class LiveView:
+    """An HTTP server observing a stream run; a context manager (the server stops with the block).
+
+    Bound at construction (a busy port fails before the stream starts); `attach(run)` hands it the run's
+    live `RunStats` (`run_streams(..., on_start=view.attach)`). A `token`, if given, is required on every
+    request (`?token=` or `Authorization: Bearer`). `max_fps` caps the frames each MJPEG viewer gets.
+    """
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        classes: Sequence[str],
+        palette: Sequence[Sequence[int]],
+        *,
+        token: str | None = None,
+        quality: int = 80,
+        max_fps: float = 10.0,
+    ) -> None:
+        self.classes = list(classes)
+        self.palette = [tuple(int(v) for v in c) for c in palette]
+        self.token = token
+        self.quality = quality
+        self.interval = 1.0 / max_fps
+        self.run: RunStats | None = None
+        self.closed = threading.Event()
+        self._encoded: dict[int, tuple[np.ndarray, bytes]] = {}  # stream -> (overlay, its JPEG)
+        self._lock = threading.Lock()
+        handler = type("Handler", (Handler,), {"view": self})
+        self.server = ThreadingHTTPServer(address, handler, bind_and_activate=False)
+        self.server.daemon_threads = True
+        try:
+            self.server.server_bind()
+            self.server.server_activate()
+        except OSError as exc:
+            self.server.server_close()
+            where = f"--serve {address[0]}:{address[1]}"
+            raise UserError(f"cannot serve the live view: {exc.strerror or exc}", where) from None
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = str(self.server.server_address[0]), int(self.server.server_address[1])
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{port}/"
+
+    def start(self) -> LiveView:
+        self.thread.start()
+        return self
+
+    def attach(self, run: RunStats) -> None:
+        """Observe `run` (read only: its summary, latencies and newest overlays)."""
+        self.run = run
+
+    def close(self) -> None:
+        """Stop serving: open MJPEG connections end, the listening socket is closed."""
+        self.closed.set()
+        if self.thread.is_alive():
+            self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> LiveView:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def names(self) -> list[str]:
+        """A unique label per stream (as `--out DIR` names its files): two sources may share a name."""
+        return stream_names([s.source for s in self.run.streams]) if self.run is not None else []
+
+    def stats(self) -> dict[str, Any]:
+        """The run's summary so far (`/stats`), the same dict as `cfnet stream --json` prints at the end."""
+        return self.run.snapshot() if self.run is not None else {"streams": [], "aggregate": {}}
+
+    def jpeg(self, stream: int) -> tuple[np.ndarray, bytes] | None:
+        """The newest overlay of `stream` and its JPEG (encoded once, by the first viewer that asks)."""
+        if self.run is None or stream >= len(self.run.latest):
+            return None
+        image = self.run.latest[stream]
+        if image is None:
+            return None
+        with self._lock:
+            cached = self._encoded.get(stream)
+            if cached is None or cached[0] is not image:
+                ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+                if not ok:
+                    return None
+                cached = self._encoded[stream] = (image, data.tobytes())
+            return cached
+
+    def metrics(self) -> str:
+        """The figures in the Prometheus text exposition format (version 0.0.4)."""
+        return render_metrics(self.names, self.stats(), self.run.times if self.run is not None else [])
+
+    def page(self) -> str:
+        """The HTML page: an image per stream, its figures (refreshed from `/stats`), the class legend."""
+        return render_page(self.names, self.classes, self.palette, self.token)
