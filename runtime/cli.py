@@ -195,6 +195,9 @@ Exit codes:
 )
 @click.option("--serve-token", help="A token every live-view request must carry (?token= or a Bearer header).")
 @click.option(
+    "--serve-insecure", is_flag=True, help="Serve beyond loopback without --serve-token (anyone on the network)."
+)
+@click.option(
     "--serve-fps", default=10.0, show_default=True, type=click.FloatRange(min=0.1), help="Live view's frames/s cap."
 )
 @click.option(
@@ -242,6 +245,7 @@ def _stream(
     stall_timeout: float,
     serve: tuple[str, int] | None,
     serve_token: str | None,
+    serve_insecure: bool,
     serve_fps: float,
     serve_quality: int,
     as_json: bool,
@@ -258,6 +262,10 @@ def _stream(
 
     if show:
         require_gui()
+    if serve is not None:
+        from runtime.liveview import bind_address
+
+        bind_address(serve, serve_token, serve_insecure)  # refused before the model loads
     several = len(sources) > 1
     if several and out is not None and (out.suffix or out.is_file()):
         raise UserError("with several sources --out is a folder (one MP4 per source)", str(out))
@@ -276,7 +284,13 @@ def _stream(
 
             meta = backend.metadata
             view = LiveView(
-                serve, meta.classes, meta.palette, token=serve_token, quality=serve_quality, max_fps=serve_fps
+                serve,
+                meta.classes,
+                meta.palette,
+                token=serve_token,
+                insecure=serve_insecure,
+                quality=serve_quality,
+                max_fps=serve_fps,
             )
             stack.enter_context(view)
             click.echo(f"live view: {view.url}", err=True)

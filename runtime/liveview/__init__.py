@@ -14,6 +14,6 @@ the pipeline.
 from __future__ import annotations
 
 from runtime.liveview.handler import BOUNDARY
-from runtime.liveview.server import LiveView, parse_address
+from runtime.liveview.server import LiveView, bind_address, parse_address
 
-__all__ = ["BOUNDARY", "LiveView", "parse_address"]
+__all__ = ["BOUNDARY", "LiveView", "bind_address", "parse_address"]

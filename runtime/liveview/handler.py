@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 BOUNDARY = "cfnetframe"
 SOCKET_TIMEOUT = 10.0  # seconds a viewer may leave a write unread before its connection is dropped
 REPEAT_S = 0.5  # an unchanged overlay is sent again this often (a paused or ended stream stays visible)
+MJPEG = re.compile(r"/stream/([0-9]{1,9})\.mjpg")
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -38,8 +40,11 @@ class Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self) -> None:
+        if not self.path.isascii():  # http.server decodes the request line as latin-1: a raw byte beyond ASCII
+            self._send(HTTPStatus.BAD_REQUEST, b"percent-encode the URL\n", "text/plain; charset=utf-8")
+            return
         url = urlsplit(self.path)
-        if not self._authorised(parse_qs(url.query).get("token", [""])[0]):
+        if not self._authorised(url.query):
             self._send(HTTPStatus.UNAUTHORIZED, b"token required\n", "text/plain; charset=utf-8")
             return
         path = url.path
@@ -49,8 +54,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.OK, json.dumps(self.view.stats()).encode(), "application/json")
         elif path == "/metrics":
             self._send(HTTPStatus.OK, self.view.metrics().encode(), "text/plain; version=0.0.4; charset=utf-8")
-        elif path.startswith("/stream/") and path.endswith(".mjpg") and path[8:-5].isdigit():
-            index = int(path[8:-5])
+        elif match := MJPEG.fullmatch(path):
+            index = int(match[1])
             if index < len(self.view.names):
                 self._mjpeg(index)
             else:
@@ -58,13 +63,18 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
 
-    def _authorised(self, query_token: str) -> bool:
-        token = self.view.token
+    def _authorised(self, query: str) -> bool:
+        """No token set, or the request carries it: as `Authorization: Bearer` or as `?token=`, compared as
+        bytes (the header's as sent: http.server decodes headers as latin-1; the query's percent-decoded)."""
+        token = self.view.token_bytes
         if not token:
             return True
         header = self.headers.get("Authorization", "")
-        given = header[7:] if header.startswith("Bearer ") else query_token
-        return hmac.compare_digest(given.encode(), token.encode())
+        if header[:7].lower() == "bearer ":
+            given = header[7:].encode("latin-1")
+        else:
+            given = parse_qs(query, encoding="latin-1").get("token", [""])[0].encode("latin-1")
+        return hmac.compare_digest(given, token)
 
     def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
         self.send_response(status)

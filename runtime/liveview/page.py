@@ -8,10 +8,8 @@ from collections.abc import Sequence
 from urllib.parse import quote
 
 
-def render_page(
-    names: Sequence[str], classes: Sequence[str], palette: Sequence[tuple[int, ...]], token: str | None
-) -> str:
-    """The HTML page; with a `token`, its image and stats URLs carry it."""
+def render_page(names: Sequence[str], classes: Sequence[str], palette: Sequence[tuple[int, ...]], token: bytes) -> str:
+    """The HTML page; with a `token` (UTF-8 bytes), its image and stats URLs carry it."""
     query = f"?token={quote(token, safe='')}" if token else ""
     tiles = "".join(
         f'<figure><img id="s{i}" src="{html.escape(f"/stream/{i}.mjpg{query}")}" alt="{html.escape(name)}">'

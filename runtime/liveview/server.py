@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+import socket
+import sys
 import threading
 from collections.abc import Sequence
 from http.server import ThreadingHTTPServer
@@ -27,12 +30,51 @@ def parse_address(text: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
+def bind_address(
+    address: tuple[str, int], token: str | None, insecure: bool = False
+) -> tuple[socket.AddressFamily, tuple[Any, ...]]:
+    """The family and socket address that `address` binds (a host name resolved, IPv4 first), refused beyond
+    loopback without a `token` unless `insecure`: a page, MJPEG and metrics open to the network must be asked for.
+    """
+    host, port = address
+    where = f"--serve {_host_port(host, port)}"
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise UserError(f"cannot serve the live view: {exc.strerror or exc}", where) from None
+    family, *_, sockaddr = min(found, key=lambda info: info[0] != socket.AF_INET)
+    if not token and not insecure and not ipaddress.ip_address(sockaddr[0]).is_loopback:
+        what = "the live view would be open to the network without a token"
+        raise UserError(f"{what}: give --serve-token (or --serve-insecure to serve without one)", where)
+    return family, sockaddr
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _Server(ThreadingHTTPServer):
+    """A thread per connection; a viewer that leaves or stops reading is nothing to report."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 class LiveView:
     """An HTTP server observing a stream run; a context manager (the server stops with the block).
 
     Bound at construction (a busy port fails before the stream starts); `attach(run)` hands it the run's
     live `RunStats` (`run_streams(..., on_start=view.attach)`). A `token`, if given, is required on every
-    request (`?token=` or `Authorization: Bearer`). `max_fps` caps the frames each MJPEG viewer gets.
+    request (`?token=` or `Authorization: Bearer`; compared as UTF-8 bytes); without one, an address beyond
+    loopback is refused unless `insecure`. `max_fps` caps the frames each MJPEG viewer gets.
     """
 
     def __init__(
@@ -42,12 +84,15 @@ class LiveView:
         palette: Sequence[Sequence[int]],
         *,
         token: str | None = None,
+        insecure: bool = False,
         quality: int = 80,
         max_fps: float = 10.0,
     ) -> None:
+        family, sockaddr = bind_address(address, token, insecure)
         self.classes = list(classes)
         self.palette = [tuple(int(v) for v in c) for c in palette]
         self.token = token
+        self.token_bytes = token.encode("utf-8", "surrogateescape") if token else b""  # as argv gave it
         self.quality = quality
         self.interval = 1.0 / max_fps
         self.run: RunStats | None = None
@@ -55,22 +100,20 @@ class LiveView:
         self._encoded: dict[int, tuple[np.ndarray, bytes]] = {}  # stream -> (overlay, its JPEG)
         self._lock = threading.Lock()
         handler = type("Handler", (Handler,), {"view": self})
-        self.server = ThreadingHTTPServer(address, handler, bind_and_activate=False)
-        self.server.daemon_threads = True
+        server = _Server6 if family == socket.AF_INET6 else _Server
+        self.server = server(sockaddr, handler, bind_and_activate=False)
         try:
             self.server.server_bind()
             self.server.server_activate()
         except OSError as exc:
             self.server.server_close()
-            where = f"--serve {address[0]}:{address[1]}"
+            where = f"--serve {_host_port(*address)}"
             raise UserError(f"cannot serve the live view: {exc.strerror or exc}", where) from None
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
 
     @property
     def url(self) -> str:
-        host, port = str(self.server.server_address[0]), int(self.server.server_address[1])
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{port}/"
+        return f"http://{_host_port(str(self.server.server_address[0]), int(self.server.server_address[1]))}/"
 
     def start(self) -> LiveView:
         self.thread.start()
@@ -124,4 +167,4 @@ class LiveView:
 
     def page(self) -> str:
         """The HTML page: an image per stream, its figures (refreshed from `/stats`), the class legend."""
-        return render_page(self.names, self.classes, self.palette, self.token)
+        return render_page(self.names, self.classes, self.palette, self.token_bytes)

@@ -12,6 +12,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import pytest
 
 from runtime.backends import open_backend
 from runtime.errors import UserError
@@ -22,6 +23,18 @@ from tests.runtime.helpers import PALETTE, ListSource, synthetic_frames
 SIZE = (96, 128)
 FRAMES = 12
 GATE = 6
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+IPV6 = pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
 
 
 class GatedSource(ListSource):

@@ -24,6 +24,7 @@ from tests.runtime.helpers import CLASSES, PALETTE, synthetic_frames
 from tests.runtime.liveview.helpers import (
     FRAMES,
     GATE,
+    IPV6,
     SIZE,
     Run,
     ask,
@@ -148,17 +149,25 @@ def _get_part(url: str) -> bytes:
         return r.read(length)
 
 
+@pytest.mark.parametrize(
+    ("serve", "url"),
+    [
+        (["--serve", "0"], "http://127.0.0.1:"),
+        pytest.param(["--serve", "[::1]:0"], "http://[::1]:", marks=IPV6),
+        (["--serve", "0.0.0.0:0", "--serve-insecure"], "http://0.0.0.0:"),
+    ],
+)
 def test_the_stream_command_serves_while_it_runs(
-    tiny_onnx: Path, tmp_path: Path, write_video: Callable[..., Path]
+    tiny_onnx: Path, tmp_path: Path, write_video: Callable[..., Path], serve: list[str], url: str
 ) -> None:
     video = write_video(tmp_path / "v.mp4", synthetic_frames(8))
     done = subprocess.run(
         [sys.executable, "-m", "cfnet", "stream", str(video), "--model", str(tiny_onnx),
-         "--out", str(tmp_path / "o.mp4"), "--serve", "0", "--json"],
+         "--out", str(tmp_path / "o.mp4"), *serve, "--json"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert done.stderr.startswith("live view: http://127.0.0.1:")
+    assert done.stderr.startswith(f"live view: {url}")
     assert json.loads(done.stdout)["aggregate"]["frames"] == 8
 
 
