@@ -1,4 +1,4 @@
-"""The live view's HTTP routes: the page, MJPEG, `/stats`, `/metrics`."""
+"""The live view's HTTP routes: the page, MJPEG, `/stats`, `/metrics` and `/healthz`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
+from runtime.liveview.health import health
+
 if TYPE_CHECKING:
     from runtime.liveview.server import LiveView
 
@@ -23,7 +25,8 @@ MJPEG = re.compile(r"/stream/([0-9]{1,9})\.mjpg")
 
 
 class Handler(BaseHTTPRequestHandler):
-    """GET/HEAD only; every other method is refused by `http.server` itself (501)."""
+    """GET and HEAD of the views; `/healthz` needs no token. A method a route does not take is a 405, one that
+    no route takes a 501 (`http.server`); a POST or DELETE is answered with `Connection: close`."""
 
     view: LiveView
     protocol_version = "HTTP/1.1"
@@ -36,18 +39,41 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's signature)
         """Quiet: requests are not logged to stderr (the stream's own output stays readable)."""
 
-    def do_HEAD(self) -> None:
-        self.do_GET()
-
     def do_GET(self) -> None:
+        self._route()
+
+    def do_HEAD(self) -> None:
+        self._route()
+
+    def do_POST(self) -> None:
+        self._route()
+
+    def do_DELETE(self) -> None:
+        self._route()
+
+    def _route(self) -> None:
+        if self.command not in ("GET", "HEAD"):
+            self.close_connection = True  # a body this answer leaves unread must not be read as the next request
         if not self.path.isascii():  # http.server decodes the request line as latin-1: a raw byte beyond ASCII
-            self._send(HTTPStatus.BAD_REQUEST, b"percent-encode the URL\n", "text/plain; charset=utf-8")
+            self._text(HTTPStatus.BAD_REQUEST, "percent-encode the URL")
             return
         url = urlsplit(self.path)
-        if not self._authorised(url.query):
-            self._send(HTTPStatus.UNAUTHORIZED, b"token required\n", "text/plain; charset=utf-8")
-            return
         path = url.path
+        if path == "/healthz":
+            if self._allows("GET", "HEAD"):
+                self._json(*health(self.view.run, self.view.names, detail=self._authorised(url.query)))
+            return
+        if not self._authorised(url.query):
+            self._text(HTTPStatus.UNAUTHORIZED, "token required")
+            return
+        if path in ("/", "/stats", "/metrics") or MJPEG.fullmatch(path):
+            if self._allows("GET", "HEAD"):
+                self._view(path)
+        else:
+            self._text(HTTPStatus.NOT_FOUND, "not found")
+
+    def _view(self, path: str) -> None:
+        """The page, `/stats`, `/metrics`, or a stream's MJPEG."""
         if path == "/":
             self._send(HTTPStatus.OK, self.view.page().encode(), "text/html; charset=utf-8")
         elif path == "/stats":
@@ -59,9 +85,14 @@ class Handler(BaseHTTPRequestHandler):
             if index < len(self.view.names):
                 self._mjpeg(index)
             else:
-                self._send(HTTPStatus.NOT_FOUND, b"no such stream\n", "text/plain; charset=utf-8")
-        else:
-            self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
+                self._text(HTTPStatus.NOT_FOUND, "no such stream")
+
+    def _allows(self, *methods: str) -> bool:
+        """Whether the route takes the request's method; if not, the 405 is sent."""
+        if self.command in methods:
+            return True
+        self._text(HTTPStatus.METHOD_NOT_ALLOWED, "method not allowed", {"Allow": ", ".join(methods)})
+        return False
 
     def _authorised(self, query: str) -> bool:
         """No token set, or the request carries it: as `Authorization: Bearer` or as `?token=`, compared as
@@ -76,11 +107,21 @@ class Handler(BaseHTTPRequestHandler):
             given = parse_qs(query, encoding="latin-1").get("token", [""])[0].encode("latin-1")
         return hmac.compare_digest(given, token)
 
-    def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
+    def _text(self, status: HTTPStatus, text: str, headers: dict[str, str] | None = None) -> None:
+        self._send(status, f"{text}\n".encode(), "text/plain; charset=utf-8", headers)
+
+    def _json(self, status: HTTPStatus, body: Any) -> None:
+        self._send(status, (json.dumps(body) + "\n").encode(), "application/json")
+
+    def _send(self, status: HTTPStatus, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)

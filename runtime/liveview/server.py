@@ -138,8 +138,11 @@ class LiveView:
 
     @property
     def names(self) -> list[str]:
-        """A unique label per stream (as `--out DIR` names its files): two sources may share a name."""
-        return stream_names([s.source for s in self.run.streams]) if self.run is not None else []
+        """Each stream's `name` (stable across reconnects); where a run has none, the unique one `--out DIR` gives
+        the stream's file (two sources may share a name)."""
+        streams = list(self.run.streams) if self.run is not None else []
+        fallback = stream_names([s.source for s in streams])
+        return [s.name or name for s, name in zip(streams, fallback, strict=True)]
 
     def stats(self) -> dict[str, Any]:
         """The run's summary so far (`/stats`), the same dict as `cfnet stream --json` prints at the end."""
