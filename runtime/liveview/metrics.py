@@ -12,6 +12,8 @@ import numpy as np
 
 from runtime.latency import BUCKETS, Latencies
 
+WRITE_ERROR_KINDS = ("disk_full", "io")  # always exposed (0 until one happens), so that rate() sees the first
+
 
 def render_metrics(names: Sequence[str], stats: Mapping[str, Any], times: Sequence[Mapping[str, Latencies]]) -> str:
     """The exposition text of a run's `snapshot()` (`stats`), its streams' `names` and stage latencies."""
@@ -27,6 +29,20 @@ def render_metrics(names: Sequence[str], stats: Mapping[str, Any], times: Sequen
     ):
         family(name, "counter", text)
         lines += [f'{name}{{stream="{_label(n)}"}} {int(s[key])}' for n, s in streams]
+    family("cfnet_stream_up", "gauge", "1 while the stream runs, 0 while it reconnects or once it ended.")
+    lines += [f'cfnet_stream_up{{stream="{_label(n)}"}} {int(s["state"] == "running")}' for n, s in streams]
+    family("cfnet_stream_reconnects_total", "counter", "Times the stream's source was reopened.")
+    lines += [f'cfnet_stream_reconnects_total{{stream="{_label(n)}"}} {int(s["reconnects"])}' for n, s in streams]
+    family("cfnet_stream_down_seconds_total", "counter", "Seconds the stream spent reconnecting.")
+    lines += [
+        f'cfnet_stream_down_seconds_total{{stream="{_label(n)}"}} {float(s["down_seconds"]):.9g}' for n, s in streams
+    ]
+    family("cfnet_write_errors_total", "counter", "Failed writes of the stream's recording or masks, by kind.")
+    for n, s in streams:
+        errors = s["write_errors"]
+        for kind in sorted({*WRITE_ERROR_KINDS, *errors}):
+            labels = f'stream="{_label(n)}",kind="{_label(kind)}"'
+            lines.append(f"cfnet_write_errors_total{{{labels}}} {int(errors.get(kind, 0))}")
     family("cfnet_fps", "gauge", "End-to-end frames per second of the stream so far.")
     lines += [f'cfnet_fps{{stream="{_label(n)}"}} {float(s["fps"]):.6g}' for n, s in streams]
     family("cfnet_queued_frames", "gauge", "Frames waiting now, for a batch or for the stream's writer.")

@@ -139,7 +139,7 @@ class LiveView:
     @property
     def names(self) -> list[str]:
         """Each stream's `name` (stable across reconnects); where a run has none, the unique one `--out DIR` gives
-        the stream's file (two sources may share a name)."""
+        the stream's file (two sources may share a name). Streams join the run's list, never leave it."""
         streams = list(self.run.streams) if self.run is not None else []
         fallback = stream_names([s.source for s in streams])
         return [s.name or name for s, name in zip(streams, fallback, strict=True)]
@@ -166,8 +166,11 @@ class LiveView:
 
     def metrics(self) -> str:
         """The figures in the Prometheus text exposition format (version 0.0.4)."""
-        return render_metrics(self.names, self.stats(), self.run.times if self.run is not None else [])
+        stats = self.stats()  # before the names: a stream that joins in between is left out of this scrape
+        return render_metrics(self.names, stats, self.run.times if self.run is not None else [])
 
     def page(self) -> str:
-        """The HTML page: an image per stream, its figures (refreshed from `/stats`), the class legend."""
-        return render_page(self.names, self.classes, self.palette, self.token_bytes)
+        """The HTML page: an image per stream, its state and figures (refreshed from `/stats`), the class legend."""
+        streams = list(self.run.streams) if self.run is not None else []
+        named = list(zip(self.names, (s.state for s in streams), strict=False))
+        return render_page(named, self.classes, self.palette, self.token_bytes)
