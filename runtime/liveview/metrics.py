@@ -41,8 +41,8 @@ def render_metrics(names: Sequence[str], stats: Mapping[str, Any], times: Sequen
     for n, s in streams:
         errors = s["write_errors"]
         for kind in sorted({*WRITE_ERROR_KINDS, *errors}):
-            labels = f'stream="{_label(n)}",kind="{_label(kind)}"'
-            lines.append(f"cfnet_write_errors_total{{{labels}}} {int(errors.get(kind, 0))}")
+            series = f'cfnet_write_errors_total{{stream="{_label(n)}",kind="{_label(kind)}"}}'
+            lines.append(f"{series} {int(errors.get(kind, 0))}")
     family("cfnet_fps", "gauge", "End-to-end frames per second of the stream so far.")
     lines += [f'cfnet_fps{{stream="{_label(n)}"}} {float(s["fps"]):.6g}' for n, s in streams]
     family("cfnet_queued_frames", "gauge", "Frames waiting now, for a batch or for the stream's writer.")

@@ -149,9 +149,15 @@ def ask(
         return exc.code, exc.read()
 
 
+def address(view: LiveView) -> tuple[str, int]:
+    """The host and port the view listens on."""
+    host, port = view.server.server_address[:2]
+    return str(host), int(port)
+
+
 def raw(view: LiveView, data: bytes) -> bytes:
     """Send `data` as it is on a socket of its own; everything the server answers until it closes or pauses."""
-    with socket.create_connection(view.server.server_address[:2], timeout=5) as conn:
+    with socket.create_connection(address(view), timeout=5) as conn:
         conn.sendall(data)
         answer = b""
         try:

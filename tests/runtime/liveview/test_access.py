@@ -18,7 +18,7 @@ import pytest
 from runtime.errors import UserError
 from runtime.liveview import LiveView
 from tests.runtime.helpers import CLASSES, PALETTE, synthetic_frames
-from tests.runtime.liveview.helpers import IPV6, ask, camera, fake_run, raw
+from tests.runtime.liveview.helpers import IPV6, address, ask, camera, fake_run, raw
 
 
 @pytest.mark.parametrize(
@@ -58,7 +58,7 @@ def test_a_viewer_that_leaves_mid_response_prints_nothing(view: LiveView, capfd:
 
     view.server.shutdown_request = shutdown_and_tell  # type: ignore[method-assign]
     view.attach(run)
-    conn = socket.create_connection(view.server.server_address[:2], timeout=5)
+    conn = socket.create_connection(address(view), timeout=5)
     conn.sendall(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
     assert entered.wait(5)
     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

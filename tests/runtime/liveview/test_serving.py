@@ -27,6 +27,7 @@ from tests.runtime.liveview.helpers import (
     IPV6,
     SIZE,
     Run,
+    address,
     ask,
     mjpeg_frame,
     palette_pixels,
@@ -76,8 +77,7 @@ def test_stats_metrics_and_mjpeg_during_a_run_agree_with_the_summary(view: LiveV
 
 
 def test_a_viewer_that_never_reads_does_not_stall_the_stream(view: LiveView, run: Run) -> None:
-    host, port = view.server.server_address[:2]
-    stalled = socket.create_connection((str(host), int(port)), timeout=5)
+    stalled = socket.create_connection(address(view), timeout=5)
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
     stalled.sendall(b"GET /stream/0.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")  # and never reads a byte
     try:
@@ -124,7 +124,7 @@ def test_close_ends_open_mjpeg_connections_and_frees_the_port(tiny_onnx: Path) -
         run.finish()
         view.close()
     with pytest.raises(OSError):
-        socket.create_connection(view.server.server_address[:2], timeout=1).close()
+        socket.create_connection(address(view), timeout=1).close()
 
 
 def test_jpeg_quality_is_applied(tiny_onnx: Path) -> None:
