@@ -191,9 +191,14 @@ Exit codes:
     "--serve",
     metavar="[HOST:]PORT",
     callback=_parsed("parse_address", "runtime.liveview"),
-    help="Live view over HTTP while streaming: page, MJPEG, /stats, /metrics (host 127.0.0.1 unless given).",
+    help="Live view over HTTP while streaming: page, MJPEG, /stats, /metrics, /healthz, the /streams control API "
+    "(host 127.0.0.1 unless given; [::1]:PORT for IPv6).",
 )
-@click.option("--serve-token", help="A token every live-view request must carry (?token= or a Bearer header).")
+@click.option(
+    "--serve-token",
+    help="A token every live-view request but /healthz must carry (?token= or a Bearer header); turns the control "
+    "API on.",
+)
 @click.option(
     "--serve-insecure", is_flag=True, help="Serve beyond loopback without --serve-token (anyone on the network)."
 )

@@ -119,7 +119,7 @@ class FakeControl:
         return [{"name": s.name, "source": s.source, "state": s.state} for s in self.run.streams]
 
     def add(self, source: str, name: str | None = None) -> str:
-        if not source.startswith("rtsp://"):
+        if source.startswith("nothing:"):
             raise UserError("cannot open the source", source)
         name = name or f"cam{len(self.run.streams) + 1}"
         if any(s.name == name for s in self.run.streams):

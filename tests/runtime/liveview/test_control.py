@@ -4,14 +4,17 @@ request is one JSON line and stops nothing."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from runtime.liveview import LiveView
 from tests.runtime.helpers import CLASSES, PALETTE
-from tests.runtime.liveview.helpers import FakeControl, ask, camera, fake_run, raw
+from tests.runtime.liveview.helpers import FakeControl, address, ask, camera, fake_run, raw
 
 TOKEN = "s3cret"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -121,3 +124,32 @@ def test_methods_and_a_run_without_control(guarded: LiveView) -> None:
     _attach(guarded)
     assert _call(guarded, "DELETE", "streams")[0] == 405
     assert _call(guarded, "GET", "streams/gate")[0] == 405
+
+
+README = Path(__file__).resolve().parents[3] / "README.md"
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_the_readmes_curl_examples_run_as_written(guarded: LiveView) -> None:
+    """Against a view with the README's token (`s3cret`) on a free port instead of 8080."""
+    assert TOKEN == "s3cret"
+    section = README.read_text().split("### Live view (`cfnet stream --serve`)", 1)[1].split("![", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("curl ")]
+    control = _attach(guarded)
+    host, port = address(guarded)
+    said = []
+    for line in lines:
+        done = subprocess.run(
+            ["bash", "-c", "set -o pipefail; " + line.replace("127.0.0.1:8080", f"{host}:{port}")],
+            capture_output=True, text=True, timeout=10, check=True,
+        )  # fmt: skip
+        said.append(done.stdout)
+    assert said[0].startswith("# HELP cfnet_frames_total ")  # the metrics line, piped through grep
+    assert [json.loads(text) for text in said[1:]] == [
+        {"status": "ok"},
+        {"streams": [{"name": "gate", "source": "rtsp://cams/gate", "state": "running"},
+                     {"name": "caf\u00e9", "source": "rtsp://cams/caf\u00e9", "state": "running"}]},
+        {"name": "replay", "source": "demo/video.mp4"},
+        {"name": "replay"},
+    ]  # fmt: skip
+    assert control.calls == [("add", "demo/video.mp4", "replay"), ("remove", "replay")]
