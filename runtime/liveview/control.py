@@ -41,7 +41,7 @@ def add_stream(control: Control, body: bytes) -> Answer:
     for the name of a stream that has not ended, 400 for anything else wrong (the control's message)."""
     try:
         request = json.loads(body)
-    except ValueError as exc:  # UnicodeDecodeError included
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, nested too deep
         return error(HTTPStatus.BAD_REQUEST, f"the body is not JSON: {exc}")
     if not isinstance(request, dict):
         return error(HTTPStatus.BAD_REQUEST, 'the body must be a JSON object: {"source": ..., "name": ...}')

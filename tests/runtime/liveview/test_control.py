@@ -79,6 +79,7 @@ def test_the_control_api_needs_the_token_as_a_bearer_header(guarded: LiveView) -
     [
         (b"{", 400, "not JSON"),
         (b"\xff", 400, "not JSON"),
+        (b"[" * 16000, 400, "not JSON"),  # nested beyond the decoder's recursion limit
         (b"[]", 400, "a JSON object"),
         (b'{"name": "x"}', 400, "source"),
         (b'{"source": 5}', 400, "source"),
