@@ -127,6 +127,14 @@ def test_methods_and_a_run_without_control(guarded: LiveView) -> None:
     assert _call(guarded, "GET", "streams/gate")[0] == 405
 
 
+def test_a_kept_alive_connection_answers_each_request_in_its_own_kind(guarded: LiveView) -> None:
+    _attach(guarded)
+    first = f"GET /streams HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    second = f"GET /nothing?token={TOKEN} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    answer = raw(guarded, (first + second).encode())
+    assert answer.count(b"HTTP/1.1 ") == 2 and answer.endswith(b"\r\n\r\nnot found\n")  # text, not the API's JSON
+
+
 README = Path(__file__).resolve().parents[3] / "README.md"
 
 
