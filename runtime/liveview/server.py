@@ -59,6 +59,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
     def handle_error(self, request: Any, client_address: Any) -> None:
+        """Silent for a connection the client reset or abandoned; any other exception is a bug, printed."""
         if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
             return
         super().handle_error(request, client_address)
@@ -91,7 +92,6 @@ class LiveView:
         family, sockaddr = bind_address(address, token, insecure)
         self.classes = list(classes)
         self.palette = [tuple(int(v) for v in c) for c in palette]
-        self.token = token
         self.token_bytes = token.encode("utf-8", "surrogateescape") if token else b""  # as argv gave it
         self.quality = quality
         self.interval = 1.0 / max_fps
@@ -100,8 +100,8 @@ class LiveView:
         self._encoded: dict[int, tuple[np.ndarray, bytes]] = {}  # stream -> (overlay, its JPEG)
         self._lock = threading.Lock()
         handler = type("Handler", (Handler,), {"view": self})
-        server = _Server6 if family == socket.AF_INET6 else _Server
-        self.server = server(sockaddr, handler, bind_and_activate=False)
+        server_class = _Server6 if family == socket.AF_INET6 else _Server
+        self.server = server_class(sockaddr, handler, bind_and_activate=False)
         try:
             self.server.server_bind()
             self.server.server_activate()
