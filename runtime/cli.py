@@ -191,9 +191,17 @@ Exit codes:
     "--serve",
     metavar="[HOST:]PORT",
     callback=_parsed("parse_address", "runtime.liveview"),
-    help="Live view over HTTP while streaming: page, MJPEG, /stats, /metrics (host 127.0.0.1 unless given).",
+    help="Live view over HTTP while streaming: page, MJPEG, /stats, /metrics, /healthz, the /streams control API "
+    "(host 127.0.0.1 unless given; [::1]:PORT for IPv6).",
 )
-@click.option("--serve-token", help="A token every live-view request must carry (?token= or a Bearer header).")
+@click.option(
+    "--serve-token",
+    help="A token every live-view request but /healthz must carry (?token= or a Bearer header); turns the control "
+    "API on.",
+)
+@click.option(
+    "--serve-insecure", is_flag=True, help="Serve beyond loopback without --serve-token (anyone on the network)."
+)
 @click.option(
     "--serve-fps", default=10.0, show_default=True, type=click.FloatRange(min=0.1), help="Live view's frames/s cap."
 )
@@ -242,6 +250,7 @@ def _stream(
     stall_timeout: float,
     serve: tuple[str, int] | None,
     serve_token: str | None,
+    serve_insecure: bool,
     serve_fps: float,
     serve_quality: int,
     as_json: bool,
@@ -258,6 +267,10 @@ def _stream(
 
     if show:
         require_gui()
+    if serve is not None:
+        from runtime.liveview import bind_address
+
+        bind_address(serve, serve_token, serve_insecure)  # refused before the model loads
     several = len(sources) > 1
     if several and out is not None and (out.suffix or out.is_file()):
         raise UserError("with several sources --out is a folder (one MP4 per source)", str(out))
@@ -276,7 +289,13 @@ def _stream(
 
             meta = backend.metadata
             view = LiveView(
-                serve, meta.classes, meta.palette, token=serve_token, quality=serve_quality, max_fps=serve_fps
+                serve,
+                meta.classes,
+                meta.palette,
+                token=serve_token,
+                insecure=serve_insecure,
+                quality=serve_quality,
+                max_fps=serve_fps,
             )
             stack.enter_context(view)
             click.echo(f"live view: {view.url}", err=True)

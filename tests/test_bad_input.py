@@ -177,6 +177,7 @@ RUNTIME_CASES = {
         "outputs 4 classes but 5 are named",
     ),
     "stream: --classes disagree": (STREAM + ["--classes", "5"], "outputs 4 classes but 5 are named"),
+    "stream: --serve beyond loopback without a token": (STREAM + ["--serve", "0.0.0.0:0"], "--serve-insecure"),
     "segment: a 1-channel foreign ONNX": (SEG[:3] + ["{gray}", "--out", "{out}", *FOREIGN], "N x 3 x H x W"),
     "segment: a 3-D output": (SEG[:3] + ["{flat}", "--out", "{out}", *FOREIGN], "output is 3-D"),
     "export: huge --size": (["export", "onnx", "--model", "unet", "--out", "{out}.onnx", "--size", HUGE], TOO_LARGE),

@@ -20,7 +20,9 @@ STAGES = ("read", "preprocess", "wait", "infer", "postprocess", "write", "end_to
 @dataclass
 class StreamStats:
     """What one stream did. `latency_ms[stage]` holds `median` (p50) and `p90` over its processed frames;
-    `wait` is the time a frame waited for its batch. `error` says why a stream that failed ended."""
+    `wait` is the time a frame waited for its batch. `error` says why a stream that failed ended. `name`: stable
+    across reconnects; `state`: running | reconnecting | ended; `down_seconds`: time spent reconnecting;
+    `write_errors`: failed writes per kind (disk_full, io); `recording`: on | paused | off."""
 
     source: str
     output: str | None
@@ -37,6 +39,12 @@ class StreamStats:
     ended_by: str = "running"
     error: str | None = None
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    name: str = ""
+    state: str = "running"
+    reconnects: int = 0
+    down_seconds: float = 0.0
+    write_errors: dict[str, int] = field(default_factory=dict)
+    recording: str = "off"
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -50,7 +58,9 @@ class RunStats:
     `peak_rss_mb`: the process's peak memory at the end. `latest[i]`: the newest overlay of stream i,
     `times[i]`: its stage latencies in seconds so far, `queued[i]()`: its frames waiting for a batch and for
     its writer, `started`: the `perf_counter` at the start (for a window or a live view; not serialised).
-    `errors`: the exception that ended a stream.
+    `errors`: the exception that ended a stream. `last_progress`: the `time.monotonic()` of the last inference
+    batch done; `stall_timeout`: the run's; `control`: a `runtime.stream.control.StreamControl` where sources may be
+    added and removed live (else None).
     """
 
     streams: list[StreamStats]
@@ -69,6 +79,9 @@ class RunStats:
     queued: list[Callable[[], dict[str, int]]] = field(default_factory=list, repr=False)
     started: float | None = None
     errors: dict[int, BaseException] = field(default_factory=dict, repr=False)
+    last_progress: float | None = None
+    stall_timeout: float = 10.0
+    control: Any = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -8,11 +8,9 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
-import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -21,104 +19,19 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from runtime.backends import open_backend
-from runtime.liveview import BOUNDARY, LiveView, parse_address
-from runtime.stream import RunStats, run_streams
-from tests.runtime.helpers import CLASSES, PALETTE, ListSource, synthetic_frames
-
-SIZE = (96, 128)
-FRAMES = 12
-GATE = 6
-
-
-class GatedSource(ListSource):
-    """A live-like source: its first `GATE` frames at once, the rest once the test opens the gate."""
-
-    def __init__(self, frames: list[np.ndarray]) -> None:
-        super().__init__(frames)
-        self.gate = threading.Event()
-        self.given = 0
-
-    def read(self) -> np.ndarray | None:
-        if self.given == GATE:
-            self.gate.wait(30)
-        self.given += 1
-        return super().read()
-
-
-class Run:
-    """`run_streams` over gated sources in a thread, observed by a started `LiveView`."""
-
-    def __init__(self, model: Path, view: LiveView, sources: int = 2) -> None:
-        self.view = view
-        self.sources = [GatedSource(synthetic_frames(FRAMES, SIZE, seed=i)) for i in range(sources)]
-        self.result: RunStats | None = None
-        self.backend = open_backend(model, device="cpu")
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        self.result = run_streams(self.sources, self.backend, alpha=1.0, on_start=self.view.attach)
-
-    def wait_for_gate(self) -> None:
-        """Until every stream has written the frames before its gate."""
-        deadline = time.monotonic() + 30
-        while not (self.view.run and all(s.frames == GATE for s in self.view.run.streams)):
-            assert time.monotonic() < deadline, "the stream did not reach its gate"
-            time.sleep(0.02)
-
-    def finish(self) -> RunStats:
-        for source in self.sources:
-            source.gate.set()
-        self.thread.join(30)
-        self.backend.close()
-        assert self.result is not None
-        return self.result
-
-
-@pytest.fixture
-def view() -> Iterator[LiveView]:
-    with LiveView(("127.0.0.1", 0), CLASSES, PALETTE, max_fps=50) as v:
-        yield v
-
-
-@pytest.fixture
-def run(tiny_onnx: Path, view: LiveView) -> Iterator[Run]:
-    r = Run(tiny_onnx, view)
-    yield r
-    r.finish()
-
-
-def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def _mjpeg_frame(url: str) -> np.ndarray:
-    """The first JPEG part of a multipart MJPEG response, decoded."""
-    with urllib.request.urlopen(url, timeout=5) as r:
-        assert r.headers["Content-Type"] == f"multipart/x-mixed-replace; boundary={BOUNDARY}"
-        assert r.readline().strip() == f"--{BOUNDARY}".encode()
-        headers = {}
-        while (line := r.readline().strip()) != b"":
-            key, _, value = line.decode().partition(":")
-            headers[key.lower()] = value.strip()
-        assert headers["content-type"] == "image/jpeg"
-        data = r.read(int(headers["content-length"]))
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    assert image is not None
-    return image
-
-
-def _palette_pixels(image_bgr: np.ndarray, tolerance: int = 24) -> int:
-    """How many pixels are within `tolerance` (per channel) of a palette colour."""
-    near = np.zeros(image_bgr.shape[:2], bool)
-    for r, g, b in PALETTE:
-        near |= (np.abs(image_bgr.astype(int) - (b, g, r)) <= tolerance).all(axis=2)
-    return int(near.sum())
+from runtime.liveview import LiveView, parse_address
+from tests.runtime.helpers import CLASSES, PALETTE, synthetic_frames
+from tests.runtime.liveview.helpers import (
+    FRAMES,
+    GATE,
+    IPV6,
+    SIZE,
+    Run,
+    address,
+    ask,
+    mjpeg_frame,
+    palette_pixels,
+)
 
 
 def test_parse_address() -> None:
@@ -131,13 +44,13 @@ def test_parse_address() -> None:
 
 def test_stats_metrics_and_mjpeg_during_a_run_agree_with_the_summary(view: LiveView, run: Run) -> None:
     run.wait_for_gate()
-    page = _get(view.url)[1].decode()
+    page = ask(view.url)[1].decode()
     assert "/stream/0.mjpg" in page and "/stream/1.mjpg" in page and "rgb(0,0,142)" in page  # tiles, legend
-    status, body = _get(view.url + "stats")
+    status, body = ask(view.url + "stats")
     live = json.loads(body)
     assert status == 200 and [s["frames"] for s in live["streams"]] == [GATE, GATE]
     assert live["aggregate"]["ended_by"] == "running" and live["streams"][0]["latency_ms"]["infer"]["p90"] > 0
-    families = {f.name: f for f in text_string_to_metric_families(_get(view.url + "metrics")[1].decode())}
+    families = {f.name: f for f in text_string_to_metric_families(ask(view.url + "metrics")[1].decode())}
     assert [s.value for s in families["cfnet_frames"].samples] == [GATE, GATE]
     # both sources are named "frames": the labels are unique, as Prometheus needs (`--out DIR` names them so too)
     assert [s.labels["stream"] for s in families["cfnet_frames"].samples] == ["frames", "frames-2"]
@@ -150,31 +63,28 @@ def test_stats_metrics_and_mjpeg_during_a_run_agree_with_the_summary(view: LiveV
     batches = {s.labels["le"]: s.value for s in families["cfnet_batch_size"].samples if s.name.endswith("_bucket")}
     assert batches["+Inf"] == sum(live["aggregate"]["batch_sizes"].values())
 
-    frame = _mjpeg_frame(view.url + "stream/1.mjpg")
-    assert frame.shape == (*SIZE, 3) and _palette_pixels(frame) > 0.9 * frame.shape[0] * frame.shape[1]
-    assert _get(view.url + "stream/2.mjpg")[0] == 404
-    assert _get(view.url + "nothing")[0] == 404
-    request = urllib.request.Request(view.url + "stats", data=b"{}", method="POST")  # no write endpoints
-    with pytest.raises(urllib.error.HTTPError) as info:
-        urllib.request.urlopen(request, timeout=5)
-    assert info.value.code == 501
+    frame = mjpeg_frame(view.url + "stream/1.mjpg")
+    assert frame.shape == (*SIZE, 3) and palette_pixels(frame) > 0.9 * frame.shape[0] * frame.shape[1]
+    assert ask(view.url + "stream/2.mjpg")[0] == 404
+    assert ask(view.url + "nothing")[0] == 404
+    assert ask(view.url + "stats", method="POST", data=b"{}")[0] == 405  # the views are read only
+    assert ask(view.url + "stats", method="PUT", data=b"{}")[0] == 501  # a method no route takes
 
     result = run.finish()
-    final = json.loads(_get(view.url + "stats")[1])
+    final = json.loads(ask(view.url + "stats")[1])
     assert final == json.loads(json.dumps(result.to_dict()))
     assert [s["frames"] for s in final["streams"]] == [FRAMES, FRAMES]
 
 
 def test_a_viewer_that_never_reads_does_not_stall_the_stream(view: LiveView, run: Run) -> None:
-    host, port = view.server.server_address[:2]
-    stalled = socket.create_connection((str(host), int(port)), timeout=5)
+    stalled = socket.create_connection(address(view), timeout=5)
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
     stalled.sendall(b"GET /stream/0.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")  # and never reads a byte
     try:
         run.wait_for_gate()
         result = run.finish()
         assert [s.frames for s in result.streams] == [FRAMES, FRAMES]
-        assert _get(view.url + "stats")[0] == 200  # other viewers are still served
+        assert ask(view.url + "stats")[0] == 200  # other viewers are still served
     finally:
         stalled.close()
 
@@ -186,14 +96,14 @@ def test_token_is_enforced(tiny_onnx: Path) -> None:
         try:
             run.wait_for_gate()
             for path in ("", "stats", "metrics", "stream/0.mjpg"):
-                assert _get(view.url + path)[0] == 401
-                assert _get(view.url + path + "?token=wrong")[0] == 401
+                assert ask(view.url + path)[0] == 401
+                assert ask(view.url + path + "?token=wrong")[0] == 401
             query = "?token=" + quote(token, safe="")
-            assert _get(view.url + "stats" + query)[0] == 200
-            assert _get(view.url + "metrics", {"Authorization": f"Bearer {token}"})[0] == 200
-            page = _get(view.url + query)[1].decode()
+            assert ask(view.url + "stats" + query)[0] == 200
+            assert ask(view.url + "metrics", {"Authorization": f"Bearer {token}"})[0] == 200
+            page = ask(view.url + query)[1].decode()
             src = page.split('src="', 1)[1].split('"', 1)[0]  # as a browser reads the attribute
-            assert _mjpeg_frame(view.url + html.unescape(src).lstrip("/")).shape == (*SIZE, 3)
+            assert mjpeg_frame(view.url + html.unescape(src).lstrip("/")).shape == (*SIZE, 3)
         finally:
             run.finish()
 
@@ -214,7 +124,7 @@ def test_close_ends_open_mjpeg_connections_and_frees_the_port(tiny_onnx: Path) -
         run.finish()
         view.close()
     with pytest.raises(OSError):
-        socket.create_connection(view.server.server_address[:2], timeout=1).close()
+        socket.create_connection(address(view), timeout=1).close()
 
 
 def test_jpeg_quality_is_applied(tiny_onnx: Path) -> None:
@@ -237,17 +147,25 @@ def _get_part(url: str) -> bytes:
         return r.read(length)
 
 
+@pytest.mark.parametrize(
+    ("serve", "url"),
+    [
+        (["--serve", "0"], "http://127.0.0.1:"),
+        pytest.param(["--serve", "[::1]:0"], "http://[::1]:", marks=IPV6),
+        (["--serve", "0.0.0.0:0", "--serve-insecure"], "http://0.0.0.0:"),
+    ],
+)
 def test_the_stream_command_serves_while_it_runs(
-    tiny_onnx: Path, tmp_path: Path, write_video: Callable[..., Path]
+    tiny_onnx: Path, tmp_path: Path, write_video: Callable[..., Path], serve: list[str], url: str
 ) -> None:
     video = write_video(tmp_path / "v.mp4", synthetic_frames(8))
     done = subprocess.run(
         [sys.executable, "-m", "cfnet", "stream", str(video), "--model", str(tiny_onnx),
-         "--out", str(tmp_path / "o.mp4"), "--serve", "0", "--json"],
+         "--out", str(tmp_path / "o.mp4"), *serve, "--json"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert done.stderr.startswith("live view: http://127.0.0.1:")
+    assert done.stderr.startswith(f"live view: {url}")
     assert json.loads(done.stdout)["aggregate"]["frames"] == 8
 
 
@@ -305,4 +223,4 @@ def test_a_headless_browser_shows_the_live_overlay(view: LiveView, run: Run, tmp
     image = cv2.imread(str(shot))
     assert image is not None
     # both overlays (alpha 1: pure palette colours) are on the page, far more than the legend's swatches
-    assert _palette_pixels(image) > 1.5 * SIZE[0] * SIZE[1]
+    assert palette_pixels(image) > 1.5 * SIZE[0] * SIZE[1]
