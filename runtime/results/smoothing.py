@@ -1,0 +1,184 @@
+"""Temporal smoothing of a video's masks, per stream: `ema:A` over class probabilities, `vote:K` over masks.
+
+- `ema:A` (models with logits): the exponential average of the softmax probabilities, `p = A * p_frame +
+  (1 - A) * p`, then the argmax of `p`; A in (0, 1], 1 is no smoothing. A pixel changes label only when the
+  evidence for the new class has outweighed the average of the past frames: a label that flips for one
+  frame is absorbed, a real change shows within a few frames (at A = 0.5, a certain new class wins in the
+  first frame against a past that was less than twice as sure).
+- `vote:K` (any model, `--output mask` and Triton too): each pixel takes the label most of the last K masks
+  gave it; a tie goes to the newest mask's label when it is among the tied (so K = 1 and K = 2 change
+  nothing), else to the lowest class id. K in 1..255.
+
+Both keep preallocated state for the frame size they last saw (a new size starts afresh) and `reset()`,
+which the caller calls on a reconnect or a scene cut (`runtime.results.scenecut`): the past of another shot
+is no evidence about this one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from runtime.results.shares import class_counts
+
+MAX_VOTES = 255  # counts are uint8
+
+
+@dataclass(frozen=True)
+class SmoothSpec:
+    """A parsed `--smooth` value: `kind` `ema` (value A in (0, 1]) or `vote` (value K, a whole number >= 1)."""
+
+    kind: str
+    value: float
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.value:g}"
+
+    @property
+    def needs_logits(self) -> bool:
+        """Whether the smoother reads class scores (`ema`) rather than masks (`vote`)."""
+        return self.kind == "ema"
+
+
+def parse_smoothing(text: str) -> SmoothSpec:
+    """`ema:A` or `vote:K` -> `SmoothSpec`; anything else is a ValueError saying what is accepted (one line)."""
+    kind, _, raw = text.strip().partition(":")
+    kind = kind.lower()
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if kind == "ema":
+        if not 0 < value <= 1:
+            raise ValueError(f"'{text}': ema:A takes a weight A in (0, 1] for the newest frame (e.g. ema:0.5)")
+    elif kind == "vote":
+        if not (value.is_integer() and 1 <= value <= MAX_VOTES):
+            raise ValueError(f"'{text}': vote:K takes a whole number of frames K in 1..{MAX_VOTES} (e.g. vote:5)")
+    else:
+        raise ValueError(f"'{text}': expected ema:A (0 < A <= 1, logits models) or vote:K (K >= 1 frames)")
+    return SmoothSpec(kind, value)
+
+
+def make_smoother(spec: SmoothSpec, num_classes: int) -> EmaSmoother | VoteSmoother:
+    """The smoother of `spec` for a model of `num_classes` classes (one per stream)."""
+    if spec.kind == "ema":
+        return EmaSmoother(spec.value)
+    return VoteSmoother(int(spec.value), num_classes)
+
+
+class EmaSmoother:
+    """Exponential average of class probabilities: `update(scores)` takes one frame's `C x H x W` logits and
+    returns the averaged probabilities (`C x H x W` float32, this smoother's buffer: read it before the
+    next `update`); their argmax is the smoothed mask (`runtime.postprocess` takes them as scores)."""
+
+    needs_logits = True
+
+    def __init__(self, alpha: float) -> None:
+        if not 0 < alpha <= 1:
+            raise ValueError(f"ema weight {alpha} must be in (0, 1]")
+        self.alpha = float(alpha)
+        self._average: np.ndarray | None = None
+        self._frame = np.zeros(0, np.float32)
+        self._plane = np.zeros(0, np.float32)
+
+    def reset(self) -> None:
+        """Forget the past: the next frame is taken as it is."""
+        self._average = None
+
+    def update(self, scores: np.ndarray) -> np.ndarray:
+        scores = np.asarray(scores, np.float32)
+        if scores.ndim != 3:
+            raise ValueError(f"ema smoothing needs C x H x W class scores, got shape {scores.shape}")
+        if self._frame.shape != scores.shape:
+            self._frame = np.empty_like(scores)
+            self._plane = np.empty(scores.shape[1:], np.float32)
+            self._average = None
+        frame, plane = self._frame, self._plane
+        first = self._average is None
+        weight = 1.0 if first else self.alpha
+        np.max(scores, axis=0, out=plane)  # softmax, scaled by the frame's weight
+        np.subtract(scores, plane, out=frame)
+        np.exp(frame, out=frame)
+        np.sum(frame, axis=0, out=plane)
+        np.multiply(plane, 1.0 / weight, out=plane)
+        np.divide(frame, plane, out=frame)
+        if first:
+            self._average = frame.copy()
+        else:
+            average = self._average
+            assert average is not None
+            average *= 1.0 - self.alpha
+            average += frame
+        assert self._average is not None
+        return self._average
+
+
+class VoteSmoother:
+    """Per-pixel majority of the last K masks: `update(mask)` takes one frame's `H x W` uint8 class ids
+    (each below `num_classes`) and returns the smoothed mask (this smoother's buffer, as `EmaSmoother`)."""
+
+    needs_logits = False
+
+    def __init__(self, k: int, num_classes: int) -> None:
+        if not 1 <= k <= MAX_VOTES:
+            raise ValueError(f"vote window {k} must be 1..{MAX_VOTES} frames")
+        if not 1 <= num_classes <= 256:
+            raise ValueError(f"{num_classes} classes do not fit a uint8 mask")
+        self.k, self.num_classes = int(k), int(num_classes)
+        self._shape: tuple[int, int] | None = None
+
+    def reset(self) -> None:
+        """Forget the past masks."""
+        self._shape = None
+
+    def _allocate(self, shape: tuple[int, int]) -> None:
+        pixels = shape[0] * shape[1]
+        self._shape = shape
+        self._history = np.zeros((self.k, pixels), np.uint8)
+        self._votes = np.zeros((self.num_classes, pixels), np.uint8)
+        self._present = np.zeros(self.num_classes, np.int64)  # pixels per class over the window
+        self._pixel = np.arange(pixels)
+        self._filled = self._next = 0
+        self._best = np.empty(shape, np.uint8)
+        self._top = np.empty(shape, np.uint8)
+        self._fill = np.empty(shape, np.uint8)
+
+    def update(self, mask: np.ndarray) -> np.ndarray:
+        if mask.ndim != 2 or mask.dtype != np.uint8:
+            raise ValueError(f"vote smoothing needs an H x W uint8 mask, got {mask.dtype} {mask.shape}")
+        if self._shape != mask.shape:
+            self._allocate((mask.shape[0], mask.shape[1]))
+        labels = np.ascontiguousarray(mask).reshape(-1)
+        if int(labels.max(initial=0)) >= self.num_classes:
+            raise ValueError(f"mask holds class id {int(labels.max())}, the model has {self.num_classes} classes")
+        counts = class_counts(labels, self.num_classes)
+        if self._filled == self.k:  # the oldest mask leaves the window
+            oldest = self._history[self._next]
+            self._votes[oldest, self._pixel] -= 1
+            self._present -= class_counts(oldest, self.num_classes)
+        else:
+            self._filled += 1
+        self._votes[labels, self._pixel] += 1
+        self._present += counts
+        self._history[self._next] = labels
+        self._next = (self._next + 1) % self.k
+        return self._majority(mask)
+
+    def _majority(self, mask: np.ndarray) -> np.ndarray:
+        """The most voted label per pixel (ties: the newest mask's label if tied, else the lowest id)."""
+        shape = mask.shape
+        best, top, fill = self._best, self._top, self._fill
+        classes = np.flatnonzero(self._present)
+        best.fill(classes[0])
+        top[:] = self._votes[classes[0]].reshape(shape)
+        for c in classes[1:]:
+            votes = self._votes[c].reshape(shape)
+            more = cv2.compare(votes, top, cv2.CMP_GT)
+            cv2.max(top, votes, dst=top)
+            fill.fill(int(c))
+            cv2.copyTo(fill, more, best)
+        newest = self._votes[mask.reshape(-1), self._pixel].reshape(shape)
+        np.copyto(best, mask, where=newest == top)
+        return best
