@@ -10,6 +10,7 @@ may lose the last lines the kernel had not written, never leave a broken one beh
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -65,7 +66,7 @@ class JsonLines:
         if self._stdout is not None:
             return None
         if self._folder is not None:
-            return self._folder / (re.sub(r"[^\w.-]+", "_", stream).strip("._") or "stream") + SUFFIX
+            return self._folder / ((re.sub(r"[^\w.-]+", "_", stream).strip("._") or "stream") + SUFFIX)
         return Path(self.target)
 
     def write(self, record: dict[str, Any]) -> None:
@@ -120,8 +121,6 @@ def _append(fd: int, line: bytes, path: Path | None, option: str) -> None:
         error = "short write (disk full?)"
     if written == len(line):
         return
-    try:
+    with contextlib.suppress(OSError):
         os.ftruncate(fd, start)
-    except OSError:
-        pass
     raise UserError(f"cannot write a result line: {error}", f"{option} {path}")

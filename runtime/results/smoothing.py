@@ -1,10 +1,9 @@
 """Temporal smoothing of a video's masks, per stream: `ema:A` over class probabilities, `vote:K` over masks.
 
 - `ema:A` (models with logits): the exponential average of the softmax probabilities, `p = A * p_frame +
-  (1 - A) * p`, then the argmax of `p`; A in (0, 1], 1 is no smoothing. A pixel changes label only when the
-  evidence for the new class has outweighed the average of the past frames: a label that flips for one
-  frame is absorbed, a real change shows within a few frames (at A = 0.5, a certain new class wins in the
-  first frame against a past that was less than twice as sure).
+  (1 - A) * p`, then the argmax of `p`; A in (0, 1], 1 is no smoothing. A pixel changes label once the new
+  class's averaged probability overtakes the old one's: with A < 0.5 a one-frame flip to a class as sure as
+  the past one is absorbed, and a change that stays shows within a few frames (the smaller A, the later).
 - `vote:K` (any model, `--output mask` and Triton too): each pixel takes the label most of the last K masks
   gave it; a tie goes to the newest mask's label when it is among the tied (so K = 1 and K = 2 change
   nothing), else to the lowest class id. K in 1..255.
