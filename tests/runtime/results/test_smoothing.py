@@ -12,7 +12,8 @@ from runtime.results.smoothing import EmaSmoother, SmoothSpec, VoteSmoother, mak
 
 
 @pytest.mark.parametrize(
-    ("text", "spec"), [("ema:0.5", SmoothSpec("ema", 0.5)), ("EMA:1", SmoothSpec("ema", 1.0)), ("vote:5", SmoothSpec("vote", 5))]
+    ("text", "spec"),
+    [("ema:0.5", SmoothSpec("ema", 0.5)), ("EMA:1", SmoothSpec("ema", 1.0)), ("vote:5", SmoothSpec("vote", 5))],
 )
 def test_parse_smoothing(text: str, spec: SmoothSpec) -> None:
     assert parse_smoothing(text) == spec
