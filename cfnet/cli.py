@@ -127,35 +127,43 @@ def data_group() -> None:
 @click.option("--video", type=click.Path(dir_okay=False), help="Also write a driving video (.mp4) here.")
 @click.option("--frames", default=150, show_default=True, help="Frames of --video (0.7 m of travel each).")
 @click.option("--fps", default=15.0, show_default=True, help="Frame rate of --video.")
+@click.option("--video-labels", type=click.Path(file_okay=False),
+              help="Also write each --video frame's labelIds PNG into this folder (for `evaluate --video`).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout.")
 def data_synth_command(
     out: str, train_count: int, val_count: int, size: tuple[int, int], seed: int, overwrite: bool,
-    video: str | None, frames: int, fps: float, as_json: bool,
+    video: str | None, frames: int, fps: float, video_labels: str | None, as_json: bool,
 ) -> None:
     """Write procedural urban street scenes in the Cityscapes layout (and optionally a driving video).
 
     OUT gets leftImg8bit/{train,val}/{city}/{city}_{seq}_{frame}_leftImg8bit.png and
     gtFine/.../*_gtFine_labelIds.png (labelIds) plus *_gtFine_color.png; 17 of the 19 classes appear.
-    --train 0 --val 0 writes only the video. Files are written to a temporary name, then renamed.
+    --train 0 --val 0 writes only the video. --video-labels writes the video's ground truth, one
+    `{video}_000000_{frame}_gtFine_labelIds.png` per frame. Files are written to a temporary name, then renamed.
 
     \b
     Example:
       cfnet data synth data/synth
       cfnet data synth data/small --train 20 --val 5 --size 128x256 --seed 1
       cfnet data synth data/synth --overwrite --video data/drive.mp4 --frames 300
+      cfnet data synth data/synth --train 0 --val 0 --video data/drive.mp4 --video-labels data/drive-labels
     """
     import json
     import time
 
     from cfnet.data.synth import synthesize, synthesize_video
 
+    if video_labels is not None and video is None:
+        raise click.UsageError("--video-labels needs --video")
     start = time.perf_counter()
     result: dict[str, object] = {"train": train_count, "val": val_count, "size": list(size), "seed": seed}
     if train_count or val_count or video is None:
         result["data"] = str(synthesize(out, train_count, val_count, size, seed, overwrite=overwrite))
     if video is not None:
-        result["video"] = str(synthesize_video(video, frames, size, seed, fps))
+        result["video"] = str(synthesize_video(video, frames, size, seed, fps, video_labels, overwrite))
         result["frames"] = frames
+        if video_labels is not None:
+            result["video_labels"] = video_labels
     result["seconds"] = round(time.perf_counter() - start, 2)
     if as_json:
         click.echo(json.dumps(result, indent=2))
@@ -164,6 +172,8 @@ def data_synth_command(
         click.echo(f"data: {result['data']} ({train_count} train, {val_count} val, {size[0]}x{size[1]})")
     if "video" in result:
         click.echo(f"video: {result['video']} ({frames} frames)")
+    if video_labels is not None:
+        click.echo(f"video labels: {video_labels}")
 
 
 @data_group.command("check")
