@@ -275,31 +275,58 @@ def train_command(ctx: click.Context, model_name: str | None, data: str | None, 
 
 
 @cli.command("evaluate")
-@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="Checkpoint (.pt) to score.")
-@click.option("--data", required=True, type=click.Path(file_okay=False), help="Dataset root, Cityscapes layout.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Checkpoint (.pt) to score.")
+@click.option("--data", type=click.Path(file_okay=False), help="Dataset root, Cityscapes layout.")
 @click.option("--split", default="val", show_default=True, help="Split to score.")
-@click.option("--model", "expect_model", metavar="NAME", help="Refuse a checkpoint of any other model.")
+@click.option("--model", "expect_model", metavar="NAME|MODEL",
+              help="With --checkpoint: refuse a checkpoint of any other zoo model. With --video: the model to run "
+                   "(.onnx, .engine or grpc://HOST:PORT/NAME).")
 @click.option("--save-predictions", type=click.Path(file_okay=False), help="Folder for labelId result PNGs.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--branch", type=click.Choice(["transformer"]),
               help="Score only this branch of a fused checkpoint (its MiT encoder and auxiliary decoder).")
+@click.option("--video", type=click.Path(dir_okay=False),
+              help="Score a deployed model (--model) on this video instead: mIoU and flicker over its frames.")
+@click.option("--labels", type=click.Path(file_okay=False),
+              help="With --video: its per-frame *_gtFine_labelIds.png (`cfnet data synth --video-labels`).")
+@click.option("--smooth", multiple=True, metavar="ema:A|vote:K",
+              help="With --video: also score this temporal smoothing (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as one JSON object on stdout.")
 def evaluate_command(
-    checkpoint: str, data: str, split: str, expect_model: str | None, save_predictions: str | None, device: str,
-    branch: str | None, as_json: bool,
+    checkpoint: str | None, data: str | None, split: str, expect_model: str | None, save_predictions: str | None,
+    device: str, branch: str | None, video: str | None, labels: str | None, smooth: tuple[str, ...], as_json: bool,
 ) -> None:
     """Score a checkpoint on a split: one confusion matrix; mIoU, mean Dice, pixel accuracy, per-class IoU.
 
     --save-predictions writes `{city}_{seq}_{frame}_leftImg8bit.png` labelId PNGs, the result format of
-    the cityscapesScripts evaluator.
+    the cityscapesScripts evaluator. With --video, a deployed model is scored on a labelled video instead:
+    mIoU over every frame and flicker (the share of pixels whose predicted label changes between
+    consecutive frames where the ground truth does not), unsmoothed and with each --smooth.
 
     \b
     Example:
       cfnet evaluate --checkpoint runs/tiny/best.pt --data data/synth --json
       cfnet evaluate --checkpoint runs/tiny/best.pt --data data/synth --branch transformer
+      cfnet evaluate --video data/drive.mp4 --labels data/drive-labels --model model.onnx \\
+          --smooth ema:0.5 --smooth vote:5
     """
     import json
 
+    if video is not None:
+        from bench.video import evaluate_video, format_video_scores
+
+        if labels is None or expect_model is None:
+            raise click.UsageError("--video needs --labels DIR and --model MODEL")
+        report = evaluate_video(
+            expect_model, video, labels, smooth=smooth, device=device,
+            log=None if as_json else lambda line: click.echo(line, err=True),
+        )
+        click.echo(json.dumps(report, indent=2) if as_json else format_video_scores(report))
+        return
+    if checkpoint is None or data is None:
+        raise click.UsageError("--checkpoint and --data are required (or --video, --labels and --model)")
+    if labels is not None or smooth:
+        raise click.UsageError("--labels and --smooth go with --video")
     from cfnet.evaluate import evaluate_checkpoint, format_scores
 
     scores = evaluate_checkpoint(
