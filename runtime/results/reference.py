@@ -56,7 +56,7 @@ class Reference:
 
     def _low_bin(self) -> int:
         cumulative = np.cumsum(self.top1_hist)
-        return int(min(np.searchsorted(cumulative, LOW_QUANTILE - 1e-9), len(cumulative) - 1))
+        return min(int(np.searchsorted(cumulative, LOW_QUANTILE - 1e-9)), len(cumulative) - 1)
 
     def to_json(self) -> str:
         return json.dumps(

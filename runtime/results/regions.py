@@ -30,6 +30,7 @@ grid coordinates are halved. All rings of a class are processed together, vector
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,10 +97,8 @@ def find_regions(
 
 
 def class_binary(mask: np.ndarray, class_id: int) -> np.ndarray:
-    """`H x W` uint8, non-zero where `mask` is `class_id`."""
-    if mask.dtype == np.uint8:
-        return cv2.compare(mask, class_id, cv2.CMP_EQ)
-    return (mask == class_id).view(np.uint8)
+    """`H x W` uint8, 1 where `mask` is `class_id`, else 0."""
+    return np.equal(mask, class_id).view(np.uint8)
 
 
 def class_regions(binary: np.ndarray, class_id: int, min_area: int = 1, epsilon: float = 0.0) -> list[Region]:
@@ -114,14 +113,14 @@ def class_regions(binary: np.ndarray, class_id: int, min_area: int = 1, epsilon:
     points += (x0, y0)
     starts = np.cumsum(lengths) - lengths
     signed = _signed_areas(points, lengths)
-    parents = hierarchy.reshape(-1, 4)[:, 3]
+    parents = np.asarray(hierarchy, np.int64).reshape(-1, 4)[:, 3]
     holes = np.flatnonzero(parents >= 0)
     enclosed = np.zeros(len(lengths), np.int64)
     np.add.at(enclosed, parents[holes], np.abs(signed[holes]))
     areas = np.abs(signed) - enclosed
     low = np.stack([np.minimum.reduceat(points[:, i], starts) for i in (0, 1)], axis=1)
     high = np.stack([np.maximum.reduceat(points[:, i], starts) for i in (0, 1)], axis=1)
-    outers = [k for k in np.flatnonzero(parents < 0) if areas[k] >= min_area]
+    outers = [int(k) for k in np.flatnonzero(parents < 0) if areas[k] >= min_area]
     outers.sort(key=lambda k: (-areas[k], low[k, 1], low[k, 0]))
     children: dict[int, list[int]] = {}
     for k in holes:
@@ -138,13 +137,13 @@ def class_regions(binary: np.ndarray, class_id: int, min_area: int = 1, epsilon:
             area=int(areas[k]),
             bbox=(int(low[k, 0]), int(low[k, 1]), int(high[k, 0] - low[k, 0]), int(high[k, 1] - low[k, 1])),
             outer=ring(k, 1),
-            holes=tuple(ring(j, -1) for j in children.get(int(k), [])),
+            holes=tuple(ring(j, -1) for j in children.get(k, [])),
         )
         for k in outers
     ]
 
 
-def crack_rings(contours: tuple[np.ndarray, ...] | list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def crack_rings(contours: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     """OpenCV contours traced on the closed-block grid -> crack rings in pixel-corner coordinates (relative
     to the grid's crop): all vertices concatenated (`M x 2` int64) and the vertex count of each ring."""
     lengths = np.fromiter((len(c) for c in contours), np.int64, len(contours))
