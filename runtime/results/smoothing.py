@@ -16,6 +16,7 @@ is no evidence about this one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -116,7 +117,11 @@ class EmaSmoother:
 
 class VoteSmoother:
     """Per-pixel majority of the last K masks: `update(mask)` takes one frame's `H x W` uint8 class ids
-    (each below `num_classes`) and returns the smoothed mask (this smoother's buffer, as `EmaSmoother`)."""
+    (each below `num_classes`) and returns the smoothed mask (this smoother's buffer, as `EmaSmoother`).
+
+    The state is a uint8 vote count per class and pixel, updated plane by plane for the classes of the mask
+    that enters and the one that leaves the window (OpenCV's masked add: 3-4x faster than numpy's fancy
+    indexing at 512x1024), then a running maximum over the classes present in the window."""
 
     needs_logits = False
 
@@ -133,13 +138,14 @@ class VoteSmoother:
         self._shape = None
 
     def _allocate(self, shape: tuple[int, int]) -> None:
-        pixels = shape[0] * shape[1]
         self._shape = shape
-        self._history = np.zeros((self.k, pixels), np.uint8)
-        self._votes = np.zeros((self.num_classes, pixels), np.uint8)
+        self._history = np.zeros((self.k, *shape), np.uint8)
+        self._votes = np.zeros((self.num_classes, *shape), np.uint8)
         self._present = np.zeros(self.num_classes, np.int64)  # pixels per class over the window
-        self._pixel = np.arange(pixels)
         self._filled = self._next = 0
+        self._ones = np.ones(shape, np.uint8)
+        self._equal = np.empty(shape, bool)
+        self._own = np.empty(shape, np.uint8)  # each pixel's votes for the newest mask's label
         self._best = np.empty(shape, np.uint8)
         self._top = np.empty(shape, np.uint8)
         self._fill = np.empty(shape, np.uint8)
@@ -149,35 +155,42 @@ class VoteSmoother:
             raise ValueError(f"vote smoothing needs an H x W uint8 mask, got {mask.dtype} {mask.shape}")
         if self._shape != mask.shape:
             self._allocate((mask.shape[0], mask.shape[1]))
-        labels = np.ascontiguousarray(mask).reshape(-1)
-        if int(labels.max(initial=0)) >= self.num_classes:
-            raise ValueError(f"mask holds class id {int(labels.max())}, the model has {self.num_classes} classes")
-        counts = class_counts(labels, self.num_classes)
+        counts = class_counts(mask, self.num_classes)
+        if counts.sum() != mask.size:
+            raise ValueError(f"mask holds class id {int(mask.max())}, the model has {self.num_classes} classes")
         if self._filled == self.k:  # the oldest mask leaves the window
             oldest = self._history[self._next]
-            self._votes[oldest, self._pixel] -= 1
-            self._present -= class_counts(oldest, self.num_classes)
+            leaving = class_counts(oldest, self.num_classes)
+            self._vote(oldest, leaving, cv2.subtract)
+            self._present -= leaving
         else:
             self._filled += 1
-        self._votes[labels, self._pixel] += 1
+        self._vote(mask, counts, cv2.add, own=True)
         self._present += counts
-        self._history[self._next] = labels
+        self._history[self._next] = mask
         self._next = (self._next + 1) % self.k
         return self._majority(mask)
 
+    def _vote(self, labels: np.ndarray, counts: np.ndarray, change: Any, own: bool = False) -> None:
+        """Add (or take back) one vote per pixel for its label in `labels`; `own`: note each pixel's count."""
+        for c in np.flatnonzero(counts):
+            where = np.equal(labels, c, out=self._equal).view(np.uint8)
+            plane = self._votes[c]
+            change(plane, self._ones, dst=plane, mask=where)
+            if own:
+                cv2.copyTo(plane, where, self._own)
+
     def _majority(self, mask: np.ndarray) -> np.ndarray:
         """The most voted label per pixel (ties: the newest mask's label if tied, else the lowest id)."""
-        shape = mask.shape
         best, top, fill = self._best, self._top, self._fill
         classes = np.flatnonzero(self._present)
         best.fill(classes[0])
-        top[:] = self._votes[classes[0]].reshape(shape)
+        np.copyto(top, self._votes[classes[0]])
         for c in classes[1:]:
-            votes = self._votes[c].reshape(shape)
+            votes = self._votes[c]
             more = cv2.compare(votes, top, cv2.CMP_GT)
             cv2.max(top, votes, dst=top)
             fill.fill(int(c))
             cv2.copyTo(fill, more, best)
-        newest = self._votes[mask.reshape(-1), self._pixel].reshape(shape)
-        np.copyto(best, mask, where=newest == top)
+        np.copyto(best, mask, where=self._own == top)
         return best
