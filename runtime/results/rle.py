@@ -28,10 +28,18 @@ def encode(binary: np.ndarray) -> dict[str, Any]:
 
 
 def counts_string(counts: np.ndarray) -> str:
-    """pycocotools' compressed string of uncompressed RLE `counts` (vectorised `rleToString`)."""
+    """pycocotools' compressed string of uncompressed RLE `counts` (`rleToString`)."""
+    return counts_strings(np.asarray(counts), np.array([len(counts)]))[0] if len(counts) else ""
+
+
+def counts_strings(counts: np.ndarray, lengths: np.ndarray) -> list[str]:
+    """`counts_string` of many RLEs at once, vectorised: their counts concatenated, `lengths` counts each (>= 1)."""
     counts = np.asarray(counts, np.int64)
+    lengths = np.asarray(lengths, np.int64)
+    starts = np.cumsum(lengths) - lengths
     values = counts.copy()
-    values[3:] -= counts[1:-2]
+    later = np.flatnonzero(np.arange(len(counts)) - np.repeat(starts, lengths) >= 3)
+    values[later] -= counts[later - 2]  # from an RLE's fourth count on, the difference to the count two before
     groups, emitted = [], []
     going = np.ones(len(values), bool)
     while going.any():
@@ -41,10 +49,11 @@ def counts_string(counts: np.ndarray) -> str:
         groups.append((chunk | (more << 5)) + 48)
         emitted.append(going)
         going = going & more
-    if not groups:
-        return ""
     chars = np.stack(groups, axis=1).astype(np.uint8)
-    return chars[np.stack(emitted, axis=1)].tobytes().decode("ascii")
+    taken = np.stack(emitted, axis=1)
+    text = chars[taken].tobytes().decode("ascii")
+    ends = np.cumsum(np.add.reduceat(taken.sum(axis=1), starts)).tolist()
+    return [text[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
 
 
 def rle_regions(binary: np.ndarray, class_id: int, min_area: int = 1) -> list[Region]:
@@ -59,31 +68,42 @@ def rle_regions(binary: np.ndarray, class_id: int, min_area: int = 1) -> list[Re
     count, labels, stats, _ = cv2.connectedComponentsWithStats(
         np.ascontiguousarray(binary[y0 : y0 + h, x0 : x0 + w].T), connectivity=8, ltype=cv2.CV_32S
     )
-    kept = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] >= min_area)
-    kept = kept[kept > 0]
-    if not len(kept):
+    chosen = stats[:, cv2.CC_STAT_AREA] >= min_area
+    chosen[0] = False  # the background
+    if not chosen.any():
         return []
     starts, ends, owners = _runs(labels, (x0, y0), height)
-    chosen = np.zeros(count, bool)
-    chosen[kept] = True
     select = chosen[owners]
-    starts, ends, owners = starts[select], ends[select], owners[select]
-    order = np.argsort(owners, kind="stable")  # by component, each in pixel order
-    starts, ends, owners = starts[order], ends[order], owners[order]
+    order = np.argsort(owners[select], kind="stable")  # by component, each in pixel order
+    starts, ends, owners = starts[select][order], ends[select][order], owners[select][order]
     first = np.flatnonzero(np.diff(owners, prepend=-1))
-    groups = dict(zip(owners[first].tolist(), np.split(np.stack([starts, ends], axis=1), first[1:]), strict=True))
-    total = height * width
+    runs = np.diff(np.append(first, len(owners)))
+    # per component: boundaries 0, s1, e1, s2, e2, ..., total -> counts; a last count of 0 is dropped
+    size = 2 * runs + 2
+    offset = np.cumsum(size) - size
+    bounds = np.empty(int(size.sum()), np.int64)
+    bounds[offset] = 0
+    bounds[offset + size - 1] = height * width
+    inner = np.repeat(offset + 1 - 2 * first, 2 * runs) + np.arange(2 * len(owners))
+    bounds[inner] = np.stack([starts, ends], axis=1).ravel()
+    counts = np.diff(bounds)
+    keep = np.ones(len(counts), bool)
+    keep[offset[1:] - 1] = False  # the step from one component's total to the next one's 0
+    last = offset + size - 2
+    empty_tail = counts[last] == 0
+    keep[last[empty_tail]] = False
+    strings = counts_strings(counts[keep], size - 1 - empty_tail)
+    component = owners[first].tolist()
+    rle = dict(zip(component, strings, strict=True))
     regions = []
-    for k in sorted(kept.tolist(), key=lambda k: (-stats[k, cv2.CC_STAT_AREA], stats[k, 0], stats[k, 1])):
+    for k in sorted(component, key=lambda k: (-stats[k, cv2.CC_STAT_AREA], stats[k, 0], stats[k, 1])):
         top, left, rows, columns, area = (int(v) for v in stats[k])  # transposed: x and y swapped
-        bounds = np.concatenate([[0], groups[k].ravel(), [total]])
-        counts = np.diff(bounds)
         regions.append(
             Region(
                 class_id=class_id,
                 area=area,
                 bbox=(x0 + left, y0 + top, columns, rows),
-                rle={"size": [height, width], "counts": counts_string(counts[:-1] if counts[-1] == 0 else counts)},
+                rle={"size": [height, width], "counts": rle[k]},
             )
         )
     return regions
