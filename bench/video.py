@@ -1,8 +1,8 @@
 """`cfnet evaluate --video`: a deployed model's flicker and mIoU over a labelled video, with and without smoothing.
 
 Every frame runs through the runtime once (`runtime.preprocess`, the backend, `runtime.postprocess`); each
-`--smooth` variant smooths that same output (`ema:A` the logits, `vote:K` the mask) and is scored beside
-the unsmoothed masks, with `cfnet.metrics.VideoScores` (flicker and mIoU over the whole video).
+`--smooth` variant smooths that same output (`ema:A` and `hold:D` the logits, `vote:K` the mask) and is scored
+beside the unsmoothed masks, with `cfnet.metrics.VideoScores` (flicker and mIoU over the whole video).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def evaluate_video(
                 for name, smoother in smoothers.items():
                     if smoother.needs_logits:
                         if output.ndim != 4:
-                            raise UserError(f"{name} averages logits; this model outputs masks", "--smooth vote:K")
+                            raise UserError(f"{name} reads class scores; this model outputs masks", "--smooth vote:K")
                         smoothed = postprocess(smoother.update(output[0])[None], infos)[0]
                     else:
                         smoothed = smoother.update(mask)

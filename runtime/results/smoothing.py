@@ -1,9 +1,15 @@
-"""Temporal smoothing of a video's masks, per stream: `ema:A` over class probabilities, `vote:K` over masks.
+"""Temporal smoothing of a video's masks, per stream: `ema:A` and `hold:D` over class probabilities, `vote:K`
+over masks.
 
 - `ema:A` (models with logits): the exponential average of the softmax probabilities, `p = A * p_frame +
   (1 - A) * p`, then the argmax of `p`; A in (0, 1], 1 is no smoothing. A pixel changes label once the new
   class's averaged probability overtakes the old one's: with A < 0.5 a one-frame flip to a class as sure as
   the past one is absorbed, and a change that stays shows within a few frames (the smaller A, the later).
+- `hold:D` (models with logits): label hysteresis. A pixel keeps the label it had in the previous frame
+  until another class's probability exceeds that label's by more than D (in (0, 1)); computed as the argmax
+  of the probabilities with D added to the held label's. It acts only where two classes are close (where
+  flicker comes from) and follows a clear change at once, so it costs less accuracy than averaging when the
+  camera moves (measured: docs/DESIGN.md).
 - `vote:K` (any model, `--output mask` and Triton too): each pixel takes the label most of the last K masks
   gave it; a tie goes to the newest mask's label when it is among the tied (so K = 1 and K = 2 change
   nothing), else to the lowest class id. K in 1..255.
@@ -21,6 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from runtime.postprocess import argmax_classes
 from runtime.results.shares import class_counts
 
 MAX_VOTES = 255  # counts are uint8
@@ -28,7 +35,8 @@ MAX_VOTES = 255  # counts are uint8
 
 @dataclass(frozen=True)
 class SmoothSpec:
-    """A parsed `--smooth` value: `kind` `ema` (value A in (0, 1]) or `vote` (value K, a whole number >= 1)."""
+    """A parsed `--smooth` value: `kind` `ema` (value A in (0, 1]), `hold` (margin D in (0, 1)) or `vote` (value
+    K, a whole number >= 1)."""
 
     kind: str
     value: float
@@ -38,12 +46,12 @@ class SmoothSpec:
 
     @property
     def needs_logits(self) -> bool:
-        """Whether the smoother reads class scores (`ema`) rather than masks (`vote`)."""
-        return self.kind == "ema"
+        """Whether the smoother reads class scores (`ema`, `hold`) rather than masks (`vote`)."""
+        return self.kind in ("ema", "hold")
 
 
 def parse_smoothing(text: str) -> SmoothSpec:
-    """`ema:A` or `vote:K` -> `SmoothSpec`; anything else is a ValueError saying what is accepted (one line)."""
+    """`ema:A`, `hold:D` or `vote:K` -> `SmoothSpec`; anything else is a ValueError saying what is accepted."""
     kind, _, raw = text.strip().partition(":")
     kind = kind.lower()
     try:
@@ -53,19 +61,37 @@ def parse_smoothing(text: str) -> SmoothSpec:
     if kind == "ema":
         if not 0 < value <= 1:
             raise ValueError(f"'{text}': ema:A takes a weight A in (0, 1] for the newest frame (e.g. ema:0.5)")
+    elif kind == "hold":
+        if not 0 < value < 1:
+            raise ValueError(f"'{text}': hold:D takes a probability margin D in (0, 1) (e.g. hold:0.15)")
     elif kind == "vote":
         if not (value.is_integer() and 1 <= value <= MAX_VOTES):
             raise ValueError(f"'{text}': vote:K takes a whole number of frames K in 1..{MAX_VOTES} (e.g. vote:5)")
     else:
-        raise ValueError(f"'{text}': expected ema:A (0 < A <= 1, logits models) or vote:K (K >= 1 frames)")
+        raise ValueError(
+            f"'{text}': expected ema:A (0 < A <= 1) or hold:D (0 < D < 1), logits models, or vote:K (K >= 1 frames)"
+        )
     return SmoothSpec(kind, value)
 
 
-def make_smoother(spec: SmoothSpec, num_classes: int) -> EmaSmoother | VoteSmoother:
+def make_smoother(spec: SmoothSpec, num_classes: int) -> EmaSmoother | HoldSmoother | VoteSmoother:
     """The smoother of `spec` for a model of `num_classes` classes (one per stream)."""
     if spec.kind == "ema":
         return EmaSmoother(spec.value)
+    if spec.kind == "hold":
+        return HoldSmoother(spec.value)
     return VoteSmoother(int(spec.value), num_classes)
+
+
+def softmax(scores: np.ndarray, out: np.ndarray, plane: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """`scale` times the softmax over the classes (axis 0) of `C x H x W` `scores`, into `out` (`plane`: an
+    `H x W` float32 scratch buffer); returns `out`."""
+    np.max(scores, axis=0, out=plane)
+    np.subtract(scores, plane, out=out)
+    np.exp(out, out=out)
+    np.sum(out, axis=0, out=plane)
+    np.multiply(plane, 1.0 / scale, out=plane)
+    return np.divide(out, plane, out=out)
 
 
 class EmaSmoother:
@@ -95,15 +121,8 @@ class EmaSmoother:
             self._frame = np.empty_like(scores)
             self._plane = np.empty(scores.shape[1:], np.float32)
             self._average = None
-        frame, plane = self._frame, self._plane
         first = self._average is None
-        weight = 1.0 if first else self.alpha
-        np.max(scores, axis=0, out=plane)  # softmax, scaled by the frame's weight
-        np.subtract(scores, plane, out=frame)
-        np.exp(frame, out=frame)
-        np.sum(frame, axis=0, out=plane)
-        np.multiply(plane, 1.0 / weight, out=plane)
-        np.divide(frame, plane, out=frame)
+        frame = softmax(scores, self._frame, self._plane, 1.0 if first else self.alpha)
         if first:
             self._average = frame.copy()
         else:
@@ -113,6 +132,42 @@ class EmaSmoother:
             average += frame
         assert self._average is not None
         return self._average
+
+
+class HoldSmoother:
+    """Label hysteresis: `update(scores)` takes one frame's `C x H x W` logits and returns its probabilities
+    with `margin` added to the class each pixel held in the previous frame (`C x H x W` float32, this
+    smoother's buffer, as `EmaSmoother`); their argmax is the smoothed mask, and is what is held next."""
+
+    needs_logits = True
+
+    def __init__(self, margin: float) -> None:
+        if not 0 < margin < 1:
+            raise ValueError(f"hold margin {margin} must be in (0, 1)")
+        self.margin = float(margin)
+        self._held: np.ndarray | None = None
+        self._scores = np.zeros(0, np.float32)
+        self._plane = np.zeros(0, np.float32)
+
+    def reset(self) -> None:
+        """Hold nothing: the next frame is taken as it is."""
+        self._held = None
+
+    def update(self, scores: np.ndarray) -> np.ndarray:
+        scores = np.asarray(scores, np.float32)
+        if scores.ndim != 3:
+            raise ValueError(f"hold smoothing needs C x H x W class scores, got shape {scores.shape}")
+        if self._scores.shape != scores.shape:
+            self._scores = np.empty_like(scores)
+            self._plane = np.empty(scores.shape[1:], np.float32)
+            self._held = None
+        out = softmax(scores, self._scores, self._plane)
+        held = self._held
+        if held is not None:
+            for c in np.flatnonzero(class_counts(held, scores.shape[0])):
+                np.add(out[c], self.margin, out=out[c], where=held == c)
+        self._held = argmax_classes(out)
+        return out
 
 
 class VoteSmoother:

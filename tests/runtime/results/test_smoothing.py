@@ -8,23 +8,32 @@ import pytest
 
 from runtime.postprocess import argmax_classes
 from runtime.results.scenecut import SceneCut
-from runtime.results.smoothing import EmaSmoother, SmoothSpec, VoteSmoother, make_smoother, parse_smoothing
+from runtime.results.smoothing import (
+    EmaSmoother,
+    HoldSmoother,
+    SmoothSpec,
+    VoteSmoother,
+    make_smoother,
+    parse_smoothing,
+)
 
 
 @pytest.mark.parametrize(
     ("text", "spec"),
-    [("ema:0.5", SmoothSpec("ema", 0.5)), ("EMA:1", SmoothSpec("ema", 1.0)), ("vote:5", SmoothSpec("vote", 5))],
+    [("ema:0.5", SmoothSpec("ema", 0.5)), ("EMA:1", SmoothSpec("ema", 1.0)), ("vote:5", SmoothSpec("vote", 5)),
+     ("hold:0.15", SmoothSpec("hold", 0.15))],
 )
 def test_parse_smoothing(text: str, spec: SmoothSpec) -> None:
     assert parse_smoothing(text) == spec
     assert str(parse_smoothing(text)) == f"{spec.kind}:{spec.value:g}"
-    assert parse_smoothing(text).needs_logits == (spec.kind == "ema")
+    assert parse_smoothing(text).needs_logits == (spec.kind != "vote")
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [("ema:2", "A in \\(0, 1\\]"), ("ema:0", "A in"), ("ema:x", "A in"), ("vote:0", "K in 1..255"),
-     ("vote:2.5", "K in"), ("vote:300", "K in"), ("median:3", "expected ema:A"), ("ema", "A in")],
+     ("vote:2.5", "K in"), ("vote:300", "K in"), ("median:3", "expected ema:A"), ("ema", "A in"),
+     ("hold:0", "D in \\(0, 1\\)"), ("hold:1", "D in")],
 )
 def test_parse_smoothing_refuses_in_one_line(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message) as caught:
@@ -71,6 +80,32 @@ def test_ema_absorbs_a_one_frame_flip_and_follows_a_real_change() -> None:
     identity = EmaSmoother(1.0)
     identity.update(steady)
     assert (argmax_classes(identity.update(flipped)) == 1).all()
+
+
+def test_hold_keeps_a_label_until_another_leads_by_the_margin() -> None:
+    rng = np.random.default_rng(4)
+    frames = [rng.standard_normal((4, 6, 7)).astype(np.float32) for _ in range(8)]
+    smoother = make_smoother(parse_smoothing("hold:0.2"), 4)
+    assert isinstance(smoother, HoldSmoother)
+    held = None
+    for frame in frames:  # the rule, written out per pixel
+        p = _softmax(frame.astype(np.float64))
+        best = p.argmax(axis=0)
+        if held is not None:
+            kept = np.take_along_axis(p, held[None], 0)[0]
+            best = np.where(p.max(axis=0) - kept > 0.2, best, held)
+        held = best
+        assert np.array_equal(argmax_classes(smoother.update(frame)), best)
+    steady = np.zeros((2, 3, 3), np.float32)
+    steady[0] = 0.2  # class 0 at p = 0.55
+    close = steady[::-1].copy()  # class 1 at 0.55: a lead of 0.1, under the margin
+    smoother = HoldSmoother(0.2)
+    smoother.update(steady)
+    assert (argmax_classes(smoother.update(close)) == 0).all()
+    smoother.reset()
+    assert (argmax_classes(smoother.update(close)) == 1).all()
+    with pytest.raises(ValueError, match="C x H x W"):
+        smoother.update(close[0])
 
 
 def _mode(window: list[np.ndarray], num_classes: int) -> np.ndarray:
