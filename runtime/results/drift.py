@@ -31,6 +31,9 @@ import numpy as np
 from runtime.results.reference import Reference, top1_probability
 
 CONFIDENCE_STRIDE = 4  # low-confidence share on every 4th row and column: a share, 16x cheaper
+DEFAULT_WINDOW_S = 10.0  # seconds of stream time averaged
+DEFAULT_HOLD_S = 10.0  # seconds above the threshold before the warning (`--drift-window`)
+DEFAULT_ALERT = 0.2  # `--drift-alert`: measured in docs/DESIGN.md (in-distribution <= 0.08, night 0.28, fog 0.8)
 
 
 def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
@@ -84,8 +87,8 @@ class DriftMonitor:
     """
 
     def __init__(
-        self, reference: Reference, *, window_s: float = 10.0, alert: float | None = None, hold_s: float = 30.0,
-        name: str = "stream",
+        self, reference: Reference, *, window_s: float = DEFAULT_WINDOW_S, alert: float | None = None,
+        hold_s: float = DEFAULT_HOLD_S, name: str = "stream",
     ) -> None:
         if window_s <= 0 or hold_s < 0:
             raise ValueError(f"drift window {window_s} s must be positive and hold {hold_s} s not negative")
