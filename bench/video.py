@@ -1,8 +1,9 @@
 """`cfnet evaluate --video`: a deployed model's flicker and mIoU over a labelled video, with and without smoothing.
 
 Every frame runs through the runtime once (`runtime.preprocess`, the backend, `runtime.postprocess`); each
-`--smooth` variant smooths that same output (`ema:A` and `hold:D` the logits, `vote:K` the mask) and is scored
-beside the unsmoothed masks, with `cfnet.metrics.VideoScores` (flicker and mIoU over the whole video).
+`--smooth` variant smooths that same output as `cfnet stream --smooth` does (`runtime.results.stage`: `ema:A`
+and `hold:D` the logits, `vote:K` the mask, reset at scene cuts) and is scored beside the unsmoothed masks,
+with `cfnet.metrics.VideoScores` (flicker and mIoU over the whole video).
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ def evaluate_video(
     from runtime import open_backend
     from runtime.postprocess import postprocess
     from runtime.preprocess import preprocess
-    from runtime.results.smoothing import make_smoother, parse_smoothing
+    from runtime.results.records import ResultOptions
+    from runtime.results.smoothing import parse_smoothing
+    from runtime.results.stage import ResultsConfig, StreamResults
 
     try:
         specs = [parse_smoothing(text) for text in smooth]
@@ -62,9 +65,14 @@ def evaluate_video(
     capture = cv2.VideoCapture(str(video))
     try:
         with open_backend(model, device=device) as backend:
-            classes = backend.metadata.num_classes
-            smoothers = {str(spec): make_smoother(spec, classes) for spec in specs}
-            scores = {name: VideoScores(classes) for name in ["none", *smoothers]}
+            classes = backend.metadata.classes
+            smoothers = {
+                str(spec): StreamResults(
+                    ResultsConfig(ResultOptions("none"), smooth=spec), classes, None, stream="video", source=str(video)
+                )
+                for spec in specs
+            }
+            scores = {name: VideoScores(len(classes)) for name in ["none", *smoothers]}
             for index, path in enumerate(files):
                 ok, frame = capture.read()
                 if not ok:
@@ -78,14 +86,9 @@ def evaluate_video(
                 output = backend.infer(batch)
                 mask = postprocess(output, infos)[0]
                 scores["none"].update(mask, target)
-                for name, smoother in smoothers.items():
-                    if smoother.needs_logits:
-                        if output.ndim != 4:
-                            raise UserError(f"{name} reads class scores; this model outputs masks", "--smooth vote:K")
-                        smoothed = postprocess(smoother.update(output[0])[None], infos)[0]
-                    else:
-                        smoothed = smoother.update(mask)
-                    scores[name].update(smoothed, target)
+                for name, stage in smoothers.items():
+                    smoothed = postprocess(stage.smooth_scores(output[0], frame)[None], infos)[0]
+                    scores[name].update(stage.smooth_mask(smoothed), target)
                 if log is not None and (index + 1) % 50 == 0:
                     log(f"{index + 1}/{len(files)} frames")
     finally:
