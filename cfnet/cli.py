@@ -139,35 +139,43 @@ def data_group() -> None:
 @click.option("--video", type=click.Path(dir_okay=False), help="Also write a driving video (.mp4) here.")
 @click.option("--frames", default=150, show_default=True, help="Frames of --video (0.7 m of travel each).")
 @click.option("--fps", default=15.0, show_default=True, help="Frame rate of --video.")
+@click.option("--video-labels", type=click.Path(file_okay=False),
+              help="Also write each --video frame's labelIds PNG into this folder (for `evaluate --video`).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout.")
 def data_synth_command(
     out: str, train_count: int, val_count: int, size: tuple[int, int], seed: int, overwrite: bool,
-    video: str | None, frames: int, fps: float, as_json: bool,
+    video: str | None, frames: int, fps: float, video_labels: str | None, as_json: bool,
 ) -> None:
     """Write procedural urban street scenes in the Cityscapes layout (and optionally a driving video).
 
     OUT gets leftImg8bit/{train,val}/{city}/{city}_{seq}_{frame}_leftImg8bit.png and
     gtFine/.../*_gtFine_labelIds.png (labelIds) plus *_gtFine_color.png; 17 of the 19 classes appear.
-    --train 0 --val 0 writes only the video. Files are written to a temporary name, then renamed.
+    --train 0 --val 0 writes only the video. --video-labels writes the video's ground truth, one
+    `{video}_000000_{frame}_gtFine_labelIds.png` per frame. Files are written to a temporary name, then renamed.
 
     \b
     Example:
       cfnet data synth data/synth
       cfnet data synth data/small --train 20 --val 5 --size 128x256 --seed 1
       cfnet data synth data/synth --overwrite --video data/drive.mp4 --frames 300
+      cfnet data synth data/synth --train 0 --val 0 --video data/drive.mp4 --video-labels data/drive-labels
     """
     import json
     import time
 
     from cfnet.data.synth import synthesize, synthesize_video
 
+    if video_labels is not None and video is None:
+        raise click.UsageError("--video-labels needs --video")
     start = time.perf_counter()
     result: dict[str, object] = {"train": train_count, "val": val_count, "size": list(size), "seed": seed}
     if train_count or val_count or video is None:
         result["data"] = str(synthesize(out, train_count, val_count, size, seed, overwrite=overwrite))
     if video is not None:
-        result["video"] = str(synthesize_video(video, frames, size, seed, fps))
+        result["video"] = str(synthesize_video(video, frames, size, seed, fps, video_labels, overwrite))
         result["frames"] = frames
+        if video_labels is not None:
+            result["video_labels"] = video_labels
     result["seconds"] = round(time.perf_counter() - start, 2)
     if as_json:
         click.echo(json.dumps(result, indent=2))
@@ -176,6 +184,8 @@ def data_synth_command(
         click.echo(f"data: {result['data']} ({train_count} train, {val_count} val, {size[0]}x{size[1]})")
     if "video" in result:
         click.echo(f"video: {result['video']} ({frames} frames)")
+    if video_labels is not None:
+        click.echo(f"video labels: {video_labels}")
 
 
 @data_group.command("check")
@@ -280,31 +290,58 @@ def train_command(ctx: click.Context, model_name: str | None, data: str | None, 
 
 
 @cli.command("evaluate")
-@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="Checkpoint (.pt) to score.")
-@click.option("--data", required=True, type=click.Path(file_okay=False), help="Dataset root, Cityscapes layout.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Checkpoint (.pt) to score.")
+@click.option("--data", type=click.Path(file_okay=False), help="Dataset root, Cityscapes layout.")
 @click.option("--split", default="val", show_default=True, help="Split to score.")
-@click.option("--model", "expect_model", metavar="NAME", help="Refuse a checkpoint of any other model.")
+@click.option("--model", "expect_model", metavar="NAME|MODEL",
+              help="With --checkpoint: refuse a checkpoint of any other zoo model. With --video: the model to run "
+                   "(.onnx, .engine or grpc://HOST:PORT/NAME).")
 @click.option("--save-predictions", type=click.Path(file_okay=False), help="Folder for labelId result PNGs.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--branch", type=click.Choice(["transformer"]),
               help="Score only this branch of a fused checkpoint (its MiT encoder and auxiliary decoder).")
+@click.option("--video", type=click.Path(dir_okay=False),
+              help="Score a deployed model (--model) on this video instead: mIoU and flicker over its frames.")
+@click.option("--labels", type=click.Path(file_okay=False),
+              help="With --video: its per-frame *_gtFine_labelIds.png (`cfnet data synth --video-labels`).")
+@click.option("--smooth", multiple=True, metavar="ema:A|hold:D|vote:K",
+              help="With --video: also score this temporal smoothing (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as one JSON object on stdout.")
 def evaluate_command(
-    checkpoint: str, data: str, split: str, expect_model: str | None, save_predictions: str | None, device: str,
-    branch: str | None, as_json: bool,
+    checkpoint: str | None, data: str | None, split: str, expect_model: str | None, save_predictions: str | None,
+    device: str, branch: str | None, video: str | None, labels: str | None, smooth: tuple[str, ...], as_json: bool,
 ) -> None:
     """Score a checkpoint on a split: one confusion matrix; mIoU, mean Dice, pixel accuracy, per-class IoU.
 
     --save-predictions writes `{city}_{seq}_{frame}_leftImg8bit.png` labelId PNGs, the result format of
-    the cityscapesScripts evaluator.
+    the cityscapesScripts evaluator. With --video, a deployed model is scored on a labelled video instead:
+    mIoU over every frame and flicker (the share of pixels whose predicted label changes between
+    consecutive frames where the ground truth does not), unsmoothed and with each --smooth.
 
     \b
     Example:
       cfnet evaluate --checkpoint runs/tiny/best.pt --data data/synth --json
       cfnet evaluate --checkpoint runs/tiny/best.pt --data data/synth --branch transformer
+      cfnet evaluate --video data/drive.mp4 --labels data/drive-labels --model model.onnx \\
+          --smooth ema:0.5 --smooth hold:0.15 --smooth vote:5
     """
     import json
 
+    if video is not None:
+        from bench.video import evaluate_video, format_video_scores
+
+        if labels is None or expect_model is None:
+            raise click.UsageError("--video needs --labels DIR and --model MODEL")
+        report = evaluate_video(
+            expect_model, video, labels, smooth=smooth, device=device,
+            log=None if as_json else lambda line: click.echo(line, err=True),
+        )
+        click.echo(json.dumps(report, indent=2) if as_json else format_video_scores(report))
+        return
+    if checkpoint is None or data is None:
+        raise click.UsageError("--checkpoint and --data are required (or --video, --labels and --model)")
+    if labels is not None or smooth:
+        raise click.UsageError("--labels and --smooth go with --video")
     from cfnet.evaluate import evaluate_checkpoint, format_scores
 
     scores = evaluate_checkpoint(

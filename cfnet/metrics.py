@@ -73,3 +73,47 @@ def scores(cm: np.ndarray) -> dict[str, float | list[float]]:
         "iou": iou.tolist(),
         "dice": dice.tolist(),
     }
+
+
+class VideoScores:
+    """Scores of a video's predictions, frame by frame: mIoU (one confusion matrix over every frame) and
+    flicker, the share of pixels whose predicted label changes between consecutive frames where the ground
+    truth does not (the same valid label in both frames). Pooled over the video: changed / stable pixels.
+
+    Flicker counts only pixels whose truth stands still, so a prediction that follows real motion is never
+    flicker; what it cannot see is a prediction wrong the same way in every frame (stable and wrong: that
+    is mIoU's business), nor flicker where the truth changes (object edges moving)."""
+
+    def __init__(self, num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE_INDEX) -> None:
+        self.confusion = ConfusionMatrix(num_classes, ignore_index)
+        self.ignore_index = ignore_index
+        self.changed = self.stable = self.frames = 0
+        self._previous: tuple[np.ndarray, np.ndarray] | None = None
+
+    def update(self, pred: np.ndarray, target: np.ndarray) -> None:
+        """Add the next frame's prediction and ground truth (`H x W` class ids, `ignore_index` ignored)."""
+        self.confusion.update(pred, target)
+        if self._previous is not None:
+            last_pred, last_target = self._previous
+            if last_pred.shape != pred.shape:
+                raise ValueError(f"frame size changed from {last_pred.shape} to {pred.shape}")
+            still = (target == last_target) & (target != self.ignore_index)
+            self.stable += int(np.count_nonzero(still))
+            self.changed += int(np.count_nonzero(still & (pred != last_pred)))
+        self._previous = (np.array(pred, copy=True), np.array(target, copy=True))
+        self.frames += 1
+
+    @property
+    def flicker(self) -> float:
+        """changed / stable pixels (NaN before two frames or without a stable pixel)."""
+        return self.changed / self.stable if self.stable else float("nan")
+
+    def scores(self) -> dict[str, float | int]:
+        """`miou`, `pixel_accuracy`, `flicker`, `frames`."""
+        result = scores(self.confusion.matrix)
+        return {
+            "miou": float(result["miou"]),  # type: ignore[arg-type]
+            "pixel_accuracy": float(result["pixel_accuracy"]),  # type: ignore[arg-type]
+            "flicker": self.flicker,
+            "frames": self.frames,
+        }

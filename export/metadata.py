@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 import cfnet
@@ -83,3 +84,49 @@ def load_onnx(path: str | Path, *, weights: bool = True) -> onnx.ModelProto:
 def size_divisor(metadata: Mapping[str, str]) -> int:
     """`cfnet.size_divisor` as an int (1 when absent)."""
     return int(metadata.get("cfnet.size_divisor", "1"))
+
+
+def reference_images(
+    calib_images: str | Path | Iterable[np.ndarray], loaded: list[np.ndarray], metadata: dict[str, str], count: int
+) -> list[np.ndarray]:
+    """The preprocessed images `cfnet.reference` is computed on: `count` images of a calibration folder (spread as
+    calibration spreads them), or the arrays the export already loaded (an iterable of arrays reads only once)."""
+    if isinstance(calib_images, str | Path) and len(loaded) < count:
+        from export.precision.calibration import load_batches
+
+        return load_batches(calib_images, metadata, count)
+    return loaded
+
+
+def add_reference(proto: onnx.ModelProto, model: SegmentationModel, batches: Iterable[np.ndarray]) -> str:
+    """Compute `cfnet.reference` (`runtime.results.reference`: class shares and top-1 probability histogram) of
+    `model` on preprocessed `N x 3 x H x W` batches, set it in `proto`'s metadata and return it.
+
+    Only each image's valid area counts: the letterbox padding (trailing rows and columns that are exactly 0 in
+    every channel after normalisation; no real pixel is, as 255 * mean is not a whole number) is cropped off
+    the logits, in proportion when they are smaller than the input.
+    """
+    import torch
+
+    from runtime.results.reference import ReferenceBuilder
+
+    num_classes = len(json.loads(get_metadata(proto)["cfnet.classes"]))
+    builder = ReferenceBuilder(num_classes)
+    with torch.no_grad():
+        for batch in batches:
+            logits = model(torch.from_numpy(np.ascontiguousarray(batch, np.float32))).float().numpy()
+            for image, scores in zip(batch, logits, strict=True):
+                height, width = _valid_extent(image)
+                rows = -(-height * scores.shape[1] // image.shape[1])
+                cols = -(-width * scores.shape[2] // image.shape[2])
+                builder.add(scores[:, :rows, :cols])
+    reference = builder.build().to_json()
+    set_metadata(proto, {**get_metadata(proto), "cfnet.reference": reference})
+    return reference
+
+
+def _valid_extent(image: np.ndarray) -> tuple[int, int]:
+    """(rows, columns) of a preprocessed `3 x H x W` image before its all-zero bottom/right padding."""
+    rows = np.flatnonzero(np.any(image != 0, axis=(0, 2)))
+    cols = np.flatnonzero(np.any(image != 0, axis=(0, 1)))
+    return (int(rows[-1]) + 1 if rows.size else image.shape[1], int(cols[-1]) + 1 if cols.size else image.shape[2])

@@ -26,7 +26,7 @@ from cfnet.errors import UserError
 from cfnet.models.base import SegmentationModel
 from cfnet.sizes import check_size
 from export.mask import MASK, OUTPUTS, MaskParity, add_mask_output, compare_masks, outputs_metadata, select_outputs
-from export.metadata import PRECISIONS, build_metadata, plan_metadata, set_metadata
+from export.metadata import PRECISIONS, add_reference, build_metadata, plan_metadata, reference_images, set_metadata
 from export.parity import FP32_MAX_RELATIVE_ERROR, FP32_MIN_AGREEMENT, Parity, compare, fp32_ok
 from export.precision.autopilot import check_options as check_int8_options
 from runtime.files import check_output
@@ -233,6 +233,10 @@ def export_report(
     if output != "logits":
         final = select_outputs(final, output)
         onnx.checker.check_model(final, full_check=True)
+    if calib_images is not None:
+        images = reference_images(calib_images, real, metadata, calib_count)
+        report.metadata["cfnet.reference"] = add_reference(final, model, images)
+        say(f"reference for the drift score: class shares and confidence on {len(images)} calibration images")
     report.nodes = len(final.graph.node)
     write_atomic(final, out)
     report.seconds = time.perf_counter() - started

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from runtime.errors import UserError
+from runtime.results.reference import Reference
 
 PREFIX = "cfnet."
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -24,7 +25,8 @@ class ModelMetadata:
     """What the runtime needs to feed a model and read its output.
 
     `mean`/`std` are RGB on the 0..1 scale; `input_size` is (H, W), the box frames are resized into
-    (aspect kept); inputs are padded bottom/right to a multiple of `size_divisor`.
+    (aspect kept); inputs are padded bottom/right to a multiple of `size_divisor`. `reference`: what the export
+    saw on its calibration images (`cfnet.reference`, for the drift score); None in files exported without.
     """
 
     classes: tuple[str, ...]
@@ -38,6 +40,7 @@ class ModelMetadata:
     precision: str = "fp32"
     version: str = "unknown"
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    reference: Reference | None = field(default=None, compare=False)
 
     @property
     def num_classes(self) -> int:
@@ -104,6 +107,7 @@ def metadata_from_props(
             precision=str(_value(props, "precision", "fp32")),
             version=str(_value(props, "version", "unknown")),
             extra={k: v for k, v in props.items() if not str(k).startswith(PREFIX)},
+            reference=_reference(props, len(classes)),
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise UserError(f"malformed cfnet metadata: {exc}", where) from None
@@ -237,6 +241,12 @@ def _value(props: Mapping[str, Any], key: str, default: Any = KeyError) -> Any:
     return raw
 
 
+def _reference(props: Mapping[str, Any], count: int) -> Reference | None:
+    """`cfnet.reference` parsed and checked against the class count (None when absent)."""
+    raw = _value(props, "reference", None)
+    return None if raw is None else Reference.from_json(raw, count)
+
+
 def _triple(value: Any) -> tuple[float, float, float]:
     values = [float(v) for v in value]
     if len(values) != 3:
@@ -292,12 +302,14 @@ def _apply(meta: ModelMetadata, overrides: Overrides) -> ModelMetadata:
     palette = meta.palette
     if overrides.classes is not None and len(overrides.classes) > len(palette):
         palette = default_palette(len(overrides.classes))
+    classes = overrides.classes or meta.classes
     return replace(
         meta,
-        classes=overrides.classes or meta.classes,
+        classes=classes,
         palette=palette,
         mean=overrides.mean or meta.mean,
         std=overrides.std or meta.std,
         input_size=overrides.input_size or meta.input_size,
         size_divisor=overrides.size_divisor or meta.size_divisor,
+        reference=meta.reference if len(classes) == meta.num_classes else None,  # its shares name the old classes
     )

@@ -23,6 +23,7 @@ from cfnet.data.scene import Renderer, random_scene
 from cfnet.errors import UserError
 
 CITIES = {"train": "synthville", "val": "renderdorf"}
+LABEL_SUFFIX = "_gtFine_labelIds.png"
 SPLIT_INDEX = {"train": 0, "val": 1}
 FRAME = 19
 VIDEO_STEP = 0.7  # metres the camera moves per frame
@@ -71,11 +72,7 @@ def synthesize(
     h, w = size
     if h < 32 or w < 32:
         raise UserError(f"image size {h}x{w} too small: at least 32x32", str(out))
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise UserError("output exists and is not empty (use --overwrite)", str(out))
-    make_folder(out.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    tmp.chmod(0o777 & ~umask())  # mkdtemp makes it private; the set is an ordinary folder
+    tmp = _temp_folder(out, overwrite)
     try:
         jobs = []
         for split, count in (("train", train), ("val", val)):
@@ -90,29 +87,58 @@ def synthesize(
         else:
             for job in jobs:
                 _write_item(job)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            if old.is_dir():
-                shutil.rmtree(old)
-            else:
-                old.unlink()
-        else:
-            tmp.rename(out)
+        _move_into_place(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
     return out
 
 
+def _temp_folder(out: Path, overwrite: bool) -> Path:
+    """A fresh temporary folder beside `out` (refused when `out` exists, is not empty and not `overwrite`)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise UserError("output exists and is not empty (use --overwrite)", str(out))
+    make_folder(out.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(0o777 & ~umask())  # mkdtemp makes it private; the set is an ordinary folder
+    return tmp
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished folder `tmp` to `out`, replacing what was there."""
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+        tmp.rename(out)
+        if old.is_dir():
+            shutil.rmtree(old)
+        else:
+            old.unlink()
+    else:
+        tmp.rename(out)
+
+
+def video_label_name(video: str | Path, index: int) -> str:
+    """The label file of frame `index` of `video`, named as Cityscapes' (sequence 0):
+    `drive_000000_000042_gtFine_labelIds.png` for frame 42 of `drive.mp4`."""
+    return f"{Path(video).stem}_000000_{index:06d}{LABEL_SUFFIX}"
+
+
 def synthesize_video(
-    out: str | Path, frames: int = 150, size: tuple[int, int] = (256, 512), seed: int = 0, fps: float = 15.0
+    out: str | Path,
+    frames: int = 150,
+    size: tuple[int, int] = (256, 512),
+    seed: int = 0,
+    fps: float = 15.0,
+    labels: str | Path | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write an MP4 (mp4v) of a camera driving `frames * 0.7` m down one synthetic street; returns `out`.
 
     Cars move, the camera moves forward, things grow as they approach. Written to a temporary `.mp4`
-    beside `out` (VideoWriter picks the container by extension), then renamed.
+    beside `out` (VideoWriter picks the container by extension), then renamed. `labels`: a folder for each
+    frame's labelIds PNG (`video_label_name`), written to a temporary folder and renamed with the video; an
+    existing non-empty folder is an error unless `overwrite`.
     """
     out = Path(out)
     if frames <= 0:
@@ -122,14 +148,23 @@ def synthesize_video(
     h, w = size
     scene = random_scene(np.random.default_rng([seed, 2]), length=frames * VIDEO_STEP + 110.0)
     renderer = Renderer(size)
-    with atomic_path(out) as tmp:
-        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
-        try:
-            if not writer.isOpened():
-                raise UserError("OpenCV cannot open an mp4v video writer", str(out))
-            for i in range(frames):
-                image, _ = renderer.render(scene, cam_z=i * VIDEO_STEP, frame=i)
-                writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        finally:
-            writer.release()
+    folder = None if labels is None else _temp_folder(Path(labels), overwrite)
+    try:
+        with atomic_path(out) as tmp:
+            writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
+            try:
+                if not writer.isOpened():
+                    raise UserError("OpenCV cannot open an mp4v video writer", str(out))
+                for i in range(frames):
+                    image, label = renderer.render(scene, cam_z=i * VIDEO_STEP, frame=i)
+                    writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+                    if folder is not None:
+                        _write_png(folder / video_label_name(out, i), label)
+            finally:
+                writer.release()
+            if folder is not None and labels is not None:
+                _move_into_place(folder, Path(labels))
+    finally:
+        if folder is not None and folder.exists():
+            shutil.rmtree(folder)
     return out

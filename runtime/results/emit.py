@@ -1,0 +1,126 @@
+"""JSON lines out: records written as they come, to a file, stdout (`-`) or a file per stream (`DIR/`).
+
+A line is written whole or not at all: each is one `write` to a file opened for appending, unbuffered, so a
+reader following the file (`tail -f`, a log shipper) never sees half a line, and a write that fails (a full
+disk) is cut back to the last whole line before the error is raised. Files are appended to, never
+truncated: a restarted run continues its file (`frame` restarts at 0; `wall_time` tells the runs apart).
+Writers of several streams share one `JsonLines` (a lock per file). Nothing is fsync'ed per line: a power cut
+may lose the last lines the kernel had not written, never leave a broken one behind in the middle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import sys
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TextIO
+
+from runtime.errors import UserError
+from runtime.files import check_output
+
+STDOUT = "-"
+SUFFIX = ".jsonl"
+
+
+def is_folder_target(target: str | Path) -> bool:
+    """Whether `target` means a file per stream: it ends with a path separator or is an existing folder."""
+    text = str(target)
+    return text.endswith(("/", os.sep)) or Path(text).is_dir()
+
+
+class JsonLines:
+    """`write(record)` appends `record` as one JSON line to the target's file for `record["stream"]`.
+
+    `target`: `-` (stdout), a folder (`DIR/` or an existing folder: `DIR/<stream>.jsonl` per stream) or a file
+    (every stream's lines, each naming its stream). The target is checked and created at once: a path that
+    cannot be written is a `UserError` before the first frame.
+    """
+
+    def __init__(self, target: str | Path, option: str = "--emit") -> None:
+        self.target, self.option = str(target), option
+        self._files: dict[str, int] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._folder: Path | None = None
+        self._stdout: TextIO | None = None
+        if self.target == STDOUT:
+            self._stdout = sys.stdout
+        elif is_folder_target(self.target):
+            self._folder = check_output(self.target, folder=True)
+            try:
+                self._folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UserError(f"cannot create the folder: {exc.strerror}", f"{option} {self.target}") from None
+            if not os.access(self._folder, os.W_OK | os.X_OK):
+                raise UserError("cannot write into the folder (permission denied)", f"{option} {self.target}")
+        else:
+            self._open(self.target, check_output(self.target))
+
+    def path(self, stream: str) -> Path | None:
+        """The file `stream`'s lines go to (None for stdout)."""
+        if self._stdout is not None:
+            return None
+        if self._folder is not None:
+            return self._folder / ((re.sub(r"[^\w.-]+", "_", stream).strip("._") or "stream") + SUFFIX)
+        return Path(self.target)
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append `record` as one line (compact JSON, keys in the record's order)."""
+        text = json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
+        if self._stdout is not None:
+            with self._guard:
+                self._stdout.write(text)
+                self._stdout.flush()
+            return
+        key = str(record.get("stream", "")) if self._folder is not None else self.target
+        with self._guard:
+            if key not in self._files:
+                path = self.path(key)
+                assert path is not None
+                self._open(key, path)
+            fd, lock = self._files[key], self._locks[key]
+        with lock:
+            _append(fd, text.encode(), self.path(key), self.option)
+
+    def _open(self, key: str, path: Path) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except OSError as exc:
+            raise UserError(f"cannot open for writing: {exc.strerror}", f"{self.option} {path}") from None
+        self._files[key], self._locks[key] = fd, threading.Lock()
+
+    def close(self) -> None:
+        with self._guard:
+            for fd in self._files.values():
+                os.close(fd)
+            self._files.clear()
+
+    def __enter__(self) -> JsonLines:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _append(fd: int, line: bytes, path: Path | None, option: str) -> None:
+    """One `write` of `line`; a short or failed write is truncated back to where the line began."""
+    start = os.lseek(fd, 0, os.SEEK_END)
+    try:
+        written = os.write(fd, line)
+    except OSError as exc:
+        written, error = -1, exc.strerror
+    else:
+        error = "short write (disk full?)"
+    if written == len(line):
+        return
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, start)
+    raise UserError(f"cannot write a result line: {error}", f"{option} {path}")

@@ -1,0 +1,157 @@
+"""One stream's results, per frame: smoothing (reset on scene cuts and reconnects), drift, and the record.
+
+What a stream's writer calls, in this order, for each frame (`output`: the backend's output for the frame,
+`C x h x w` logits or an `h x w` mask; `info`: its `FrameInfo`):
+
+    scores = results.smooth_scores(output, frame_bgr)          # ema:A / hold:D; else `output` unchanged
+    mask = postprocess(scores[None], [info])[0]
+    mask = results.smooth_mask(mask)                           # vote:K; else `mask` unchanged
+    record = results.observe(mask, output, info, frame_index, stream_time)   # drift + the record when due
+
+`results.reset()` on a reconnect. `latest_shares` and `latest_drift` are what `/stats` and the Prometheus
+gauges read (a reference swap per frame, no lock).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from runtime.errors import UserError
+from runtime.results.drift import DEFAULT_HOLD_S, DEFAULT_WINDOW_S, DriftMonitor, DriftReading, low_confidence_share
+from runtime.results.records import ResultOptions, frame_record
+from runtime.results.reference import Reference
+from runtime.results.scenecut import SceneCut
+from runtime.results.shares import class_counts, shares_dict
+from runtime.results.smoothing import SmoothSpec, make_smoother
+
+
+class FrameGeometry(Protocol):
+    """What `observe` reads of a `runtime.preprocess.FrameInfo`."""
+
+    resized_size: tuple[int, int]
+    input_size: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class ResultsConfig:
+    """What the options ask of every stream: `options` (`--regions`, `--min-area`, `--epsilon`,
+    `--emit-every`), `smooth` (`--smooth`), `drift_alert` (`--drift-alert`, None: figures without a warning),
+    `drift_hold_s` (`--drift-window`), `drift_window_s` (seconds averaged), `scene_cuts` (reset smoothing at
+    a cut)."""
+
+    options: ResultOptions = field(default_factory=ResultOptions)
+    smooth: SmoothSpec | None = None
+    drift_alert: float | None = None
+    drift_hold_s: float = DEFAULT_HOLD_S
+    drift_window_s: float = DEFAULT_WINDOW_S
+    scene_cuts: bool = True
+
+    def check(self, reference: Reference | None, outputs: Sequence[str]) -> None:
+        """Refuse, before the first frame, what the model cannot give: a drift alert without `cfnet.reference`,
+        a smoothing over class scores from a model that outputs masks only (`outputs`: the backend's)."""
+        if self.drift_alert is not None and reference is None:
+            raise UserError(
+                "the model has no cfnet.reference (export it with --calib-data to store one)", "--drift-alert"
+            )
+        if self.smooth is not None and self.smooth.needs_logits and "logits" not in outputs:
+            raise UserError(f"{self.smooth} reads class scores; this model outputs masks only", "--smooth vote:K")
+
+
+class StreamResults:
+    """The results of one stream (one object per stream, used by its writer thread only).
+
+    `classes`: the model's class names; `reference`: the model's (None: no drift figures); `sink`: called with
+    each due record (a `JsonLines.write`, the Python API's callback; None: records are only returned);
+    `warn`: called with the drift warning, once per episode."""
+
+    def __init__(
+        self,
+        config: ResultsConfig,
+        classes: Sequence[str],
+        reference: Reference | None,
+        *,
+        stream: str,
+        source: str,
+        sink: Callable[[dict[str, Any]], None] | None = None,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config, self.classes, self.stream, self.source = config, tuple(classes), stream, source
+        self.sink, self.warn = sink, warn
+        spec = config.smooth
+        self._smoother = None if spec is None else make_smoother(spec, len(self.classes))
+        self._cuts = SceneCut() if spec is not None and config.scene_cuts else None
+        self._drift = None if reference is None else DriftMonitor(
+            reference, window_s=config.drift_window_s, alert=config.drift_alert, hold_s=config.drift_hold_s,
+            name=stream,
+        )
+        self.latest_shares: Mapping[str, float] = {}
+        self.latest_drift: DriftReading | None = None
+        self.scene_cuts = 0
+
+    def reset(self) -> None:
+        """Start afresh (a reconnect): smoothing and the drift window forget the past."""
+        if self._smoother is not None:
+            self._smoother.reset()
+        if self._cuts is not None:
+            self._cuts.reset()
+        if self._drift is not None:
+            self._drift.reset()
+
+    def smooth_scores(self, output: np.ndarray, frame_bgr: np.ndarray | None = None) -> np.ndarray:
+        """The frame's output with `ema`/`hold` applied to its class scores (other smoothings, or none: as it is).
+        `frame_bgr`: the frame, to reset the smoothing at a scene cut (it is checked once per frame here)."""
+        if self._cuts is not None and frame_bgr is not None and self._cuts(frame_bgr):
+            self.scene_cuts += 1
+            assert self._smoother is not None
+            self._smoother.reset()
+        if self._smoother is None or not self._smoother.needs_logits:
+            return output
+        if output.ndim != 3:
+            raise UserError(f"{self.config.smooth} reads class scores; this model outputs masks", "--smooth")
+        return self._smoother.update(output)
+
+    def smooth_mask(self, mask: np.ndarray) -> np.ndarray:
+        """The frame's mask with `vote` applied (other smoothings, or none: as it is)."""
+        if self._smoother is None or self._smoother.needs_logits:
+            return mask
+        return self._smoother.update(mask)
+
+    def observe(
+        self, mask: np.ndarray, output: np.ndarray | None, info: FrameGeometry | None, frame: int, time: float
+    ) -> dict[str, Any] | None:
+        """Shares and drift of the frame's final `mask`; the record (handed to the sink) when the frame is due.
+        `output`/`info`: the raw output and geometry, for the confidence part of the drift (logits only)."""
+        counts = class_counts(mask, len(self.classes))
+        shares = counts / max(mask.size, 1)
+        self.latest_shares = shares_dict(shares, self.classes)
+        reading = None
+        if self._drift is not None:
+            low = None
+            if output is not None and output.ndim == 3 and info is not None:
+                scores = valid_scores(output, info.resized_size, info.input_size)
+                low = low_confidence_share(scores, self._drift.reference.low_threshold)
+            reading = self._drift.update(shares, low, time)
+            self.latest_drift = reading
+            if reading.alert is not None and self.warn is not None:
+                self.warn(reading.alert)
+        if not self.config.options.due(frame):
+            return None
+        record = frame_record(
+            mask, self.classes, source=self.source, stream=self.stream, frame=frame, time=time,
+            options=self.config.options, drift=reading,
+        )
+        if self.sink is not None:
+            self.sink(record)
+        return record
+
+
+def valid_scores(output: np.ndarray, resized_size: tuple[int, int], input_size: tuple[int, int]) -> np.ndarray:
+    """`C x h x w` scores cropped to the frame's resized area (the letterbox padding off), in proportion when
+    the output is smaller than the input (as `runtime.postprocess` crops)."""
+    rows = -(-resized_size[0] * output.shape[-2] // input_size[0])
+    cols = -(-resized_size[1] * output.shape[-1] // input_size[1])
+    return output[..., :rows, :cols]
