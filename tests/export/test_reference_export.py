@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from export.precision.calibration import load_batches
 
 from export.metadata import add_reference, get_metadata, set_metadata
 from export.onnx import export_onnx
+from export.precision.calibration import load_batches
 from runtime.backends import read_metadata
 from runtime.results.reference import Reference
 from tests.export.helpers import EXPORT_SIZE, tiny_model
