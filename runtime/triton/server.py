@@ -6,13 +6,17 @@ stub crashes on `_thread.RLock._recursion_count`); the backend folder holds the 
 Python as `triton_python_backend_stub` (a private backend folder is assembled in a temp dir: the wheel's files
 are never changed); the running Python's `bin` is first on `PATH`, so the stub imports this environment's numpy,
 OpenCV and ONNX Runtime. The server runs in its own process group: stopping it ends the stubs too; it is
-also told to end when the process that started it dies (even killed), so no server outlives its owner.
+also told to end when the process that started it dies (even killed), and a guard process removes what is left
+of it then (stubs still starting up, shared memory, the temp folder: `runtime.triton.leftovers`), so nothing of a
+server outlives its owner. Before starting, the ports are checked free, and the server that answers is checked
+to be this one (its `--id`, read back from `/v2`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import importlib.util
 import json
 import os
@@ -22,7 +26,6 @@ import socket
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -30,6 +33,7 @@ from pathlib import Path
 from types import TracebackType
 
 from runtime.errors import UserError
+from runtime.triton.leftovers import make_workdir, remove_server, shm_prefix, start_guard, stop_guard, sweep
 
 INSTALL_HINT = "pip install 'cfnet[serve]' (the nvidia-pytriton wheel ships the tritonserver binary)"
 
@@ -44,6 +48,25 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     finally:
         for s in sockets:
             s.close()
+
+
+def check_ports(host: str, ports: dict[str, int]) -> None:
+    """Refuse ports (by option name) that are the same or that something on `host` listens on already (a bind
+    test, with SO_REUSEADDR as servers bind: a port in TIME_WAIT is free)."""
+    if len(set(ports.values())) < len(ports):
+        raise UserError("the HTTP, gRPC and metrics ports must differ", " ".join(f"{o} {p}" for o, p in ports.items()))
+    for option, port in ports.items():
+        try:
+            family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        except socket.gaierror as exc:
+            raise UserError(f"cannot resolve host '{host}': {exc.strerror}", "--host") from None
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                what = f"port {port} is in use" if exc.errno == errno.EADDRINUSE else f"cannot bind {host}:{port}"
+                raise UserError(f"{what} ({exc.strerror})", f"{option} {port}: choose another port") from None
 
 
 def batch_counters(metrics: str, model: str) -> tuple[float, float]:
@@ -136,8 +159,10 @@ class TritonServer:
         self.host, self.http_port, self.grpc_port, self.metrics_port = host, http_port, grpc_port, metrics_port
         self.log_verbose = log_verbose
         self.process: subprocess.Popen[bytes] | None = None
-        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self._workdir: Path | None = None  # the started server's temp folder (runtime.triton.leftovers)
+        self._guard: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None  # the server's log, in the temp folder of a started server
+        self.server_id: str | None = None  # the started server's `--id`, unique: the temp folder's name
 
     @property
     def http_url(self) -> str:
@@ -151,12 +176,15 @@ class TritonServer:
     def metrics_url(self) -> str:
         return f"http://{self.host}:{self.metrics_port}/metrics"
 
-    def command(self, backends: Path) -> list[str]:
+    def command(self, workdir: Path) -> list[str]:
+        """The server's command line; its backends, id and shared memory are those of the temp folder `workdir`."""
         home, _ = pytriton_home()
         return [
             str(home / "bin" / "tritonserver"),
+            f"--id={workdir.name}",
             f"--model-repository={self.repository}",
-            f"--backend-directory={backends}",
+            f"--backend-directory={workdir / 'backends'}",
+            f"--backend-config=python,shm-region-prefix-name={shm_prefix(workdir)}",
             f"--http-address={self.host}",
             f"--http-port={self.http_port}",
             f"--grpc-address={self.host}",
@@ -168,21 +196,26 @@ class TritonServer:
         ]
 
     def start(self, timeout: float = 120.0) -> TritonServer:
-        """Launch the server and wait (at most `timeout` s) until it is ready."""
+        """Launch the server and wait (at most `timeout` s) until it is ready. What servers of owners that are gone
+        left is removed first; ports in use are refused before anything starts."""
         home, libs = pytriton_home()
-        self._workdir = tempfile.TemporaryDirectory(prefix="cfnet-triton-")
-        self.log_path = Path(self._workdir.name) / "tritonserver.log"
-        backends = backend_folder(home, Path(self._workdir.name) / "backends")
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                self.command(backends),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=server_environment(libs),
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
+        check_ports(self.host, {"--http-port": self.http_port, "--grpc-port": self.grpc_port,
+                                "--metrics-port": self.metrics_port})  # fmt: skip
+        sweep()
+        self._workdir = make_workdir()
         try:
+            self._guard = start_guard(self._workdir)
+            self.server_id, self.log_path = self._workdir.name, self._workdir / "tritonserver.log"
+            backend_folder(home, self._workdir / "backends")
+            with open(self.log_path, "wb") as log:
+                self.process = subprocess.Popen(
+                    self.command(self._workdir),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=server_environment(libs),
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent,
+                )
             self.wait_ready(timeout)
         except BaseException:
             self.stop()
@@ -190,11 +223,15 @@ class TritonServer:
         return self
 
     def ready(self) -> bool:
-        """Whether the server answers ready (HTTP `/v2/health/ready`)."""
+        """Whether this server answers ready (HTTP `/v2/health/ready`), not another one on its port: the server
+        metadata's name (`/v2`) is this server's `--id`."""
         try:
+            with urllib.request.urlopen(f"{self.http_url}/v2", timeout=2) as response:
+                if self.server_id is None or json.loads(response.read()).get("name") != self.server_id:
+                    return False
             with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as response:
                 return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
+        except (urllib.error.URLError, OSError, ValueError, AttributeError):
             return False
 
     def wait_ready(self, timeout: float) -> None:
@@ -256,7 +293,8 @@ class TritonServer:
             return batch_counters(response.read().decode(), model)
 
     def stop(self, grace: float = 15.0) -> int | None:
-        """SIGTERM the server's process group, SIGKILL it after `grace` s; returns the server's exit code."""
+        """SIGTERM the server's process group, SIGKILL it after `grace` s, remove its shared memory and temp folder;
+        returns the server's exit code."""
         code = None
         if self.process is not None:
             with contextlib.suppress(ProcessLookupError):
@@ -273,8 +311,11 @@ class TritonServer:
                 time.sleep(0.02)
             self.process = None
         if self._workdir is not None:
-            self._workdir.cleanup()
+            remove_server(self._workdir)
             self._workdir = self.log_path = None
+        if self._guard is not None:
+            stop_guard(self._guard)
+            self._guard = None
         return code
 
     def __enter__(self) -> TritonServer:

@@ -30,27 +30,11 @@ from runtime.segmentation import segment
 from runtime.stream import run_stream
 from runtime.triton.server import TritonServer, batch_counters, free_ports
 from tests.runtime.helpers import read_video, synthetic_frames, write_video_file
+from tests.runtime.triton.helpers import ROOT, processes_naming, start_serve
 
 pytestmark = pytest.mark.slow  # acceptance: a real tritonserver
 
-ROOT = Path(__file__).resolve().parents[3]
 START_TIMEOUT = 90.0
-
-
-def processes_naming(text: str) -> list[str]:
-    """Command lines of live processes that contain `text` (the server and its stubs name the repository)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().split(")")[-1].split()[0]
-        except OSError:
-            continue
-        if text in cmdline and state != "Z" and int(entry.name) != os.getpid():
-            found.append(cmdline)
-    return found
 
 
 def model_counters(metrics_url: str) -> tuple[float, float]:
@@ -208,22 +192,6 @@ def test_malformed_urls_are_refused(url: str) -> None:
         parse_url(url)
 
 
-def start_serve(
-    model: Path, tmp_path: Path, env: dict[str, str] | None = None
-) -> tuple[Path, int, int, subprocess.Popen[str]]:
-    """`model`'s repository (Python backend) under `tmp_path`, served by a `cfnet serve` process on free ports:
-    (repository, gRPC port, metrics port, the process with its stdout and stderr merged)."""
-    repository = tmp_path / "repo"
-    export_triton(model, repository, backend="python")
-    http, grpc, metrics = free_ports(3)
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "cfnet", "serve", str(repository), "--http-port", str(http),
-         "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )  # fmt: skip
-    return repository, grpc, metrics, serve
-
-
 def test_cfnet_serve_and_a_server_lost_mid_stream(tiny_onnx: Path, tmp_path: Path) -> None:
     """`cfnet serve` prints the endpoints; SIGTERM stops it cleanly; the stream on it ends with exit 2 and a
     finalised MP4; no server or stub process is left (its own repository: the module's server names the other)."""
@@ -319,7 +287,8 @@ def test_serving_an_onnxruntime_repository_on_the_wheels_server_says_to_use_the_
 
 
 def test_a_killed_cfnet_serve_takes_its_server_and_stubs_along(tiny_onnx: Path, tmp_path: Path) -> None:
-    # TMPDIR: the killed serve cannot remove its temp folder
+    """SIGKILL of a serving `cfnet serve`: the server, its stubs, its temp folder (TMPDIR points here) and its
+    shared memory all go."""
     repository, _, _, serve = start_serve(tiny_onnx, tmp_path, env={**os.environ, "TMPDIR": str(tmp_path)})
     try:
         assert serve.stdout is not None and serve.stdout.readline().startswith("Triton ready:")
@@ -330,9 +299,10 @@ def test_a_killed_cfnet_serve_takes_its_server_and_stubs_along(tiny_onnx: Path, 
         serve.kill()  # SIGKILL: no clean-up code of cfnet serve runs
         serve.wait(10)
     deadline = time.monotonic() + 30
-    while processes_naming(str(repository)) and time.monotonic() < deadline:
+    while (processes_naming(str(repository)) or any(tmp_path.glob("cfnet-triton-*"))) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert processes_naming(str(repository)) == []
+    assert processes_naming(str(repository)) == [] and list(tmp_path.glob("cfnet-triton-*")) == []
+    assert [n for n in os.listdir("/dev/shm") if n.startswith(f"cfnet-triton-{serve.pid}-")] == []
 
 
 def test_a_request_over_its_timeout_is_one_clean_error(url: str) -> None:
