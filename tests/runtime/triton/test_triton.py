@@ -186,6 +186,27 @@ def test_a_refused_shape_is_one_clean_error(url: str) -> None:
             backend.infer(np.zeros((9, 3, 8, 8), np.float32))  # over max_batch_size 8
 
 
+def test_an_empty_frame_is_an_invalid_argument_in_one_line(url: str) -> None:
+    """Issue 21 item 12: a frame without a pixel is the client's fault: INVALID_ARGUMENT with one line, not
+    INTERNAL with a ZeroDivisionError traceback naming the server's paths."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    address, name = parse_url(url)
+    with grpcclient.InferenceServerClient(address) as client:
+        for shape in [(1, 0, 0, 3), (1, 0, 7, 3), (1, 7, 0, 3)]:
+            frames = grpcclient.InferInput("frames", list(shape), "UINT8")
+            frames.set_data_from_numpy(np.zeros(shape, np.uint8))
+            with pytest.raises(InferenceServerException) as info:
+                client.infer(name, [frames], client_timeout=30)
+            message = str(info.value.message())
+            assert info.value.status() == "StatusCode.INVALID_ARGUMENT", message
+            assert f"empty frame ({shape[1]}x{shape[2]} pixels)" in message
+            assert "Traceback" not in message and ".py" not in message and "\n" not in message
+    with TritonBackend(url, timeout=30) as backend, pytest.raises(UserError, match=r"Triton: .*empty frame \(0x0"):
+        backend.segment_frames(np.zeros((1, 0, 0, 3), np.uint8))
+
+
 @pytest.mark.parametrize("url", ["http://h:1/cfnet", "grpc://h/cfnet", "grpc://h:1/", "grpc://h:1/a/b"])
 def test_malformed_urls_are_refused(url: str) -> None:
     with pytest.raises(UserError, match="malformed Triton URL"):
