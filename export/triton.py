@@ -54,13 +54,20 @@ class Artifact:
     size: tuple[int, int] | None  # fixed H, W (None: dynamic)
 
     @property
+    def outputs(self) -> list[str]:
+        """The network's outputs (`cfnet.outputs`): `logits`, `mask` or both."""
+        names = json.loads(self.props.get("cfnet.outputs", '["logits"]'))
+        return [n for n in ("logits", "mask") if n in names] or ["logits"]
+
+    @property
     def output(self) -> str:
         """What the model step hands on: its in-graph `mask` when it has one (`--output mask|both`), else `logits`."""
-        return "mask" if "mask" in json.loads(self.props.get("cfnet.outputs", '["logits"]')) else "logits"
+        return "mask" if "mask" in self.outputs else "logits"
 
-    def output_tensor(self) -> dict[str, Any]:
-        """The model step's output: `mask` (uint8 `H x W`) or `logits` (fp32 `C x H x W`), batched."""
-        if self.output == "mask":
+    def output_tensor(self, name: str | None = None) -> dict[str, Any]:
+        """Output `name` (default: the one handed on): `mask` (uint8 `H x W`) or `logits` (fp32 `C x H x W`),
+        batched."""
+        if (name or self.output) == "mask":
             return _tensor("mask", "UINT8", [-1, -1])
         return _tensor("logits", "FP32", [self.metadata.num_classes, -1, -1])
 
@@ -142,7 +149,9 @@ def model_config(
     config.update(
         max_batch_size=max_batch,
         input=[_tensor("images", "FP32", [3, h, w])],
-        output=[artifact.output_tensor()],
+        # every output of a network Triton runs itself (its TensorRT backend refuses a plan with an unlisted output:
+        # an `--output both` model); the Python step returns the one output the ensemble maps
+        output=[artifact.output_tensor(n) for n in (artifact.outputs if backend != "python" else [artifact.output])],
         instance_group=[{"count": instances, "kind": Enum("KIND_GPU" if gpu else "KIND_CPU")}],
         dynamic_batching={"max_queue_delay_microseconds": queue_delay_us},
     )

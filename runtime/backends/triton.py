@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from runtime.artifact import ModelMetadata, Overrides
-from runtime.backends.base import Backend, as_output
+from runtime.backends.base import Backend, as_output, choose_output
 from runtime.errors import UserError
 from runtime.triton.config import config_metadata, model_step
 
@@ -74,7 +74,7 @@ class TritonBackend(Backend):
                 raise UserError(f"model '{model}' is not ready on the Triton server", self.url)
         config = self._call(self.client.get_model_config, self.model, as_json=True, client_timeout=self.timeout)
         self.outputs = tuple(o["name"] for o in config["config"]["output"])
-        self.output = self.outputs[0]  # logits, or the in-graph mask
+        self.output = choose_output(self.outputs)  # the in-graph mask when there is one, else logits
         self.max_batch = int(config["config"].get("max_batch_size", 0)) or None
         return config_metadata(config["config"], overrides)
 

@@ -100,6 +100,34 @@ def test_every_variant_parses_with_tritons_schema(
         assert "from runtime.triton.models" in (repo / python_model / "1" / "model.py").read_text()
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "tensorrt", "python"])
+def test_a_model_with_both_outputs_lists_both_and_the_ensemble_maps_the_mask(
+    tiny: Path, tmp_path: Path, backend: str
+) -> None:
+    """Issue 22 item 2: Triton's TensorRT backend refuses a plan with an output its config does not list
+    ("expected configuration for output", tensorrt_backend src/instance_state.cc); the ensemble uses the mask."""
+    from export.mask import write_mask_variant
+
+    both = write_mask_variant(tiny, tmp_path / "both.onnx", output="both")
+    source = both
+    if backend == "tensorrt":
+        source = tmp_path / "both.engine"
+        source.write_bytes(b"plan bytes")
+        metadata = {**tiny_metadata(), "cfnet.outputs": json.dumps(["logits", "mask"])}
+        source.with_name("both.engine.json").write_text(json.dumps({"metadata": metadata}))
+    repo = tmp_path / "repo"
+    export_triton(source, repo, backend=backend, max_batch=1)
+    configs = {m: parse(repo, m) for m in MODELS}
+    outputs = {o.name: (o.data_type, list(o.dims)) for o in configs["cfnet_model"].output}
+    served = {"mask": (model_config_pb2.TYPE_UINT8, [-1, -1])}
+    if backend != "python":  # the Python step returns only what the ensemble maps
+        served["logits"] = (model_config_pb2.TYPE_FP32, [4, -1, -1])
+    assert outputs == served
+    step = configs["cfnet"].ensemble_scheduling.step[1]
+    assert step.model_name == "cfnet_model" and dict(step.output_map) == {"mask": "scores"}
+    assert [i.name for i in configs["cfnet_postprocess"].input] == ["mask", "info"]
+
+
 def test_an_existing_model_needs_overwrite_and_no_temp_folder_is_left(tiny: Path, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     (repo / "other").mkdir(parents=True)  # a model of someone else's: kept
