@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from runtime.artifact import ModelMetadata, Overrides
-from runtime.backends.base import Backend, as_output, choose_output
+from runtime.backends.base import Backend, as_output, choose_output, crop_output, pad_batch
 from runtime.errors import UserError
 from runtime.triton.config import config_metadata, model_step
 
@@ -75,7 +75,9 @@ class TritonBackend(Backend):
         config = self._call(self.client.get_model_config, self.model, as_json=True, client_timeout=self.timeout)
         self.outputs = tuple(o["name"] for o in config["config"]["output"])
         self.output = choose_output(self.outputs)  # the in-graph mask when there is one, else logits
-        self.max_batch = int(config["config"].get("max_batch_size", 0)) or None
+        batch, dims = int(config["config"].get("max_batch_size", 0)), config["config"]["input"][0]["dims"]
+        self.max_batch = batch or (int(dims[0]) if int(dims[0]) > 0 else None)  # an unbatched model: its fixed N
+        self.fixed_size = (int(dims[-2]), int(dims[-1])) if min(int(d) for d in dims[-2:]) > 0 else None
         return config_metadata(config["config"], overrides)
 
     def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
@@ -102,8 +104,10 @@ class TritonBackend(Backend):
     def infer(self, images: np.ndarray) -> np.ndarray:
         """`N x 3 x H x W` float32 -> `N x C x H x W` float32 logits (or a mask model's `N x H x W` uint8 mask),
         through `{name}_model`."""
-        images = np.ascontiguousarray(images, dtype=np.float32)
-        return as_output(self._infer(self.model, "images", images, "FP32", self.output))
+        size = (images.shape[2], images.shape[3])
+        images = np.ascontiguousarray(pad_batch(images, self.fixed_size or size), dtype=np.float32)
+        output = as_output(self._infer(self.model, "images", images, "FP32", self.output))
+        return crop_output(output, size, (images.shape[2], images.shape[3]))  # a fixed-size model's padding off
 
     def segment_frames(self, frames: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
         """BGR uint8 frames of one size -> uint8 masks at that size, through the ensemble (server-side pre/post)."""

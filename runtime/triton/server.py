@@ -33,6 +33,7 @@ from pathlib import Path
 from types import TracebackType
 
 from runtime.errors import UserError
+from runtime.triton.config import ENGINE_PARAMETERS
 from runtime.triton.leftovers import make_workdir, remove_server, shm_prefix, start_guard, stop_guard, sweep
 
 INSTALL_HINT = "pip install 'cfnet[serve]' (the nvidia-pytriton wheel ships the tritonserver binary)"
@@ -84,6 +85,32 @@ def _die_with_parent() -> None:
     PR_SET_PDEATHSIG; tied to the starting thread, so start servers from a thread that outlives them)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+
+
+def repository_plans(repository: Path) -> dict[str, dict[str, str]]:
+    """The TensorRT plans of `repository` by model name, each with the engine fields its config's `parameters`
+    carry (`runtime.triton.config.ENGINE_PARAMETERS`). A config that does not parse is left to the server."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    plans = {}
+    for path in sorted(repository.glob("*/config.pbtxt")):
+        config = model_config_pb2.ModelConfig()
+        try:
+            text_format.Parse(path.read_text(), config)
+        except (text_format.ParseError, OSError, UnicodeDecodeError):
+            continue
+        if config.platform == "tensorrt_plan" or config.backend == "tensorrt":
+            fields = {k: v.string_value for k, v in config.parameters.items() if k in ENGINE_PARAMETERS}
+            plans[config.name or path.parent.name] = fields
+    return plans
+
+
+def plan_hint(model: str, fields: dict[str, str]) -> str:
+    """What a server needs to load the TensorRT plan `model` (for the error that it could not)."""
+    version, compat = fields.get("tensorrt_version", "?"), fields.get("compat", "none")
+    needs = f"{version} or later" if compat == "version" else version
+    return f"'{model}' is a TensorRT {version} plan (compat {compat}): serve it on a Triton with TensorRT {needs}"
 
 
 def group_members(pgid: int) -> list[int]:
@@ -163,6 +190,7 @@ class TritonServer:
         self._guard: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None  # the server's log, in the temp folder of a started server
         self.server_id: str | None = None  # the started server's `--id`, unique: the temp folder's name
+        self.plans = repository_plans(self.repository)
 
     @property
     def http_url(self) -> str:
@@ -193,7 +221,10 @@ class TritonServer:
             f"--metrics-port={self.metrics_port}",
             "--allow-gpu-metrics=false",
             f"--log-verbose={self.log_verbose}",
-        ]
+            # a version-compatible plan carries its own lean runtime, which the server must be allowed to run
+            *(["--backend-config=tensorrt,version-compatible=true"]
+              if any(p.get("compat") == "version" for p in self.plans.values()) else []),
+        ]  # fmt: skip
 
     def start(self, timeout: float = 120.0) -> TritonServer:
         """Launch the server and wait (at most `timeout` s) until it is ready. What servers of owners that are gone
@@ -241,7 +272,10 @@ class TritonServer:
             failure = self.load_failure()  # first: a server that cannot load a model may exit right after
             if failure:
                 where = str(self.repository)
-                if "unable to find backend library" in failure:
+                plan = next((m for m in self.plans if f"'{m}'" in failure), None)
+                if plan is not None:
+                    where += f": {plan_hint(plan, self.plans[plan])}"
+                elif "unable to find backend library" in failure:
                     where += ": this server has only the Python backend; export with --backend python"
                 raise UserError(f"Triton cannot load the repository: {failure}", where)
             if exited:

@@ -1,7 +1,9 @@
-"""Helpers of the Triton tests: live processes by command line, a `cfnet serve` process, a slow-loading model."""
+"""Helpers of the Triton tests: live processes by command line, a `cfnet serve` process, a slow-loading model, an
+engine file."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +11,7 @@ from pathlib import Path
 
 from export.triton import export_triton
 from runtime.triton.server import free_ports
+from tests.runtime.helpers import tiny_metadata
 
 ROOT = Path(__file__).resolve().parents[3]
 SLOW_MODEL = '''import time
@@ -80,3 +83,13 @@ def start_serve(
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )  # fmt: skip
     return repository, grpc, metrics, serve
+
+
+def engine(folder: Path, compat: str) -> Path:
+    """An engine file as `cfnet build-engine --compat COMPAT` leaves it (opaque plan bytes, its sidecar)."""
+    path = folder / f"{compat}.engine"
+    path.write_bytes(b"plan bytes")
+    sidecar = {"metadata": tiny_metadata(), "tensorrt_version": "10.8.0.43", "compat": compat,
+               "gpu_name": "NVIDIA A10", "compute_capability": [8, 6], "profile": {"max": [2, 3, 96, 128]}}  # fmt: skip
+    path.with_name(f"{path.name}.json").write_text(json.dumps(sidecar))
+    return path

@@ -20,7 +20,7 @@ import pytest
 
 from export.triton import export_triton
 from runtime.triton.server import TritonServer, free_ports
-from tests.runtime.triton.helpers import ROOT, pids_naming, processes_naming, start_serve
+from tests.runtime.triton.helpers import ROOT, engine, pids_naming, processes_naming, start_serve
 
 pytestmark = pytest.mark.slow  # acceptance: a real tritonserver
 
@@ -175,3 +175,23 @@ def test_a_server_answering_on_its_port_counts_as_ready_only_when_it_is_this_one
     assert live.ready() and not impostor.ready()  # not started: no id of its own
     impostor.server_id = "cfnet-triton-1-other"
     assert not impostor.ready()
+
+
+def test_a_plan_the_server_cannot_load_is_named_with_its_tensorrt_version(
+    tmp_path: Path, tmpdir_env: tuple[Path, dict[str, str]]
+) -> None:
+    """Issue 22 item 3: the server is started with the version-compatible setting, and the plan it cannot load
+    (this server has no TensorRT at all) is named with the TensorRT it needs."""
+    temp, env = tmpdir_env
+    export_triton(engine(tmp_path, "version"), tmp_path / "repo")
+    http, grpc, metrics = free_ports(3)
+    done = subprocess.run(
+        [sys.executable, "-m", "cfnet", "serve", str(tmp_path / "repo"), "--http-port", str(http),
+         "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env=env, check=False,
+    )  # fmt: skip
+    [line] = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and line.startswith("error: Triton cannot load the repository:")
+    assert line.endswith("'cfnet_model' is a TensorRT 10.8.0.43 plan (compat version): serve it on a Triton with "
+                         "TensorRT 10.8.0.43 or later)")  # fmt: skip
+    assert temp_folders(temp) == []

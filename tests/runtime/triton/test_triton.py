@@ -29,7 +29,7 @@ from runtime.preprocess import preprocess
 from runtime.segmentation import segment
 from runtime.stream import run_stream
 from runtime.triton.server import TritonServer, batch_counters, free_ports
-from tests.runtime.helpers import read_video, synthetic_frames, write_video_file
+from tests.runtime.helpers import export_tiny, read_video, synthetic_frames, tiny_metadata, write_video_file
 from tests.runtime.triton.helpers import ROOT, processes_naming, start_serve
 
 pytestmark = pytest.mark.slow  # acceptance: a real tritonserver
@@ -63,6 +63,9 @@ def repository(tiny_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     # beside it, the same network exported with its argmax in the graph (`--output mask`)
     masks = write_mask_variant(tiny_onnx, tmp_path_factory.mktemp("triton-mask") / "tiny-mask.onnx")
     export_triton(masks, out, name="cfnetmask", backend="python", max_batch=8)
+    # and a static batch-1 export of the network: its step unbatched (max_batch_size 0, full dims)
+    static = export_tiny(tmp_path_factory.mktemp("triton-static") / "static.onnx", tiny_metadata(), (48, 64))
+    export_triton(static, out, name="cfnetstatic", backend="python")
     return out
 
 
@@ -113,6 +116,21 @@ def test_a_mask_model_serves_its_own_argmax_and_the_same_masks(tiny_onnx: Path, 
             assert returned.dtype == np.uint8 and returned.shape == (1, *batch.shape[2:])
             np.testing.assert_array_equal(segment(frame, remote)[0], expected)
             np.testing.assert_array_equal(remote.segment_frames(frame[None])[0], expected)
+
+
+def test_a_static_batch_1_model_is_served_unbatched_and_gives_the_local_masks(url: str, repository: Path) -> None:
+    """Issue 22 item 3: the network step of a static batch-1 ONNX has `max_batch_size: 0` and full dims inside an
+    ensemble batched at 1, and a real server loads it; frames of any size come back as the local backend's masks
+    (padded to the fixed size by the preprocess model, through the ensemble, or by the client, through the step)."""
+    config = (repository / "cfnetstatic_model" / "config.pbtxt").read_text()
+    assert "max_batch_size: 0" in config and "dims: [1, 3, 48, 64]" in config
+    static = repository / "cfnetstatic_model" / "1" / "model.onnx"
+    with OnnxRuntimeBackend(static, device="cpu") as local, TritonBackend(url + "static") as remote:
+        assert remote.max_batch == 1 and remote.fixed_size == (48, 64)
+        for frame in frames_of_sizes():
+            expected, _ = segment(frame, local)
+            np.testing.assert_array_equal(remote.segment_frames(frame[None])[0], expected)
+            np.testing.assert_array_equal(segment(frame, remote)[0], expected)
 
 
 def test_open_backend_dispatches_grpc_urls_and_metadata_overrides_apply(url: str) -> None:
