@@ -147,6 +147,7 @@ def test_an_existing_model_needs_overwrite_and_no_temp_folder_is_left(tiny: Path
         ({"backend": "tensorrt"}, "--backend tensorrt needs a TensorRT engine"),
         ({"max_batch": 0}, "--max-batch and --instances must be >= 1"),
         ({"name": "bad name"}, "invalid model name"),
+        ({"name": "名前ñ"}, "invalid model name '名前ñ'"),  # Triton's Python backend fails on it (issue 25 item 5)
     ],
 )
 def test_bad_requests_are_refused_before_anything_is_written(
