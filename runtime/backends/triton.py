@@ -17,7 +17,7 @@ import numpy as np
 from runtime.artifact import ModelMetadata, Overrides
 from runtime.backends.base import Backend, as_output, choose_output, crop_output, pad_batch
 from runtime.errors import UserError
-from runtime.triton.config import config_metadata, model_step
+from runtime.triton.config import STEP_SUFFIX, config_metadata, model_step
 
 SCHEME = "grpc://"
 
@@ -69,8 +69,11 @@ class TritonBackend(Backend):
             live = False
         if not live:
             raise UserError("Triton server not reachable", f"{self.url}: is `cfnet serve` running?")
+        named = self.ensemble.removesuffix(STEP_SUFFIX)
+        if named != self.ensemble and not self._ready(self.model) and self._ready(named):
+            self.ensemble, self.model = named, self.ensemble  # the network step's name given: its ensemble's
         for model in (self.ensemble, self.model):
-            if not self._call(self.client.is_model_ready, model, client_timeout=self.timeout):
+            if not self._ready(model):
                 raise UserError(f"model '{model}' is not ready on the Triton server", self.url)
         config = self._call(self.client.get_model_config, self.model, as_json=True, client_timeout=self.timeout)
         self.outputs = tuple(o["name"] for o in config["config"]["output"])
@@ -79,6 +82,9 @@ class TritonBackend(Backend):
         self.max_batch = batch or (int(dims[0]) if int(dims[0]) > 0 else None)  # an unbatched model: its fixed N
         self.fixed_size = (int(dims[-2]), int(dims[-1])) if min(int(d) for d in dims[-2:]) > 0 else None
         return config_metadata(config["config"], overrides)
+
+    def _ready(self, model: str) -> bool:
+        return bool(self._call(self.client.is_model_ready, model, client_timeout=self.timeout))
 
     def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
         try:

@@ -196,6 +196,12 @@ def test_a_missing_model_is_one_clean_error(server: TritonServer) -> None:
         TritonBackend(f"grpc://127.0.0.1:{server.grpc_port}/nothere", timeout=5)
 
 
+def test_the_network_steps_name_serves_its_ensemble(url: str) -> None:
+    with TritonBackend(url + "_model", timeout=10) as backend:
+        assert (backend.ensemble, backend.model) == ("cfnet", "cfnet_model")
+        assert backend.segment_frames(synthetic_frames(1)[0][None])[0].shape == (48, 64)
+
+
 def test_a_refused_shape_is_one_clean_error(url: str) -> None:
     with TritonBackend(url, timeout=10) as backend:
         with pytest.raises(UserError, match="Triton: .*images"):
