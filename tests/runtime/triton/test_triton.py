@@ -290,6 +290,20 @@ def test_cfnet_segment_takes_a_grpc_url(tiny_onnx: Path, url: str, tmp_path: Pat
     np.testing.assert_array_equal(cv2.imread(str(tmp_path / "seg" / "street_mask.png"), cv2.IMREAD_UNCHANGED), expected)
 
 
+def test_a_stream_batch_over_the_servers_limit_names_the_fixes_and_writes_nothing(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cfnet.cli import main
+
+    videos = [str(write_video_file(tmp_path / f"{n}.mp4", synthetic_frames(2))) for n in "ab"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["stream", *videos, "--model", url, "--batch", "16", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "\n" not in err
+    assert "use --batch 8 or write the repository again with `cfnet export triton --max-batch 16`" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_repository_the_server_cannot_load_fails_start_up_in_one_line(tmp_path: Path) -> None:
     repository = tmp_path / "broken"
     (repository / "cfnet_model" / "1").mkdir(parents=True)
