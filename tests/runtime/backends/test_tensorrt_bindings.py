@@ -81,7 +81,8 @@ class Context:
     IExecutionContext::enqueueV3 requires) and writes each output: the mask is the logits' argmax."""
 
     def __init__(self, cuda: Cuda) -> None:
-        self.cuda, self.shape = cuda, (0, 0, 0, 0)
+        self.cuda = cuda
+        self.shape: tuple[int, ...] = (0, 0, 0, 0)
         self.addresses: dict[str, int] = {}
         self.unbound_at_execute: list[str] = []
 
