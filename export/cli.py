@@ -239,12 +239,13 @@ def build_engine_command(
 )
 @click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
               help="Where the network's instances run (gpu: ONNX Runtime with TensorRT FP16).")
-@click.option("--max-batch", default=8, show_default=True, help="max_batch_size: frames per batched execution.")
+@click.option("--max-batch", type=int, help="max_batch_size: frames per batched execution [default: the model's own "
+              "(an engine's profile, a static ONNX's batch), else 8].")
 @click.option("--instances", default=1, show_default=True, help="Instances of each model.")
 @click.option("--queue-delay-us", default=2000, show_default=True, help="Dynamic batcher's max queue delay (µs).")
 @click.option("--overwrite", is_flag=True, help="Replace models of the same names in the repository.")
 def triton_command(
-    model: str, out: str, name: str, backend: str | None, device: str, max_batch: int, instances: int,
+    model: str, out: str, name: str, backend: str | None, device: str, max_batch: int | None, instances: int,
     queue_delay_us: int, overwrite: bool,
 ) -> None:
     """Write a Triton Inference Server model repository: network, pre/post-processing, ensemble.

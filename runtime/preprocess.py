@@ -22,7 +22,10 @@ class FrameInfo:
 
 
 def to_bgr(frame: np.ndarray) -> np.ndarray:
-    """Adapt a grayscale (`HxW`, `HxWx1`) or BGRA frame to 3-channel uint8 BGR; other shapes are refused."""
+    """Adapt a grayscale (`HxW`, `HxWx1`) or BGRA frame to 3-channel uint8 BGR; other shapes, and frames without
+    a pixel, are refused."""
+    if frame.ndim in (2, 3) and min(frame.shape[:2]) == 0:
+        raise UserError(f"empty frame ({frame.shape[0]}x{frame.shape[1]} pixels)", "a frame needs at least one pixel")
     if frame.dtype != np.uint8:
         if frame.dtype == np.uint16:
             frame = (frame >> 8).astype(np.uint8)

@@ -197,6 +197,10 @@ RUNTIME_CASES = {
         + ["--calib-data", "{calib}", "--precision", "int8"],
         "cannot read image: libpng error",
     ),
+    "export triton: a non-ASCII --name": (
+        ["export", "triton", "{tiny}", "--out", "{out}", "--name", "名前ñ"],
+        "invalid model name '名前ñ' (ASCII letters, digits",
+    ),
     "segment: a truncated PNG": (
         ["segment", "{truncated}", "--model", "{tiny}", "--out", "{out}"],
         "cannot read image: libpng error",

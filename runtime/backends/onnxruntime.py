@@ -71,11 +71,14 @@ def content_key(model: Path, fp16: bool) -> str:
     return f"{digest.hexdigest()[:16]}-{'fp16' if fp16 else 'fp32'}"
 
 
-def provider_options(providers: Sequence[str], model: Path, fp16: bool = False) -> list[dict[str, str]]:
+def provider_options(
+    providers: Sequence[str], model: Path, fp16: bool = False, device_id: int = 0
+) -> list[dict[str, str]]:
     """Options per provider: the TensorRT EP caches its engines beside the model, in a folder keyed by the
     model's content and precision (the EP names its engines by file name and graph, not weights), and its
     timing beside them (else every start rebuilds them, which takes minutes); `fp16` enables its FP16 kernels
-    (without it even an fp16 graph runs in FP32 there). The other providers keep their defaults."""
+    (without it even an fp16 graph runs in FP32 there). Both GPU providers run on GPU `device_id`; the CPU keeps
+    its defaults."""
     cache = model.parent / f".{model.stem}.trt-cache"
     tensorrt = {
         "trt_fp16_enable": "True" if fp16 else "False",
@@ -83,12 +86,19 @@ def provider_options(providers: Sequence[str], model: Path, fp16: bool = False) 
         "trt_engine_cache_path": str(cache / content_key(model, fp16)),
         "trt_timing_cache_enable": "True",
         "trt_timing_cache_path": str(cache),
+        "device_id": str(device_id),
     }
-    return [tensorrt if p == "TensorrtExecutionProvider" else {} for p in providers]
+    cuda = {"device_id": str(device_id)}
+    return [{"TensorrtExecutionProvider": tensorrt, "CUDAExecutionProvider": cuda}.get(p, {}) for p in providers]
 
 
 def load_session(
-    path: Path, providers: Sequence[str], threads: int | None = None, spinning: bool = False, fp16: bool = False
+    path: Path,
+    providers: Sequence[str],
+    threads: int | None = None,
+    spinning: bool = False,
+    fp16: bool = False,
+    device_id: int = 0,
 ) -> ort.InferenceSession:
     """An `InferenceSession`, with a corrupt or unreadable file reported as one line. ONNX Runtime's
     fallback notice (printed on stdout) goes to stderr, so that stdout stays the command's own."""
@@ -105,7 +115,7 @@ def load_session(
                 str(path),
                 sess_options=options,
                 providers=list(providers),
-                provider_options=provider_options(providers, path, fp16),
+                provider_options=provider_options(providers, path, fp16, device_id),
             )
     except Exception as exc:  # ORT raises its own pybind exception types (InvalidProtobuf, Fail, ...)
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
@@ -125,7 +135,8 @@ class OnnxRuntimeBackend(Backend):
     is copied back once, without ONNX Runtime's extra staging copies). `spinning` (off by default): let idle
     intra-op threads busy-wait for work. Off, they leave the cores to a stream's decode/encode threads and to
     other processes; on a 2-core box that made the stream as fast as the backend alone (DESIGN.md, Runtime).
-    `fp16`: let the TensorRT EP use FP16 kernels (for an fp32 graph as for an fp16 one).
+    `fp16`: let the TensorRT EP use FP16 kernels (for an fp32 graph as for an fp16 one). `device_id`: the GPU
+    the GPU providers run on.
     """
 
     def __init__(
@@ -138,6 +149,7 @@ class OnnxRuntimeBackend(Backend):
         io_binding: bool | None = None,
         spinning: bool = False,
         fp16: bool = False,
+        device_id: int = 0,
     ) -> None:
         path = Path(path)
         available = ort.get_available_providers()
@@ -147,7 +159,7 @@ class OnnxRuntimeBackend(Backend):
             raise UserError(
                 f"ONNX Runtime provider {missing[0]} is not available", f"available: {', '.join(available)}"
             )
-        self.session = load_session(path, chosen, threads, spinning, fp16)
+        self.session = load_session(path, chosen, threads, spinning, fp16, device_id)
         self.session.disable_fallback()  # a provider failing at run time raises instead of switching silently
         self.providers: list[str] = self.session.get_providers()
         notice = check_providers(device, chosen, self.providers, str(path))

@@ -174,7 +174,7 @@ class TensorRTBackend(Backend):
             self._max_size = (int(high[2]), int(high[3]))
             self.max_batch = int(high[0])  # the profile's largest batch
             self._in_dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(self.input_name)))
-            self._out_dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(self.output)))
+            self._out_dtypes = {n: np.dtype(trt.nptype(self._engine.get_tensor_dtype(n))) for n in self.outputs}
             self._stream = self._cuda.Stream()
         except BaseException:
             self._context.pop()
@@ -187,14 +187,30 @@ class TensorRTBackend(Backend):
         self.device = "cuda"
         self.concurrent = False  # one execution context, one stream
 
-    def _buffer(self, name: str, count: int, dtype: np.dtype) -> tuple[Any, Any]:
-        """Page-locked host and device buffers for `name`, grown when a larger shape arrives."""
-        host, dev, capacity = self._buffers.get(name, (None, None, 0))
+    def _buffer(self, name: str, count: int, dtype: np.dtype, host: bool = True) -> tuple[Any, Any]:
+        """Device buffer for `name` (and a page-locked host one unless `host` is False: an output nobody reads),
+        grown when a larger shape arrives."""
+        pinned, dev, capacity = self._buffers.get(name, (None, None, 0))
         if capacity < count:
-            host = self._cuda.pagelocked_empty(count, dtype)
+            pinned = self._cuda.pagelocked_empty(count, dtype) if host else None
             dev = self._cuda.mem_alloc(count * dtype.itemsize)
-            self._buffers[name] = (host, dev, count)
-        return host, dev
+            self._buffers[name] = (pinned, dev, count)
+        return pinned, dev
+
+    def _bind_outputs(self) -> tuple[Any, Any, tuple[int, ...]]:
+        """Set an address for every output, once the input shape is set: the chosen one's buffers, a scratch
+        device buffer for each other one (an engine exported with `--output both`). TensorRT's
+        `setTensorAddress`: "Before calling enqueueV3(), each input must have a non-null address and each
+        output must have a non-null address or an IOutputAllocator" (NvInferRuntime.h, 10.0 to 11.x).
+        Returns the chosen output's host and device buffers and its shape."""
+        bound = {}
+        for name in self.outputs:
+            dims = self._exec.get_tensor_shape(name)
+            shape = tuple(int(dims[i]) for i in range(len(dims)))
+            host, dev = self._buffer(name, int(np.prod(shape)), self._out_dtypes[name], host=name == self.output)
+            self._exec.set_tensor_address(name, int(dev))
+            bound[name] = host, dev, shape
+        return bound[self.output]
 
     def infer(self, images: np.ndarray) -> np.ndarray:
         """`N x 3 x H x W` float32 -> `N x C x H x W` float32 logits, or `N x H x W` uint8 from a mask engine
@@ -211,14 +227,11 @@ class TensorRTBackend(Backend):
         try:
             if not self._exec.set_input_shape(self.input_name, images.shape):
                 raise UserError(f"input shape {images.shape} is outside the engine's profile", str(self.path))
-            dims = self._exec.get_tensor_shape(self.output)
-            out_shape = tuple(int(dims[i]) for i in range(len(dims)))
             host_in, dev_in = self._buffer(self.input_name, images.size, self._in_dtype)
-            host_out, dev_out = self._buffer(self.output, int(np.prod(out_shape)), self._out_dtype)
+            host_out, dev_out, out_shape = self._bind_outputs()
             np.copyto(host_in[: images.size], images.ravel())
             self._cuda.memcpy_htod_async(dev_in, host_in[: images.size], self._stream)
             self._exec.set_tensor_address(self.input_name, int(dev_in))
-            self._exec.set_tensor_address(self.output, int(dev_out))
             if not self._exec.execute_async_v3(self._stream.handle):
                 raise UserError("TensorRT execution failed", str(self.path))
             count = int(np.prod(out_shape))

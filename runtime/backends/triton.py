@@ -15,9 +15,9 @@ from urllib.parse import urlparse
 import numpy as np
 
 from runtime.artifact import ModelMetadata, Overrides
-from runtime.backends.base import Backend, as_output
+from runtime.backends.base import Backend, as_output, choose_output, crop_output, pad_batch
 from runtime.errors import UserError
-from runtime.triton.config import config_metadata, model_step
+from runtime.triton.config import STEP_SUFFIX, config_metadata, model_step
 
 SCHEME = "grpc://"
 
@@ -69,14 +69,22 @@ class TritonBackend(Backend):
             live = False
         if not live:
             raise UserError("Triton server not reachable", f"{self.url}: is `cfnet serve` running?")
+        named = self.ensemble.removesuffix(STEP_SUFFIX)
+        if named != self.ensemble and not self._ready(self.model) and self._ready(named):
+            self.ensemble, self.model = named, self.ensemble  # the network step's name given: its ensemble's
         for model in (self.ensemble, self.model):
-            if not self._call(self.client.is_model_ready, model, client_timeout=self.timeout):
+            if not self._ready(model):
                 raise UserError(f"model '{model}' is not ready on the Triton server", self.url)
         config = self._call(self.client.get_model_config, self.model, as_json=True, client_timeout=self.timeout)
         self.outputs = tuple(o["name"] for o in config["config"]["output"])
-        self.output = self.outputs[0]  # logits, or the in-graph mask
-        self.max_batch = int(config["config"].get("max_batch_size", 0)) or None
+        self.output = choose_output(self.outputs)  # the in-graph mask when there is one, else logits
+        batch, dims = int(config["config"].get("max_batch_size", 0)), config["config"]["input"][0]["dims"]
+        self.max_batch = batch or (int(dims[0]) if int(dims[0]) > 0 else None)  # an unbatched model: its fixed N
+        self.fixed_size = (int(dims[-2]), int(dims[-1])) if min(int(d) for d in dims[-2:]) > 0 else None
         return config_metadata(config["config"], overrides)
+
+    def _ready(self, model: str) -> bool:
+        return bool(self._call(self.client.is_model_ready, model, client_timeout=self.timeout))
 
     def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -102,8 +110,10 @@ class TritonBackend(Backend):
     def infer(self, images: np.ndarray) -> np.ndarray:
         """`N x 3 x H x W` float32 -> `N x C x H x W` float32 logits (or a mask model's `N x H x W` uint8 mask),
         through `{name}_model`."""
-        images = np.ascontiguousarray(images, dtype=np.float32)
-        return as_output(self._infer(self.model, "images", images, "FP32", self.output))
+        size = (images.shape[2], images.shape[3])
+        images = np.ascontiguousarray(pad_batch(images, self.fixed_size or size), dtype=np.float32)
+        output = as_output(self._infer(self.model, "images", images, "FP32", self.output))
+        return crop_output(output, size, (images.shape[2], images.shape[3]))  # a fixed-size model's padding off
 
     def segment_frames(self, frames: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
         """BGR uint8 frames of one size -> uint8 masks at that size, through the ensemble (server-side pre/post)."""

@@ -76,6 +76,12 @@ def check_batch(backend: Backend, batch: int) -> None:
     if limit is None or batch <= limit:
         return
     where = backend.path
+    if where.startswith("grpc://"):  # a Triton model (runtime.backends.triton): its repository sets the limit
+        raise UserError(
+            f"the Triton model takes batches of at most {limit} (its max_batch_size), asked for {batch}; use "
+            f"--batch {limit} or write the repository again with `cfnet export triton --max-batch {batch}`",
+            where,
+        )
     if where.endswith((".engine", ".plan")):
         raise UserError(
             f"the engine's profile takes batches of at most {limit}, asked for {batch}; use --batch {limit} or "

@@ -10,6 +10,10 @@ from runtime.artifact import ModelMetadata, Overrides, metadata_from_props
 
 STEP_SUFFIX = "_model"
 """The network of ensemble `NAME` is the model `NAME_model`."""
+ENGINE_PARAMETERS = ("tensorrt_version", "compat", "gpu_name", "compute_capability")
+"""What a TensorRT plan's config carries from its engine's sidecar, beside the cfnet metadata: the server's
+TensorRT must be that version (or a later one for `compat: version`, served with
+`--backend-config=tensorrt,version-compatible=true`)."""
 
 
 def model_step(ensemble: str) -> str:

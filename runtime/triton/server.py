@@ -6,13 +6,17 @@ stub crashes on `_thread.RLock._recursion_count`); the backend folder holds the 
 Python as `triton_python_backend_stub` (a private backend folder is assembled in a temp dir: the wheel's files
 are never changed); the running Python's `bin` is first on `PATH`, so the stub imports this environment's numpy,
 OpenCV and ONNX Runtime. The server runs in its own process group: stopping it ends the stubs too; it is
-also told to end when the process that started it dies (even killed), so no server outlives its owner.
+also told to end when the process that started it dies (even killed), and a guard process removes what is left
+of it then (stubs still starting up, shared memory, the temp folder: `runtime.triton.leftovers`), so nothing of a
+server outlives its owner. Before starting, the ports are checked free, and the server that answers is checked
+to be this one (its `--id`, read back from `/v2`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import importlib.util
 import json
 import os
@@ -22,7 +26,6 @@ import socket
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -30,6 +33,8 @@ from pathlib import Path
 from types import TracebackType
 
 from runtime.errors import UserError
+from runtime.triton.config import ENGINE_PARAMETERS
+from runtime.triton.leftovers import make_workdir, remove_server, shm_prefix, start_guard, stop_guard, sweep
 
 INSTALL_HINT = "pip install 'cfnet[serve]' (the nvidia-pytriton wheel ships the tritonserver binary)"
 
@@ -44,6 +49,25 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     finally:
         for s in sockets:
             s.close()
+
+
+def check_ports(host: str, ports: dict[str, int]) -> None:
+    """Refuse ports (by option name) that are the same or that something on `host` listens on already (a bind
+    test, with SO_REUSEADDR as servers bind: a port in TIME_WAIT is free)."""
+    if len(set(ports.values())) < len(ports):
+        raise UserError("the HTTP, gRPC and metrics ports must differ", " ".join(f"{o} {p}" for o, p in ports.items()))
+    for option, port in ports.items():
+        try:
+            family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        except socket.gaierror as exc:
+            raise UserError(f"cannot resolve host '{host}': {exc.strerror}", "--host") from None
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                what = f"port {port} is in use" if exc.errno == errno.EADDRINUSE else f"cannot bind {host}:{port}"
+                raise UserError(f"{what} ({exc.strerror})", f"{option} {port}: choose another port") from None
 
 
 def batch_counters(metrics: str, model: str) -> tuple[float, float]:
@@ -61,6 +85,32 @@ def _die_with_parent() -> None:
     PR_SET_PDEATHSIG; tied to the starting thread, so start servers from a thread that outlives them)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+
+
+def repository_plans(repository: Path) -> dict[str, dict[str, str]]:
+    """The TensorRT plans of `repository` by model name, each with the engine fields its config's `parameters`
+    carry (`runtime.triton.config.ENGINE_PARAMETERS`). A config that does not parse is left to the server."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    plans = {}
+    for path in sorted(repository.glob("*/config.pbtxt")):
+        config = model_config_pb2.ModelConfig()
+        try:
+            text_format.Parse(path.read_text(), config)
+        except (text_format.ParseError, OSError, UnicodeDecodeError):
+            continue
+        if config.platform == "tensorrt_plan" or config.backend == "tensorrt":
+            fields = {k: v.string_value for k, v in config.parameters.items() if k in ENGINE_PARAMETERS}
+            plans[config.name or path.parent.name] = fields
+    return plans
+
+
+def plan_hint(model: str, fields: dict[str, str]) -> str:
+    """What a server needs to load the TensorRT plan `model` (for the error that it could not)."""
+    version, compat = fields.get("tensorrt_version", "?"), fields.get("compat", "none")
+    needs = f"{version} or later" if compat == "version" else version
+    return f"'{model}' is a TensorRT {version} plan (compat {compat}): serve it on a Triton with TensorRT {needs}"
 
 
 def group_members(pgid: int) -> list[int]:
@@ -136,8 +186,11 @@ class TritonServer:
         self.host, self.http_port, self.grpc_port, self.metrics_port = host, http_port, grpc_port, metrics_port
         self.log_verbose = log_verbose
         self.process: subprocess.Popen[bytes] | None = None
-        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self._workdir: Path | None = None  # the started server's temp folder (runtime.triton.leftovers)
+        self._guard: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None  # the server's log, in the temp folder of a started server
+        self.server_id: str | None = None  # the started server's `--id`, unique: the temp folder's name
+        self.plans = repository_plans(self.repository)
 
     @property
     def http_url(self) -> str:
@@ -151,12 +204,15 @@ class TritonServer:
     def metrics_url(self) -> str:
         return f"http://{self.host}:{self.metrics_port}/metrics"
 
-    def command(self, backends: Path) -> list[str]:
+    def command(self, workdir: Path) -> list[str]:
+        """The server's command line; its backends, id and shared memory are those of the temp folder `workdir`."""
         home, _ = pytriton_home()
         return [
             str(home / "bin" / "tritonserver"),
+            f"--id={workdir.name}",
             f"--model-repository={self.repository}",
-            f"--backend-directory={backends}",
+            f"--backend-directory={workdir / 'backends'}",
+            f"--backend-config=python,shm-region-prefix-name={shm_prefix(workdir)}",
             f"--http-address={self.host}",
             f"--http-port={self.http_port}",
             f"--grpc-address={self.host}",
@@ -165,24 +221,32 @@ class TritonServer:
             f"--metrics-port={self.metrics_port}",
             "--allow-gpu-metrics=false",
             f"--log-verbose={self.log_verbose}",
-        ]
+            # a version-compatible plan carries its own lean runtime, which the server must be allowed to run
+            *(["--backend-config=tensorrt,version-compatible=true"]
+              if any(p.get("compat") == "version" for p in self.plans.values()) else []),
+        ]  # fmt: skip
 
     def start(self, timeout: float = 120.0) -> TritonServer:
-        """Launch the server and wait (at most `timeout` s) until it is ready."""
+        """Launch the server and wait (at most `timeout` s) until it is ready. What servers of owners that are gone
+        left is removed first; ports in use are refused before anything starts."""
         home, libs = pytriton_home()
-        self._workdir = tempfile.TemporaryDirectory(prefix="cfnet-triton-")
-        self.log_path = Path(self._workdir.name) / "tritonserver.log"
-        backends = backend_folder(home, Path(self._workdir.name) / "backends")
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                self.command(backends),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=server_environment(libs),
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
+        check_ports(self.host, {"--http-port": self.http_port, "--grpc-port": self.grpc_port,
+                                "--metrics-port": self.metrics_port})  # fmt: skip
+        sweep()
+        self._workdir = make_workdir()
         try:
+            self._guard = start_guard(self._workdir)
+            self.server_id, self.log_path = self._workdir.name, self._workdir / "tritonserver.log"
+            backend_folder(home, self._workdir / "backends")
+            with open(self.log_path, "wb") as log:
+                self.process = subprocess.Popen(
+                    self.command(self._workdir),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=server_environment(libs),
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent,
+                )
             self.wait_ready(timeout)
         except BaseException:
             self.stop()
@@ -190,11 +254,15 @@ class TritonServer:
         return self
 
     def ready(self) -> bool:
-        """Whether the server answers ready (HTTP `/v2/health/ready`)."""
+        """Whether this server answers ready (HTTP `/v2/health/ready`), not another one on its port: the server
+        metadata's name (`/v2`) is this server's `--id`."""
         try:
+            with urllib.request.urlopen(f"{self.http_url}/v2", timeout=2) as response:
+                if self.server_id is None or json.loads(response.read()).get("name") != self.server_id:
+                    return False
             with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as response:
                 return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
+        except (urllib.error.URLError, OSError, ValueError, AttributeError):
             return False
 
     def wait_ready(self, timeout: float) -> None:
@@ -204,7 +272,10 @@ class TritonServer:
             failure = self.load_failure()  # first: a server that cannot load a model may exit right after
             if failure:
                 where = str(self.repository)
-                if "unable to find backend library" in failure:
+                plan = next((m for m in self.plans if f"'{m}'" in failure), None)
+                if plan is not None:
+                    where += f": {plan_hint(plan, self.plans[plan])}"
+                elif "unable to find backend library" in failure:
                     where += ": this server has only the Python backend; export with --backend python"
                 raise UserError(f"Triton cannot load the repository: {failure}", where)
             if exited:
@@ -256,7 +327,8 @@ class TritonServer:
             return batch_counters(response.read().decode(), model)
 
     def stop(self, grace: float = 15.0) -> int | None:
-        """SIGTERM the server's process group, SIGKILL it after `grace` s; returns the server's exit code."""
+        """SIGTERM the server's process group, SIGKILL it after `grace` s, remove its shared memory and temp folder;
+        returns the server's exit code."""
         code = None
         if self.process is not None:
             with contextlib.suppress(ProcessLookupError):
@@ -273,8 +345,11 @@ class TritonServer:
                 time.sleep(0.02)
             self.process = None
         if self._workdir is not None:
-            self._workdir.cleanup()
+            remove_server(self._workdir)
             self._workdir = self.log_path = None
+        if self._guard is not None:
+            stop_guard(self._guard)
+            self._guard = None
         return code
 
     def __enter__(self) -> TritonServer:

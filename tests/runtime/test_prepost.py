@@ -63,6 +63,12 @@ def test_grayscale_and_bgra_frames_are_adapted_to_bgr() -> None:
         preprocess(np.zeros((8, 8, 2), np.uint8), META)
 
 
+@pytest.mark.parametrize("shape", [(0, 0, 3), (0, 7), (7, 0, 1), (7, 0, 4)])
+def test_a_frame_without_a_pixel_is_refused_by_name(shape: tuple[int, ...]) -> None:
+    with pytest.raises(UserError, match=rf"^empty frame \({shape[0]}x{shape[1]} pixels\)"):
+        preprocess([np.zeros(shape, np.uint8)], META)
+
+
 def test_postprocess_unpads_and_resizes_nearest_to_the_frame() -> None:
     frame = np.zeros((30, 100, 3), np.uint8)
     _, infos = preprocess(frame, META)

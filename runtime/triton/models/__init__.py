@@ -62,5 +62,8 @@ def output_tensor(pb_utils: ModuleType, name: str, array: np.ndarray) -> Any:
 
 
 def error_response(pb_utils: ModuleType, exc: Exception) -> Any:
-    """An inference response carrying `exc` as the request's error (the request fails, the model stays up)."""
-    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(exc)))
+    """An inference response carrying `exc`, a fault of the request's (an empty frame, a shape the model refuses),
+    as its error: INVALID_ARGUMENT, the one-line message alone (the request fails, the model stays up). The code
+    argument exists since Triton 23.09 (python_backend README, "Error Handling")."""
+    error = pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
+    return pb_utils.InferenceResponse(output_tensors=[], error=error)

@@ -7,6 +7,7 @@ Requests the dynamic batcher groups into one `execute` run as one batch per inpu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +18,22 @@ from runtime.errors import UserError
 from runtime.triton.models import error_response, input_array, output_tensor, triton_utils
 
 
+def placement(args: Mapping[str, str]) -> dict[str, Any]:
+    """Where Triton put this instance, from the `args` of `initialize` (python_backend README, "initialize"):
+    `device` and, for a GPU instance, the `device_id` of its GPU (`model_instance_device_id`), which the GPU
+    providers must be given: else every instance of a multi-GPU `instance_group` runs on GPU 0."""
+    if args.get("model_instance_kind") != "GPU":
+        return {"device": "cpu"}
+    return {"device": "cuda", "device_id": int(args.get("model_instance_device_id", "0"))}
+
+
 class TritonPythonModel:
-    """ONNX Runtime on `model.onnx` beside this file's shim, on the GPU when Triton gives the instance one."""
+    """ONNX Runtime on `model.onnx` beside this file's shim, on the GPU Triton gives the instance, if any."""
 
     def initialize(self, args: dict[str, str]) -> None:
         self.pb = triton_utils()
         path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
-        device = "cuda" if args.get("model_instance_kind") == "GPU" else "cpu"
-        self.backend = OnnxRuntimeBackend(path, device=device)
+        self.backend = OnnxRuntimeBackend(path, **placement(args))
 
     def execute(self, requests: list[Any]) -> list[Any]:
         images = [input_array(self.pb, r, "images") for r in requests]

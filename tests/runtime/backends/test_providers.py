@@ -109,7 +109,7 @@ def test_fp16_is_asked_of_the_tensorrt_ep(gpu_build: list, tiny_onnx: Path, monk
     (fp16_providers, fp16_options), (_, fp32_options) = gpu_build
     assert fp16_providers == GPU_BUILD
     assert fp16_options[0]["trt_fp16_enable"] == "True" and fp32_options[0]["trt_fp16_enable"] == "False"
-    assert fp16_options[1] == {}
+    assert fp16_options[1] == {"device_id": "0"}  # CUDA EP: GPU 0 unless told
     assert fp16_options[0]["trt_engine_cache_path"] != fp32_options[0]["trt_engine_cache_path"]
 
 

@@ -29,28 +29,12 @@ from runtime.preprocess import preprocess
 from runtime.segmentation import segment
 from runtime.stream import run_stream
 from runtime.triton.server import TritonServer, batch_counters, free_ports
-from tests.runtime.helpers import read_video, synthetic_frames, write_video_file
+from tests.runtime.helpers import export_tiny, read_video, synthetic_frames, tiny_metadata, write_video_file
+from tests.runtime.triton.helpers import ROOT, processes_naming, start_serve
 
 pytestmark = pytest.mark.slow  # acceptance: a real tritonserver
 
-ROOT = Path(__file__).resolve().parents[3]
 START_TIMEOUT = 90.0
-
-
-def processes_naming(text: str) -> list[str]:
-    """Command lines of live processes that contain `text` (the server and its stubs name the repository)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().split(")")[-1].split()[0]
-        except OSError:
-            continue
-        if text in cmdline and state != "Z" and int(entry.name) != os.getpid():
-            found.append(cmdline)
-    return found
 
 
 def model_counters(metrics_url: str) -> tuple[float, float]:
@@ -79,6 +63,9 @@ def repository(tiny_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     # beside it, the same network exported with its argmax in the graph (`--output mask`)
     masks = write_mask_variant(tiny_onnx, tmp_path_factory.mktemp("triton-mask") / "tiny-mask.onnx")
     export_triton(masks, out, name="cfnetmask", backend="python", max_batch=8)
+    # and a static batch-1 export of the network: its step unbatched (max_batch_size 0, full dims)
+    static = export_tiny(tmp_path_factory.mktemp("triton-static") / "static.onnx", tiny_metadata(), (48, 64))
+    export_triton(static, out, name="cfnetstatic", backend="python")
     return out
 
 
@@ -129,6 +116,21 @@ def test_a_mask_model_serves_its_own_argmax_and_the_same_masks(tiny_onnx: Path, 
             assert returned.dtype == np.uint8 and returned.shape == (1, *batch.shape[2:])
             np.testing.assert_array_equal(segment(frame, remote)[0], expected)
             np.testing.assert_array_equal(remote.segment_frames(frame[None])[0], expected)
+
+
+def test_a_static_batch_1_model_is_served_unbatched_and_gives_the_local_masks(url: str, repository: Path) -> None:
+    """Issue 22 item 3: the network step of a static batch-1 ONNX has `max_batch_size: 0` and full dims inside an
+    ensemble batched at 1, and a real server loads it; frames of any size come back as the local backend's masks
+    (padded to the fixed size by the preprocess model, through the ensemble, or by the client, through the step)."""
+    config = (repository / "cfnetstatic_model" / "config.pbtxt").read_text()
+    assert "max_batch_size: 0" in config and "dims: [1, 3, 48, 64]" in config
+    static = repository / "cfnetstatic_model" / "1" / "model.onnx"
+    with OnnxRuntimeBackend(static, device="cpu") as local, TritonBackend(url + "static") as remote:
+        assert remote.max_batch == 1 and remote.fixed_size == (48, 64)
+        for frame in frames_of_sizes():
+            expected, _ = segment(frame, local)
+            np.testing.assert_array_equal(remote.segment_frames(frame[None])[0], expected)
+            np.testing.assert_array_equal(segment(frame, remote)[0], expected)
 
 
 def test_open_backend_dispatches_grpc_urls_and_metadata_overrides_apply(url: str) -> None:
@@ -194,6 +196,12 @@ def test_a_missing_model_is_one_clean_error(server: TritonServer) -> None:
         TritonBackend(f"grpc://127.0.0.1:{server.grpc_port}/nothere", timeout=5)
 
 
+def test_the_network_steps_name_serves_its_ensemble(url: str) -> None:
+    with TritonBackend(url + "_model", timeout=10) as backend:
+        assert (backend.ensemble, backend.model) == ("cfnet", "cfnet_model")
+        assert backend.segment_frames(synthetic_frames(1)[0][None])[0].shape == (48, 64)
+
+
 def test_a_refused_shape_is_one_clean_error(url: str) -> None:
     with TritonBackend(url, timeout=10) as backend:
         with pytest.raises(UserError, match="Triton: .*images"):
@@ -202,26 +210,31 @@ def test_a_refused_shape_is_one_clean_error(url: str) -> None:
             backend.infer(np.zeros((9, 3, 8, 8), np.float32))  # over max_batch_size 8
 
 
+def test_an_empty_frame_is_an_invalid_argument_in_one_line(url: str) -> None:
+    """Issue 21 item 12: a frame without a pixel is the client's fault: INVALID_ARGUMENT with one line, not
+    INTERNAL with a ZeroDivisionError traceback naming the server's paths."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    address, name = parse_url(url)
+    with grpcclient.InferenceServerClient(address) as client:
+        for shape in [(1, 0, 0, 3), (1, 0, 7, 3), (1, 7, 0, 3)]:
+            frames = grpcclient.InferInput("frames", list(shape), "UINT8")
+            frames.set_data_from_numpy(np.zeros(shape, np.uint8))
+            with pytest.raises(InferenceServerException) as info:
+                client.infer(name, [frames], client_timeout=30)
+            message = str(info.value.message())
+            assert info.value.status() == "StatusCode.INVALID_ARGUMENT", message
+            assert f"empty frame ({shape[1]}x{shape[2]} pixels)" in message
+            assert "Traceback" not in message and ".py" not in message and "\n" not in message
+    with TritonBackend(url, timeout=30) as backend, pytest.raises(UserError, match=r"Triton: .*empty frame \(0x0"):
+        backend.segment_frames(np.zeros((1, 0, 0, 3), np.uint8))
+
+
 @pytest.mark.parametrize("url", ["http://h:1/cfnet", "grpc://h/cfnet", "grpc://h:1/", "grpc://h:1/a/b"])
 def test_malformed_urls_are_refused(url: str) -> None:
     with pytest.raises(UserError, match="malformed Triton URL"):
         parse_url(url)
-
-
-def start_serve(
-    model: Path, tmp_path: Path, env: dict[str, str] | None = None
-) -> tuple[Path, int, int, subprocess.Popen[str]]:
-    """`model`'s repository (Python backend) under `tmp_path`, served by a `cfnet serve` process on free ports:
-    (repository, gRPC port, metrics port, the process with its stdout and stderr merged)."""
-    repository = tmp_path / "repo"
-    export_triton(model, repository, backend="python")
-    http, grpc, metrics = free_ports(3)
-    serve = subprocess.Popen(
-        [sys.executable, "-m", "cfnet", "serve", str(repository), "--http-port", str(http),
-         "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )  # fmt: skip
-    return repository, grpc, metrics, serve
 
 
 def test_cfnet_serve_and_a_server_lost_mid_stream(tiny_onnx: Path, tmp_path: Path) -> None:
@@ -277,6 +290,20 @@ def test_cfnet_segment_takes_a_grpc_url(tiny_onnx: Path, url: str, tmp_path: Pat
     np.testing.assert_array_equal(cv2.imread(str(tmp_path / "seg" / "street_mask.png"), cv2.IMREAD_UNCHANGED), expected)
 
 
+def test_a_stream_batch_over_the_servers_limit_names_the_fixes_and_writes_nothing(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cfnet.cli import main
+
+    videos = [str(write_video_file(tmp_path / f"{n}.mp4", synthetic_frames(2))) for n in "ab"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["stream", *videos, "--model", url, "--batch", "16", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "\n" not in err
+    assert "use --batch 8 or write the repository again with `cfnet export triton --max-batch 16`" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_repository_the_server_cannot_load_fails_start_up_in_one_line(tmp_path: Path) -> None:
     repository = tmp_path / "broken"
     (repository / "cfnet_model" / "1").mkdir(parents=True)
@@ -319,7 +346,8 @@ def test_serving_an_onnxruntime_repository_on_the_wheels_server_says_to_use_the_
 
 
 def test_a_killed_cfnet_serve_takes_its_server_and_stubs_along(tiny_onnx: Path, tmp_path: Path) -> None:
-    # TMPDIR: the killed serve cannot remove its temp folder
+    """SIGKILL of a serving `cfnet serve`: the server, its stubs, its temp folder (TMPDIR points here) and its
+    shared memory all go."""
     repository, _, _, serve = start_serve(tiny_onnx, tmp_path, env={**os.environ, "TMPDIR": str(tmp_path)})
     try:
         assert serve.stdout is not None and serve.stdout.readline().startswith("Triton ready:")
@@ -330,9 +358,10 @@ def test_a_killed_cfnet_serve_takes_its_server_and_stubs_along(tiny_onnx: Path, 
         serve.kill()  # SIGKILL: no clean-up code of cfnet serve runs
         serve.wait(10)
     deadline = time.monotonic() + 30
-    while processes_naming(str(repository)) and time.monotonic() < deadline:
+    while (processes_naming(str(repository)) or any(tmp_path.glob("cfnet-triton-*"))) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert processes_naming(str(repository)) == []
+    assert processes_naming(str(repository)) == [] and list(tmp_path.glob("cfnet-triton-*")) == []
+    assert [n for n in os.listdir("/dev/shm") if n.startswith(f"cfnet-triton-{serve.pid}-")] == []
 
 
 def test_a_request_over_its_timeout_is_one_clean_error(url: str) -> None:
