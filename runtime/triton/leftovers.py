@@ -26,6 +26,7 @@ from pathlib import Path
 
 PREFIX = "cfnet-triton-"
 SHM = Path("/dev/shm")
+STARTED = ".started"
 GRACE = 5.0
 """Seconds the guard leaves a server whose owner died to end by itself (it got SIGTERM through
 PR_SET_PDEATHSIG) before the rest is killed: its Python-backend stubs ignore SIGTERM, and a stub still
@@ -35,7 +36,9 @@ _OWNED = re.compile(rf"^{re.escape(PREFIX)}(?P<pid>\d+)-")
 
 def make_workdir(tempdir: str | Path | None = None) -> Path:
     """A new temp folder for a server owned by this process (in `tempdir`, default the system's temp folder)."""
-    return Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=tempdir))
+    workdir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=tempdir))
+    (workdir / STARTED).touch()  # its time is the server's start (the folder's own changes with its files)
+    return workdir
 
 
 def shm_prefix(workdir: Path) -> str:
@@ -85,7 +88,25 @@ def remove_server(workdir: Path, grace: float = 0.0, shm: Path = SHM) -> list[st
                 with contextlib.suppress(OSError):
                     (shm / name).unlink()
                     removed.append(name)
+    removed += remove_python_envs(workdir)
     shutil.rmtree(workdir, ignore_errors=True)
+    return removed
+
+
+def remove_python_envs(workdir: Path) -> list[str]:
+    """The Python backend makes an empty `/tmp/python_env_XXXXXX` at start (a fixed path: TMPDIR does not move it)
+    and removes it only at a clean stop. It names no owner, so the empty ones made since `workdir` was (the
+    server's start) go with it; a folder with anything in it is left alone."""
+    try:
+        since = (workdir / STARTED).stat().st_mtime - 1.0
+    except OSError:
+        return []
+    removed = []
+    for env in Path("/tmp").glob("python_env_*"):
+        with contextlib.suppress(OSError):
+            if env.is_dir() and env.stat().st_mtime >= since and not any(env.iterdir()):
+                env.rmdir()
+                removed.append(env.name)
     return removed
 
 

@@ -5,6 +5,7 @@ left alone. Real processes, real folders (the shared-memory folder is a temp fol
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -48,6 +49,9 @@ def test_the_sweep_removes_what_dead_owners_left_and_nothing_else(tmp_path: Path
     # an orphaned "stub": a process whose command line names a path inside the dead owner's folder
     orphan = subprocess.Popen([*SLEEPER, str(dead / "backends" / "python" / "stub")])
     try:
+        deadline = time.monotonic() + 10  # until the child has exec'd (its command line names the folder)
+        while processes_in(dead) != [orphan.pid] and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert processes_in(dead) == [orphan.pid]
         removed = sweep(temp, shm)
         assert orphan.wait(10) == -9
@@ -96,6 +100,6 @@ def test_the_guard_removes_the_server_when_its_owner_dies(tmp_path: Path) -> Non
 def test_a_released_guard_ends_and_leaves_a_folder_already_removed_alone(tmp_path: Path) -> None:
     workdir = make_workdir(tmp_path)
     guard = start_guard(workdir)
-    workdir.rmdir()
+    shutil.rmtree(workdir)
     stop_guard(guard)
     assert guard.returncode == 0 and list(tmp_path.iterdir()) == []
