@@ -2,8 +2,8 @@
 
 `die_with_parent()` is a `Popen(preexec_fn=...)`: Linux signals the child when its parent dies, however it dies
 (SIGKILL included; `prctl(PR_SET_PDEATHSIG)`, kept across `exec`). `stop(children)` ends them in order on the
-way out (SIGTERM, a grace period, then SIGKILL), for a `finally`. Used by `cfnet bench --streams`; the Triton
-server launcher has the same need.
+way out (SIGTERM, a grace period, then SIGKILL), for a `finally`. Used by `cfnet bench --streams` and the Triton
+server launcher (`cfnet serve`).
 """
 
 from __future__ import annotations

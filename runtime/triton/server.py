@@ -15,7 +15,6 @@ to be this one (its `--id`, read back from `/v2`).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import importlib.util
 import json
@@ -33,6 +32,7 @@ from pathlib import Path
 from types import TracebackType
 
 from runtime.errors import UserError
+from runtime.processes import die_with_parent
 from runtime.triton.config import ENGINE_PARAMETERS
 from runtime.triton.leftovers import make_workdir, remove_server, shm_prefix, start_guard, stop_guard, sweep
 
@@ -78,13 +78,6 @@ def batch_counters(metrics: str, model: str) -> tuple[float, float]:
         if name in counts and f'model="{model}"' in rest.partition("}")[0]:
             counts[name] += float(rest.rpartition("}")[2].split()[0])
     return counts["nv_inference_count"], counts["nv_inference_exec_count"]
-
-
-def _die_with_parent() -> None:
-    """In the forked child: SIGTERM it when the process that started it dies, even by SIGKILL (Linux's
-    PR_SET_PDEATHSIG; tied to the starting thread, so start servers from a thread that outlives them)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
 
 
 def repository_plans(repository: Path) -> dict[str, dict[str, str]]:
@@ -245,7 +238,8 @@ class TritonServer:
                     stderr=subprocess.STDOUT,
                     env=server_environment(libs),
                     start_new_session=True,
-                    preexec_fn=_die_with_parent,
+                    # SIGTERM: tritonserver stops its models and stubs itself; the guard kills what is left
+                    preexec_fn=die_with_parent(signal.SIGTERM),
                 )
             self.wait_ready(timeout)
         except BaseException:
