@@ -4,6 +4,9 @@ and its drift figures as gauges in `/metrics`, both in `/stats`, from a run set 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -56,3 +59,23 @@ def test_a_running_stream_reports_the_newest_frames_shares(view: LiveView, run: 
     assert [s.frames for s in result.streams] == [FRAMES, FRAMES]
     final = json.loads(ask(view.url + "stats")[1])["streams"]
     assert [s["shares"] for s in final] == [s.shares for s in result.streams]
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.slow  # acceptance: a real headless Chromium runs the page's script
+def test_the_page_shows_the_largest_classes_and_the_drift_score(view: LiveView, tmp_path: Path) -> None:
+    assert CHROMIUM, "Debian's chromium is needed (make test installs it)"
+    shares = {"road": 0.5, "car": 0.125, "sky": 0.375, "tree": 0.0}
+    view.attach(fake_run(camera("gate", shares=shares, drift=DRIFT), camera("yard", shares={"road": 1.0})))
+    shown = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--timeout=3000", "--dump-dom", view.url],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    gate = shown[shown.index('<pre id="t0">') : shown.index("</pre>", shown.index('<pre id="t0">'))]
+    yard = shown[shown.index('<pre id="t1">') : shown.index("</pre>", shown.index('<pre id="t1">'))]
+    assert "classes: road 50%, sky 38%, car 13%" in gate and "drift: 0.25 ALERT" in gate  # tree (0) left out
+    assert "classes: road 100%" in yard and "drift" not in yard  # no reference: no drift line at all
