@@ -70,3 +70,12 @@ def test_report_figures_are_the_run_s(demo: tuple[Path, dict, str]) -> None:
     assert figures["stream"]["frames"] == figures["config"]["frames"]
     for precision in ("fp32", "fp16", "int8"):
         assert Path(figures["exports"][precision]["path"]).is_file()
+
+
+def test_the_fp32_model_carries_a_drift_reference_and_the_video_its_labels(demo: tuple[Path, dict, str]) -> None:
+    """What the README's results examples (`stream --emit` with drift, `evaluate --video`) read from the demo."""
+    from runtime.backends import read_metadata
+
+    out, _, _ = demo
+    assert read_metadata(out / "models" / "cfnet-pspnet-fp32.onnx").reference is not None
+    assert len(list((out / "video-labels").glob("video_*_gtFine_labelIds.png"))) == 4  # one per frame
