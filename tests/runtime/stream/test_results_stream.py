@@ -29,6 +29,7 @@ from runtime.results.stage import ResultsConfig
 from runtime.stream import StreamStats, run_stream, run_streams
 from runtime.stream.results import RunResults
 from runtime.stream.state import Frame
+from tests.helpers import fails_cleanly
 from tests.runtime.helpers import CLASSES, cfnet, read_video, synthetic_frames
 
 FPS = 6.0
@@ -170,6 +171,8 @@ def test_a_logits_and_an_in_graph_argmax_model_give_the_same_lines(
         assert cfnet(args, capsys)[0] == 0
         lines[name] = [{k: v for k, v in r.items() if k != "wall_time"} for r in lines_of(out)]
     assert len(lines["logits"]) == 8 and lines["logits"] == lines["mask"]
+    err = fails_cleanly(["stream", str(video), "--model", str(mask_model), "--smooth", "ema:0.5"], capsys)
+    assert "ema:0.5 reads class scores; this model outputs masks only (--smooth vote:K)" in err
 
 
 def test_drift_figures_in_lines_stats_and_one_warning_per_episode(
@@ -190,12 +193,14 @@ def test_drift_figures_in_lines_stats_and_one_warning_per_episode(
     for frame in frames * 3:
         writer.write((frame * 0.2).astype(np.uint8))
     writer.release()
-    args = ["stream", dark, "--model", model, "--emit", out, "--drift-alert", "0.05", "--drift-window", "1"]
-    code, _, err = cfnet(args, capsys)
+    args = ["stream", dark, "--model", model, "--emit", out, "--regions", "none", "--drift-window", "1"]
+    code, _, err = cfnet(args, capsys)  # the default alert, 0.2
     assert code == 0 and err.count("warning: night: drift score") == 1  # once per episode
     shifted = lines_of(out)[8:]
-    assert max(r["drift"]["score"] for r in shifted) > 3 * max(r["drift"]["score"] for r in records)
+    assert min(r["drift"]["score"] for r in shifted) > max(0.2, 3 * max(r["drift"]["score"] for r in records))
     assert shifted[-1]["drift"]["alerting"] is True
+    code, _, err = cfnet([*args, "--drift-alert", "0.95"], capsys)  # a threshold above the score: no warning
+    assert code == 0 and "warning:" not in err and lines_of(out)[-1]["drift"]["alerting"] is False
 
 
 def test_a_line_that_cannot_be_written_is_counted_and_the_stream_goes_on(
