@@ -110,7 +110,8 @@ def _synthesise(config: DemoConfig) -> tuple[Path, Path]:
     data = config.out / "data"
     synthesize(data, train=config.train_images, val=config.val_images, size=config.size, seed=config.seed,
                overwrite=True)
-    video = synthesize_video(config.out / "video.mp4", frames=config.frames, size=config.size, seed=config.seed + 1)
+    video = synthesize_video(config.out / "video.mp4", frames=config.frames, size=config.size, seed=config.seed + 1,
+                             labels=config.out / "video-labels", overwrite=True)  # truth for `evaluate --video`
     return data, Path(video)
 
 
@@ -172,7 +173,8 @@ def _export(config: DemoConfig, checkpoint: Path, data: Path) -> dict[str, dict[
     exports = {}
     for precision in PRECISIONS:
         path = folder / f"cfnet-pspnet-{precision}.onnx"
-        calib = _calibration(data) if precision == "int8" else None
+        # int8 calibrates on them; fp32 keeps their drift reference (cfnet.reference) for `stream --emit`
+        calib = _calibration(data) if precision in ("fp32", "int8") else None
         written = export_onnx(model, path, size=config.size, precision=precision, calib_images=calib)
         exports[precision] = {"path": str(written), "megabytes": Path(written).stat().st_size / 1e6}
     return exports

@@ -87,8 +87,7 @@ def evaluate_video(
                 mask = postprocess(output, infos)[0]
                 scores["none"].update(mask, target)
                 for name, stage in smoothers.items():
-                    smoothed = postprocess(stage.smooth_scores(output[0], frame)[None], infos)[0]
-                    scores[name].update(stage.smooth_mask(smoothed), target)
+                    scores[name].update(stage.mask(output[0], infos[0], frame), target)
                 if log is not None and (index + 1) % 50 == 0:
                     log(f"{index + 1}/{len(files)} frames")
     finally:

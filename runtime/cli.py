@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
+
+from runtime.results.options import results_options
 
 DEVICE = click.Choice(["auto", "cpu", "cuda"])
 
@@ -84,6 +87,7 @@ def _open(model: str, device: str, threads: int | None, overrides: dict[str, Any
 @click.option("--alpha", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Overlay opacity.")
 @click.option("--legend", is_flag=True, help="Draw the names of the classes present.")
 @click.option("--json", "as_json", is_flag=True, help="Print the written files as JSON.")
+@results_options(video=False)
 def segment_command(
     images: tuple[Path, ...],
     model: str,
@@ -93,6 +97,10 @@ def segment_command(
     alpha: float,
     legend: bool,
     as_json: bool,
+    emit: str | None,
+    regions: str,
+    min_area: int,
+    epsilon: float,
     **overrides: Any,
 ) -> None:
     """Segment images (a folder: the images in it): a mask PNG (trainIds) and an overlay PNG per image.
@@ -101,14 +109,21 @@ def segment_command(
     Example:
       cfnet segment street.png --model model.onnx --out seg
       # -> seg/street_mask.png, seg/street_overlay.png
-      cfnet segment photos/ --model model.onnx --out seg
+      cfnet segment photos/ --model model.onnx --out seg --emit seg/results.jsonl   # + shares, regions
     """
     import numpy as np
 
     from runtime.errors import UserError
     from runtime.files import check_output, image_files, read_image, write_image
+    from runtime.results.emit import STDOUT, JsonLines
+    from runtime.results.options import results_config
+    from runtime.results.records import frame_record
     from runtime.segmentation import segment
 
+    # results as data (issue 24): a record per image (stream: the image's name); with --emit -, stdout has only them
+    options = results_config(regions=regions, min_area=min_area, epsilon=epsilon).options
+    lines = JsonLines(emit) if emit is not None else None
+    echo = functools.partial(click.echo, err=emit == STDOUT)
     check_output(out, folder=True)
     images = tuple(image_files(images))
     stems = [p.stem for p in images]
@@ -116,20 +131,23 @@ def segment_command(
     if clash is not None:
         raise UserError(f"two images are named '{clash}': their outputs would overwrite each other", "IMAGES")
     written = []
-    with _open(model, device, threads, overrides) as backend:
+    with _open(model, device, threads, overrides) as backend, lines or contextlib.nullcontext():
         for image_path in images:
             frame = read_image(image_path)
             mask, blended = segment(frame, backend, alpha=alpha, legend=legend)
             mask_path = write_image(out / f"{image_path.stem}_mask.png", mask)
             overlay_path = write_image(out / f"{image_path.stem}_overlay.png", blended)
             classes = [backend.metadata.classes[c] for c in np.unique(mask)]
+            if lines is not None:
+                lines.write(frame_record(mask, backend.metadata.classes, source=str(image_path),
+                                         stream=image_path.stem, frame=0, time=0.0, options=options))  # fmt: skip
             written.append(
                 {"image": str(image_path), "mask": str(mask_path), "overlay": str(overlay_path), "classes": classes}
             )
             if not as_json:
-                click.echo(f"{image_path} -> {mask_path}, {overlay_path}")
+                echo(f"{image_path} -> {mask_path}, {overlay_path}")
     if as_json:
-        click.echo(json.dumps(written, indent=2))
+        echo(json.dumps(written, indent=2))
 
 
 STREAM_EXIT_CODES = """\b
@@ -208,6 +226,7 @@ Exit codes:
 @click.option(
     "--serve-quality", default=80, show_default=True, type=click.IntRange(1, 100), help="Live view's JPEG quality."
 )
+@results_options(video=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def stream_command(**options: Any) -> None:
     """Segment video files, cameras (an index) or rtsp/http streams, several in one pipeline.
@@ -225,6 +244,7 @@ def stream_command(**options: Any) -> None:
       cfnet stream 0 --model model.onnx --show          # webcam
       cfnet stream cam1.mp4 cam2.mp4 rtsp://cam3/live --model model.onnx --out seg/ --json
       cfnet stream 0 1 --model model.onnx --serve 0.0.0.0:8080 --serve-token s3cret   # browse :8080
+      cfnet stream drive.mp4 --model model.onnx --emit results.jsonl --smooth hold:0.15   # results as data
     """
     from runtime.signals import sigterm_as_interrupt
 
@@ -254,6 +274,14 @@ def _stream(
     serve_fps: float,
     serve_quality: int,
     as_json: bool,
+    emit: str | None,
+    regions: str,
+    min_area: int,
+    epsilon: float,
+    emit_every: int,
+    smooth: str | None,
+    drift_alert: float | None,
+    drift_window: float,
     **overrides: Any,
 ) -> None:
     import sys
@@ -261,10 +289,18 @@ def _stream(
     from runtime.errors import UserError
     from runtime.files import check_output, write_image
     from runtime.progress import ProgressBar
+    from runtime.results.emit import STDOUT, JsonLines
+    from runtime.results.options import for_model, results_config
     from runtime.stream import CPU_WORKERS, run_streams, worker_threads
     from runtime.stream.display import require_gui
     from runtime.video import VideoSource, stream_names
 
+    # results as data (issue 24): options and the --emit target checked before the model loads
+    results = results_config(
+        regions=regions, min_area=min_area, epsilon=epsilon, emit_every=emit_every, smooth=smooth,
+        drift_alert=drift_alert, drift_window=drift_window,
+    )  # fmt: skip
+    lines = JsonLines(emit) if emit is not None else None
     if show:
         require_gui()
     if serve is not None:
@@ -284,6 +320,9 @@ def _stream(
     if threads is None and (several or (infer_workers or 1) > 1):
         threads = worker_threads(infer_workers or CPU_WORKERS)  # the workers share the cores
     with _open(model, device, threads, overrides) as backend, contextlib.ExitStack() as stack:
+        results = for_model(results, backend.metadata.reference, backend.output)  # before a source opens
+        if lines is not None:
+            stack.enter_context(lines)
         if serve is not None:
             from runtime.liveview import LiveView
 
@@ -336,14 +375,17 @@ def _stream(
                 on_frame=on_frame,
                 progress=bar.update if bar else None,
                 on_start=view.attach if serve is not None else None,
+                results=results,
+                emit=lines,
             )
         finally:
             if bar is not None:
                 bar.close()
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
-    else:
-        _print_summary(result)
+    with contextlib.redirect_stdout(sys.stderr) if emit == STDOUT else contextlib.nullcontext():  # stdout: lines
+        if as_json:
+            click.echo(json.dumps(result.to_dict(), indent=2))
+        else:
+            _print_summary(result)
     failed = [s for s in result.streams if s.error is not None]
     for stats in failed:
         click.echo(f"error: {stats.error} ({stats.source})", err=True)

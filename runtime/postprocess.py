@@ -25,14 +25,20 @@ def postprocess(outputs: np.ndarray, infos: Sequence[FrameInfo]) -> list[np.ndar
     for output, info in zip(outputs, infos, strict=True):
         if output.ndim == 3 and output.shape[1:] != info.input_size:
             output = upsample_scores(output, info.input_size)
-        rows = -(-info.resized_size[0] * output.shape[-2] // info.input_size[0])
-        cols = -(-info.resized_size[1] * output.shape[-1] // info.input_size[1])
-        labels = class_ids(output[..., :rows, :cols])
+        labels = class_ids(valid_area(output, info.resized_size, info.input_size))
         height, width = info.frame_size
         if labels.shape != (height, width):
             labels = cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
         masks.append(np.ascontiguousarray(labels))
     return masks
+
+
+def valid_area(output: np.ndarray, resized_size: tuple[int, int], input_size: tuple[int, int]) -> np.ndarray:
+    """The part of one frame's output (`C x h x w` scores or an `h x w` mask) over the frame's resized area: the
+    letterbox padding cropped off, in proportion when the output is smaller than the `input_size` it came from."""
+    rows = -(-resized_size[0] * output.shape[-2] // input_size[0])
+    cols = -(-resized_size[1] * output.shape[-1] // input_size[1])
+    return output[..., :rows, :cols]
 
 
 def upsample_scores(scores: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -205,6 +205,23 @@ RUNTIME_CASES = {
         ["segment", "{truncated}", "--model", "{tiny}", "--out", "{out}"],
         "cannot read image: libpng error",
     ),
+    # results as data (issue 24); /proc/self/ is a folder nobody, root included, can create files in
+    "stream: --emit into a folder that cannot be written": (STREAM + ["--emit", "/proc/self/"], "cannot write into"),
+    "stream: --emit under a file": (STREAM + ["--emit", "{png}/results.jsonl"], "is a file, not a folder"),
+    "segment: --emit into a folder that cannot be written": (SEG + ["--emit", "/proc/self/"], "cannot write into"),
+    "stream: --smooth ema:2": (STREAM + ["--smooth", "ema:2"], "'ema:2': ema:A takes a weight A in (0, 1]"),
+    "stream: --smooth vote:0": (STREAM + ["--smooth", "vote:0"], "vote:K takes a whole number of frames"),
+    "stream: --smooth blur:3": (STREAM + ["--smooth", "blur:3"], "expected ema:A"),
+    "stream: --epsilon -1": (STREAM + ["--epsilon", "-1"], "epsilon -1 must be 0 (exact pixel boundary) or"),
+    "segment: --epsilon -1": (SEG + ["--epsilon", "-1"], "(--epsilon)"),
+    "stream: --min-area 0": (STREAM + ["--min-area", "0"], "(--min-area)"),
+    "stream: --emit-every 0": (STREAM + ["--emit-every", "0"], "(--emit-every)"),
+    "stream: --drift-alert 1.5": (STREAM + ["--drift-alert", "1.5"], "the score is in [0, 1] (--drift-alert)"),
+    "stream: --drift-window -1": (STREAM + ["--drift-window", "-1"], "(--drift-window)"),
+    "stream: --drift-alert without a reference in the model": (
+        STREAM + ["--drift-alert", "0.3"],
+        "the model has no cfnet.reference (export it with --calib-data to store one) (--drift-alert)",
+    ),
 }
 
 

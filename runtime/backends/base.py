@@ -10,6 +10,7 @@ from typing import TypeVar
 import numpy as np
 
 from runtime.artifact import ModelMetadata
+from runtime.postprocess import valid_area
 
 T = TypeVar("T")
 
@@ -67,9 +68,7 @@ def crop_output(output: np.ndarray, size: tuple[int, int], padded: tuple[int, in
     `size` of an input that `pad_batch` grew to `padded`."""
     if size == padded:
         return output
-    rows = -(-size[0] * output.shape[-2] // padded[0])
-    cols = -(-size[1] * output.shape[-1] // padded[1])
-    return np.ascontiguousarray(output[..., :rows, :cols])
+    return np.ascontiguousarray(valid_area(output, size, padded))
 
 
 def choose_output(names: Sequence[str]) -> str:

@@ -37,12 +37,13 @@ def render_metrics(names: Sequence[str], stats: Mapping[str, Any], times: Sequen
     lines += [
         f'cfnet_stream_down_seconds_total{{stream="{_label(n)}"}} {float(s["down_seconds"]):.9g}' for n, s in streams
     ]
-    family("cfnet_write_errors_total", "counter", "Failed writes of the stream's recording or masks, by kind.")
+    family("cfnet_write_errors_total", "counter", "Failed writes of the stream's recording, masks or results, by kind.")
     for n, s in streams:
         errors = s["write_errors"]
         for kind in sorted({*WRITE_ERROR_KINDS, *errors}):
             series = f'cfnet_write_errors_total{{stream="{_label(n)}",kind="{_label(kind)}"}}'
             lines.append(f"{series} {int(errors.get(kind, 0))}")
+    lines += _results(streams)
     family("cfnet_fps", "gauge", "End-to-end frames per second of the stream so far.")
     lines += [f'cfnet_fps{{stream="{_label(n)}"}} {float(s["fps"]):.6g}' for n, s in streams]
     family("cfnet_queued_frames", "gauge", "Frames waiting now, for a batch or for the stream's writer.")
@@ -64,6 +65,33 @@ def render_metrics(names: Sequence[str], stats: Mapping[str, Any], times: Sequen
         total = float(sum(size * count for size, count in sizes.items()))
         lines += _histogram("cfnet_batch_size", {}, bounds, counts, total, counts[-1])
     return "\n".join(lines) + "\n"
+
+
+DRIFT_GAUGES = (  # (gauge, key of `DriftReading.as_dict()`, help)
+    ("cfnet_drift_score", "score", "Drift score against the model's reference, 0..1: max(js, low_excess)."),
+    ("cfnet_drift_js", "js", "Jensen-Shannon divergence (bits) of the window's class shares from the reference's."),
+    ("cfnet_drift_low_confidence_share", "low_share", "Share of low-confidence pixels over the window."),
+    ("cfnet_drift_low_excess", "low_excess", "Low-confidence share beyond the reference's, 0..1."),
+    ("cfnet_drift_alerting", "alerting", "1 while the drift score has stayed above --drift-alert (an episode)."),
+)
+
+
+def _results(streams: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """`cfnet_class_share{stream,class}` (the newest frame's) and the drift gauges of the streams that have them
+    (a model without `cfnet.reference` has none; a mask model no confidence figures)."""
+    lines = []
+    if any(s.get("shares") for _, s in streams):
+        lines += ["# HELP cfnet_class_share Share of the newest frame's pixels per class.",
+                  "# TYPE cfnet_class_share gauge"]  # fmt: skip
+        for n, s in streams:
+            for name, share in (s.get("shares") or {}).items():
+                lines.append(f'cfnet_class_share{{stream="{_label(n)}",class="{_label(name)}"}} {float(share):.6g}')
+    for gauge, key, text in DRIFT_GAUGES:
+        values = [(n, s["drift"][key]) for n, s in streams if s.get("drift") and s["drift"].get(key) is not None]
+        if values:
+            lines += [f"# HELP {gauge} {text}", f"# TYPE {gauge} gauge"]
+            lines += [f'{gauge}{{stream="{_label(n)}"}} {float(v):.6g}' for n, v in values]
+    return lines
 
 
 def _label(value: Any) -> str:

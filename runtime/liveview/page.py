@@ -45,10 +45,13 @@ const tiles = {count};
 function fmt(s) {{
   const lat = Object.entries(s.latency_ms || {{}})
     .map(([k, v]) => `${{k.padEnd(12)}} p50 ${{v.median.toFixed(1)}}  p90 ${{v.p90.toFixed(1)}} ms`).join("\\n");
-  const rest = Object.entries(s).filter(([k, v]) => typeof v !== "object" || v === null)
+  const rest = Object.entries(s).filter(([k, v]) => (typeof v !== "object" || v === null) && k !== "drift")
     .map(([k, v]) => `${{k}}: ${{typeof v === "number" && !Number.isInteger(v) ? v.toFixed(2) : v}}`).join("\\n");
   const queued = s.queued ? `\\nqueued: batcher ${{s.queued.batcher}}, writer ${{s.queued.writer}}` : "";
-  return rest + queued + "\\n" + lat;
+  const shares = Object.entries(s.shares || {{}}).filter(([k, v]) => v > 0).sort((a, b) => b[1] - a[1])
+    .slice(0, 5).map(([k, v]) => `${{k}} ${{(100 * v).toFixed(0)}}%`).join(", ");
+  const drift = s.drift ? `\\ndrift: ${{s.drift.score.toFixed(2)}}${{s.drift.alerting ? " ALERT" : ""}}` : "";
+  return rest + queued + (shares ? `\\nclasses: ${{shares}}` : "") + drift + "\\n" + lat;
 }}
 async function refresh() {{
   try {{

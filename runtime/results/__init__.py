@@ -9,4 +9,8 @@
   `scenecut`: when to reset it.
 - `reference`: what the export stores as `cfnet.reference` (class shares and confidence on calibration
   images); `drift`: the run-time drift score against it and the alert.
+- `stage`: one stream's results per frame, in order (`StreamResults`, `ResultsConfig`); the stream pipeline
+  wires it in `runtime.stream.results`.
+- `options`: the command line's results options (click) and the `ResultsConfig` they make; `defaults`: their
+  choices and defaults (constants only, so the command line's face loads no numpy).
 """

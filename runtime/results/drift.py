@@ -28,12 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from runtime.results.defaults import DEFAULT_HOLD_S, DEFAULT_WINDOW_S
 from runtime.results.reference import Reference, top1_probability
 
 CONFIDENCE_STRIDE = 4  # low-confidence share on every 4th row and column: a share, 16x cheaper
-DEFAULT_WINDOW_S = 10.0  # seconds of stream time averaged
-DEFAULT_HOLD_S = 10.0  # seconds above the threshold before the warning (`--drift-window`)
-DEFAULT_ALERT = 0.2  # `--drift-alert`: measured in docs/DESIGN.md (in-distribution <= 0.08, night 0.28, fog 0.8)
 
 
 def js_divergence(p: np.ndarray, q: np.ndarray) -> float:

@@ -1,16 +1,20 @@
 """JSON lines out: records written as they come, to a file, stdout (`-`) or a file per stream (`DIR/`).
 
-A line is written whole or not at all: each is one `write` to a file opened for appending, unbuffered, so a
-reader following the file (`tail -f`, a log shipper) never sees half a line, and a write that fails (a full
-disk) is cut back to the last whole line before the error is raised. Files are appended to, never
-truncated: a restarted run continues its file (`frame` restarts at 0; `wall_time` tells the runs apart).
-Writers of several streams share one `JsonLines` (a lock per file). Nothing is fsync'ed per line: a power cut
-may lose the last lines the kernel had not written, never leave a broken one behind in the middle.
+Nothing is created before the first line: the target is checked up front (a path that cannot be written is a
+`UserError` before the first frame) and its folder and files are made when the first record comes, so a run that
+fails before its first frame leaves nothing behind. A line is written whole or not at all: each is one `write`
+to a file opened for appending, unbuffered, so a reader following the file (`tail -f`, a log shipper) never sees
+half a line, and a write that fails (a full disk) is cut back to the last whole line before the error is raised.
+Files are appended to, never truncated: a restarted run continues its file (`frame` restarts at 0; `wall_time`
+tells the runs apart). Writers of several streams share one `JsonLines` (a lock per file). Nothing is fsync'ed
+per line: a power cut may lose the last lines the kernel had not written, never leave a broken one behind in the
+middle.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -37,8 +41,8 @@ class JsonLines:
     """`write(record)` appends `record` as one JSON line to the target's file for `record["stream"]`.
 
     `target`: `-` (stdout), a folder (`DIR/` or an existing folder: `DIR/<stream>.jsonl` per stream) or a file
-    (every stream's lines, each naming its stream). The target is checked and created at once: a path that
-    cannot be written is a `UserError` before the first frame.
+    (every stream's lines, each naming its stream). The target is checked at once (a path that cannot be
+    written is a `UserError`) and created with the first line. A failed write raises `WriteFailed`.
     """
 
     def __init__(self, target: str | Path, option: str = "--emit") -> None:
@@ -52,14 +56,12 @@ class JsonLines:
             self._stdout = sys.stdout
         elif is_folder_target(self.target):
             self._folder = check_output(self.target, folder=True)
-            try:
-                self._folder.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise UserError(f"cannot create the folder: {exc.strerror}", f"{option} {self.target}") from None
-            if not os.access(self._folder, os.W_OK | os.X_OK):
-                raise UserError("cannot write into the folder (permission denied)", f"{option} {self.target}")
+            _check_writable(self._folder, f"{option} {self.target}")
         else:
-            self._open(self.target, check_output(self.target))
+            path = check_output(self.target)
+            if path.exists() and not os.access(path, os.W_OK):
+                raise UserError("cannot write to the file (permission denied)", f"{option} {self.target}")
+            _check_writable(path.parent, f"{option} {self.target}")
 
     def path(self, stream: str) -> Path | None:
         """The file `stream`'s lines go to (None for stdout)."""
@@ -92,7 +94,7 @@ class JsonLines:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
         except OSError as exc:
-            raise UserError(f"cannot open for writing: {exc.strerror}", f"{self.option} {path}") from None
+            raise WriteFailed(f"cannot open for writing: {exc.strerror}", f"{self.option} {path}", exc.errno) from None
         self._files[key], self._locks[key] = fd, threading.Lock()
 
     def close(self) -> None:
@@ -110,17 +112,33 @@ class JsonLines:
         self.close()
 
 
+class WriteFailed(UserError):
+    """A result line that could not be written; `errno`: the system's error number (`ENOSPC` for a short
+    write, which a full disk causes)."""
+
+    def __init__(self, what: str, where: str, errno: int | None) -> None:
+        super().__init__(what, where)
+        self.errno = errno
+
+
+def _check_writable(folder: Path, where: str) -> None:
+    """`folder`, or the nearest of its parents that exists, must be a folder this process may create files in."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write into the folder {existing} (permission denied)", where)
+
+
 def _append(fd: int, line: bytes, path: Path | None, option: str) -> None:
     """One `write` of `line`; a short or failed write is truncated back to where the line began."""
     start = os.lseek(fd, 0, os.SEEK_END)
     try:
         written = os.write(fd, line)
     except OSError as exc:
-        written, error = -1, exc.strerror
+        written, error, number = -1, exc.strerror, exc.errno
     else:
-        error = "short write (disk full?)"
+        error, number = "short write (disk full?)", errno.ENOSPC
     if written == len(line):
         return
     with contextlib.suppress(OSError):
         os.ftruncate(fd, start)
-    raise UserError(f"cannot write a result line: {error}", f"{option} {path}")
+    raise WriteFailed(f"cannot write a result line: {error}", f"{option} {path}", number)

@@ -24,12 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from runtime.results.defaults import REGION_MODES
 from runtime.results.drift import DriftReading
 from runtime.results.regions import check_region_options, class_binary, find_regions
 from runtime.results.rle import rle_regions
 from runtime.results.shares import class_counts, shares_dict
-
-REGION_MODES = ("polygon", "rle", "none")
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,8 @@ class ResultOptions:
             raise ValueError(f"every {self.every}: a record every N frames needs a whole N >= 1")
 
     def due(self, frame: int) -> bool:
-        """Whether frame `frame` (0-based, of its stream) gets a record: frames 0, N, 2N, ..."""
+        """Whether the `frame`-th frame a stream processed (0-based) gets a record: 0, N, 2N, ... (a file's frames
+        by position; a live source's by the frames it processed, so that dropped frames do not thin the records)."""
         return frame % self.every == 0
 
 

@@ -74,7 +74,7 @@ def check_region_options(min_area: int, epsilon: float) -> None:
     if int(min_area) != min_area or min_area < 1:
         raise ValueError(f"min area {min_area} must be a whole number of pixels, at least 1")
     if not np.isfinite(epsilon) or epsilon < 0:
-        raise ValueError(f"epsilon {epsilon} must be 0 (exact pixel boundary) or a positive number of pixels")
+        raise ValueError(f"epsilon {epsilon:g} must be 0 (exact pixel boundary) or a positive number of pixels")
 
 
 def find_regions(

@@ -1,13 +1,15 @@
 """One stream's results, per frame: smoothing (reset on scene cuts and reconnects), drift, and the record.
 
-What a stream's writer calls, in this order, for each frame (`output`: the backend's output for the frame,
-`C x h x w` logits or an `h x w` mask; `info`: its `FrameInfo`):
+What a stream's writer calls for each frame (`output`: the backend's output for the frame, `C x h x w` logits
+or an `h x w` mask; `info`: its `FrameInfo`): `mask = results.process(output, info, frame_bgr, index, time)`,
+which is, in this order,
 
     scores = results.smooth_scores(output, frame_bgr)          # ema:A / hold:D; else `output` unchanged
     mask = postprocess(scores[None], [info])[0]
     mask = results.smooth_mask(mask)                           # vote:K; else `mask` unchanged
     record = results.observe(mask, output, info, frame_index, stream_time)   # drift + the record when due
 
+(the first three are `results.mask(output, info, frame_bgr)`, what `cfnet evaluate --video` scores).
 `results.reset()` on a reconnect. `latest_shares` and `latest_drift` are what `/stats` and the Prometheus
 gauges read (a reference swap per frame, no lock).
 """
@@ -16,24 +18,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from runtime.errors import UserError
-from runtime.results.drift import DEFAULT_HOLD_S, DEFAULT_WINDOW_S, DriftMonitor, DriftReading, low_confidence_share
+from runtime.postprocess import postprocess, valid_area
+from runtime.preprocess import FrameInfo
+from runtime.results.defaults import DEFAULT_HOLD_S, DEFAULT_WINDOW_S
+from runtime.results.drift import DriftMonitor, DriftReading, low_confidence_share
 from runtime.results.records import ResultOptions, frame_record
 from runtime.results.reference import Reference
 from runtime.results.scenecut import SceneCut
 from runtime.results.shares import class_counts, shares_dict
 from runtime.results.smoothing import SmoothSpec, make_smoother
-
-
-class FrameGeometry(Protocol):
-    """What `observe` reads of a `runtime.preprocess.FrameInfo`."""
-
-    resized_size: tuple[int, int]
-    input_size: tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -65,8 +63,8 @@ class StreamResults:
     """The results of one stream (one object per stream, used by its writer thread only).
 
     `classes`: the model's class names; `reference`: the model's (None: no drift figures); `sink`: called with
-    each due record (a `JsonLines.write`, the Python API's callback; None: records are only returned);
-    `warn`: called with the drift warning, once per episode."""
+    each due record (a `JsonLines.write`, the Python API's callback; None: no records are made, only the
+    shares and drift figures); `warn`: called with the drift warning, once per episode."""
 
     def __init__(
         self,
@@ -91,6 +89,7 @@ class StreamResults:
         self.latest_shares: Mapping[str, float] = {}
         self.latest_drift: DriftReading | None = None
         self.scene_cuts = 0
+        self._observed = 0  # frames observed: `--emit-every` counts these
 
     def reset(self) -> None:
         """Start afresh (a reconnect): smoothing and the drift window forget the past."""
@@ -115,16 +114,30 @@ class StreamResults:
         return self._smoother.update(output)
 
     def smooth_mask(self, mask: np.ndarray) -> np.ndarray:
-        """The frame's mask with `vote` applied (other smoothings, or none: as it is)."""
+        """The frame's mask with `vote` applied (other smoothings, or none: as it is); a mask of its own, which
+        the caller may keep (the smoother's buffer is reused by the next frame)."""
         if self._smoother is None or self._smoother.needs_logits:
             return mask
-        return self._smoother.update(mask)
+        return self._smoother.update(mask).copy()
+
+    def mask(self, output: np.ndarray, info: FrameInfo, frame_bgr: np.ndarray | None = None) -> np.ndarray:
+        """The frame's final mask: `smooth_scores`, `runtime.postprocess.postprocess`, `smooth_mask`."""
+        return self.smooth_mask(postprocess(self.smooth_scores(output, frame_bgr)[None], [info])[0])
+
+    def process(
+        self, output: np.ndarray, info: FrameInfo, frame_bgr: np.ndarray | None, frame: int, time: float
+    ) -> np.ndarray:
+        """One frame, everything in order: its final `mask` (returned), then `observe` (shares, drift, record)."""
+        mask = self.mask(output, info, frame_bgr)
+        self.observe(mask, output, info, frame, time)
+        return mask
 
     def observe(
-        self, mask: np.ndarray, output: np.ndarray | None, info: FrameGeometry | None, frame: int, time: float
+        self, mask: np.ndarray, output: np.ndarray | None, info: FrameInfo | None, frame: int, time: float
     ) -> dict[str, Any] | None:
-        """Shares and drift of the frame's final `mask`; the record (handed to the sink) when the frame is due.
-        `output`/`info`: the raw output and geometry, for the confidence part of the drift (logits only)."""
+        """Shares and drift of the frame's final `mask`; the record, handed to the sink and returned, when the
+        frame is due and there is a sink. `output`/`info`: the raw output and geometry, for the confidence part
+        of the drift (logits only)."""
         counts = class_counts(mask, len(self.classes))
         shares = counts / max(mask.size, 1)
         self.latest_shares = shares_dict(shares, self.classes)
@@ -132,26 +145,20 @@ class StreamResults:
         if self._drift is not None:
             low = None
             if output is not None and output.ndim == 3 and info is not None:
-                scores = valid_scores(output, info.resized_size, info.input_size)
+                scores = valid_area(output, info.resized_size, info.input_size)
                 low = low_confidence_share(scores, self._drift.reference.low_threshold)
             reading = self._drift.update(shares, low, time)
             self.latest_drift = reading
             if reading.alert is not None and self.warn is not None:
                 self.warn(reading.alert)
-        if not self.config.options.due(frame):
+        due = self.config.options.due(self._observed)
+        self._observed += 1
+        if self.sink is None or not due:
             return None
         record = frame_record(
             mask, self.classes, source=self.source, stream=self.stream, frame=frame, time=time,
             options=self.config.options, drift=reading,
         )
-        if self.sink is not None:
-            self.sink(record)
+        self.sink(record)
         return record
 
-
-def valid_scores(output: np.ndarray, resized_size: tuple[int, int], input_size: tuple[int, int]) -> np.ndarray:
-    """`C x h x w` scores cropped to the frame's resized area (the letterbox padding off), in proportion when
-    the output is smaller than the input (as `runtime.postprocess` crops)."""
-    rows = -(-resized_size[0] * output.shape[-2] // input_size[0])
-    cols = -(-resized_size[1] * output.shape[-1] // input_size[1])
-    return output[..., :rows, :cols]

@@ -8,16 +8,20 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from runtime.backends import Backend
 from runtime.errors import UserError
+from runtime.results.emit import JsonLines
+from runtime.results.stage import ResultsConfig
 from runtime.signals import handling
 from runtime.stream.display import require_gui
 from runtime.stream.display import show as show_window
 from runtime.stream.mux import Muxer
+from runtime.stream.results import RunResults
 from runtime.stream.sizing import check_batch, check_workers, default_batch, default_workers
 from runtime.stream.stages import StreamFrameCallback, finish_writer, inference, reader, writer
 from runtime.stream.state import Run, Stream
@@ -47,6 +51,9 @@ def run_stream(
     live: bool | None = None,
     batch: int = 1,
     stall_timeout: float = DEFAULT_STALL_TIMEOUT_S,
+    results: ResultsConfig | None = None,
+    emit: str | Path | JsonLines | None = None,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
 ) -> StreamStats:
     """Segment every frame of `source` (a path, a camera index as digits, a URL, or an open `VideoSource`,
     which is released at the end): `run_streams` with one source.
@@ -55,7 +62,8 @@ def run_stream(
     in order for each processed frame (index = position in the source, so drops show as gaps); `progress(done)`
     after each one. `live` overrides whether the source drops frames under lag (default: cameras and URLs).
     Returns the stream's `StreamStats`; Ctrl-C or SIGTERM ends the run early with `ended_by="interrupted"`
-    or `"terminated"`. An error of the stream is raised once its MP4 is finalised.
+    or `"terminated"`. An error of the stream is raised once its MP4 is finalised. `results`, `emit`,
+    `on_result`: as `run_streams`.
     """
     callback: StreamFrameCallback | None = None
     if on_frame is not None:
@@ -78,6 +86,9 @@ def run_stream(
         live=live,
         batch=batch,
         stall_timeout=stall_timeout,
+        results=results,
+        emit=emit,
+        on_result=on_result,
     )
     if result.errors:
         raise result.errors[0]
@@ -103,6 +114,9 @@ def run_streams(
     live: bool | None = None,
     on_start: Callable[[RunStats], None] | None = None,
     infer_workers: int | None = None,
+    results: ResultsConfig | None = None,
+    emit: str | Path | JsonLines | None = None,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunStats:
     """Segment several sources in one pipeline (paths, camera indices, URLs or open `VideoSource`s, all
     released at the end).
@@ -117,6 +131,11 @@ def run_streams(
     frames done over all streams; `on_start(stats)` hands an observer the live `RunStats` before the first
     frame. A stream that fails ends alone (`ended_by="error"`, the exception in `RunStats.errors`); an
     inference error stops the run and is raised once every MP4 is finalised.
+
+    Results as data (`runtime.stream.results`): `results` (a `runtime.results.stage.ResultsConfig`: regions,
+    `--emit-every`, smoothing, drift alert) applies to every stream; `emit` writes one JSON line per frame and
+    stream (`FILE.jsonl`, `DIR/`, `-`); `on_result(record)` gets the same dicts, in order per stream, from the
+    stream's writer thread. Each stream's newest shares and drift figures are in its `StreamStats`.
     """
     if not sources:
         raise UserError("no source to stream", "give at least one video, camera or URL")
@@ -134,6 +153,7 @@ def run_streams(
     if len(outs) != len(sources):
         raise UserError(f"{len(outs)} outputs for {len(sources)} sources", "outs")
     _refuse_overwriting_inputs(sources, outs)
+    run_results = RunResults(results, backend, emit=emit, on_result=on_result)  # checked before a source opens
     opened: list[VideoSource] = []
     streams: list[Stream] = []
     run = Run()
@@ -162,6 +182,8 @@ def run_streams(
                 source=src.name, output=None, backend=backend.name, live=is_live, size=src.size, input_fps=src.fps
             )
             streams.append(Stream(i, src, is_live, video, stats, max(1, 2 if is_live else queue_size)))
+        for stream, name in zip(streams, stream_names([s.name for s in opened]), strict=True):
+            stream.results = run_results.for_stream(name, stream.src.name, stream.stats, stream.src.fps, stream.live)
         result.streams = [s.stats for s in streams]
         result.latest = [None] * len(streams)
         result.times = [s.times for s in streams]
@@ -229,6 +251,7 @@ def run_streams(
             cv2.destroyAllWindows()
         for s in streams:
             finish_writer(s)
+        run_results.close()
     if run.error is not None:
         raise run.error
     for s in streams:

@@ -160,7 +160,8 @@ def _write(
         times["wait"].append(item.waited)
         times["infer"].append(item.inferred)
         started = time.perf_counter()
-        mask = postprocess(item.output, [item.info])[0]
+        results = stream.results  # smoothing, shares, drift, records: runtime.stream.results
+        mask = results.mask(item) if results is not None else postprocess(item.output, [item.info])[0]
         blended = overlay(item.frame, colorize(mask, lut), alpha)
         if legend:
             blended = draw_legend(blended, mask, meta.classes, meta.palette)

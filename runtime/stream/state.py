@@ -9,6 +9,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,6 +17,9 @@ from runtime.latency import Latencies
 from runtime.preprocess import FrameInfo
 from runtime.stream.stats import STAGES, StreamStats
 from runtime.video import VideoSource, VideoWriter
+
+if TYPE_CHECKING:
+    from runtime.stream.results import FrameResults
 
 
 @dataclass
@@ -68,6 +72,7 @@ class Stream:
         self.times: dict[str, Latencies] = {s: Latencies() for s in STAGES}
         self.started = time.perf_counter()
         self.error: BaseException | None = None
+        self.results: FrameResults | None = None  # smoothing, shares, drift, records (runtime.stream.results)
 
     def depths(self) -> dict[str, int]:
         """Frames waiting now: for a batch (the muxer's queue of this stream) and for this stream's writer."""

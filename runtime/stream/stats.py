@@ -39,6 +39,8 @@ class StreamStats:
     ended_by: str = "running"
     error: str | None = None
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    shares: dict[str, float] = field(default_factory=dict)  # the newest frame's class shares (runtime.results)
+    drift: dict[str, Any] | None = None  # the newest drift figures (None: the model has no reference)
     name: str = ""
     state: str = "running"
     reconnects: int = 0

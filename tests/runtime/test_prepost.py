@@ -12,7 +12,7 @@ import pytest
 from runtime.artifact import ModelMetadata
 from runtime.backends import open_backend
 from runtime.errors import UserError
-from runtime.postprocess import colorize, draw_legend, overlay, postprocess
+from runtime.postprocess import colorize, draw_legend, overlay, postprocess, valid_area
 from runtime.preprocess import preprocess
 from runtime.segmentation import segment
 from tests.runtime.helpers import CLASSES, MEAN, PALETTE, STD, synthetic_frames
@@ -78,6 +78,14 @@ def test_postprocess_unpads_and_resizes_nearest_to_the_frame() -> None:
     assert mask.shape == (30, 100) and mask.dtype == np.uint8
     expected = cv2.resize(labels[:19, :64].astype(np.uint8), (100, 30), interpolation=cv2.INTER_NEAREST)
     np.testing.assert_array_equal(mask, expected)
+
+
+def test_valid_area_crops_the_padding_in_proportion() -> None:
+    """What post-processing and the drift score's confidence both keep of an output: the frame's area."""
+    scores = np.zeros((2, 16, 32), np.float32)
+    assert valid_area(scores, (12, 30), (16, 32)).shape == (2, 12, 30)
+    assert valid_area(scores[:, :4, :8], (12, 30), (16, 32)).shape == (2, 3, 8)  # a 1/4 output: rounded up
+    assert valid_area(np.zeros((16, 32), np.uint8), (12, 30), (16, 32)).shape == (12, 30)  # a mask
 
 
 def test_colours_overlay_and_legend() -> None:

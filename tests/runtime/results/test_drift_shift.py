@@ -17,7 +17,8 @@ from export.onnx import export_onnx
 from runtime import open_backend
 from runtime.postprocess import postprocess
 from runtime.preprocess import preprocess
-from runtime.results.drift import DEFAULT_ALERT, DriftMonitor, low_confidence_share
+from runtime.results.defaults import DEFAULT_ALERT
+from runtime.results.drift import DriftMonitor, low_confidence_share
 from runtime.results.shares import class_shares
 
 SIZE = (64, 128)

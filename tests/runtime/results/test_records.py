@@ -130,3 +130,21 @@ def test_a_failed_write_leaves_no_partial_line(tmp_path: Path, monkeypatch: pyte
     writer.write({"stream": "a", "frame": 2})
     writer.close()
     assert [json.loads(line)["frame"] for line in out.read_text().splitlines()] == [0, 2]
+
+
+def test_nothing_is_created_before_the_first_line(tmp_path: Path) -> None:
+    """A run that fails before its first frame leaves no empty file or folder behind."""
+    file_target, folder_target = JsonLines(tmp_path / "a" / "b" / "r.jsonl"), JsonLines(f"{tmp_path / 'dir'}/")
+    assert list(tmp_path.iterdir()) == []
+    file_target.write({"stream": "cam", "frame": 0})
+    folder_target.write({"stream": "cam", "frame": 0})
+    file_target.close()
+    folder_target.close()
+    assert (tmp_path / "a" / "b" / "r.jsonl").is_file() and (tmp_path / "dir" / "cam.jsonl").is_file()
+
+
+def test_a_folder_nobody_may_write_into_is_refused_at_once() -> None:
+    """/proc/self/ takes no new files, whoever asks (root included)."""
+    for target in ("/proc/self/", "/proc/self/r.jsonl", "/proc/self/new/r.jsonl"):
+        with pytest.raises(UserError, match="cannot write into the folder /proc/self"):
+            JsonLines(target)

@@ -14,7 +14,7 @@ from runtime.preprocess import FrameInfo
 from runtime.results.records import ResultOptions
 from runtime.results.reference import BINS, Reference
 from runtime.results.smoothing import parse_smoothing
-from runtime.results.stage import ResultsConfig, StreamResults, valid_scores
+from runtime.results.stage import ResultsConfig, StreamResults
 
 CLASSES = ("road", "car", "sky")
 
@@ -76,19 +76,44 @@ def test_vote_smooths_masks_and_leaves_scores_alone() -> None:
 def test_drift_figures_and_one_warning_per_episode() -> None:
     warnings: list[str] = []
     config = ResultsConfig(options=ResultOptions("none"), drift_alert=0.2, drift_hold_s=1.0, drift_window_s=0.5)
-    results = StreamResults(config, CLASSES, _reference(), stream="cam", source="0", warn=warnings.append)
+    records: list[dict[str, Any]] = []
+    results = StreamResults(
+        config, CLASSES, _reference(), stream="cam", source="0", warn=warnings.append, sink=records.append
+    )
     sky = np.full((8, 8), 2, np.uint8)
     unsure = np.zeros((3, 8, 8), np.float32)  # a three-way tie: top-1 probability 1/3, below the threshold
     info = FrameInfo(frame_size=(8, 8), resized_size=(8, 8), input_size=(8, 8))
     for step in range(40):
         record = results.observe(sky, unsure, info, step, step / 10)
-    assert record is not None and record["drift"]["alerting"] is True
+    assert record is records[-1] and record["drift"]["alerting"] is True and len(records) == 40
     reading = results.latest_drift
     assert reading is not None and reading.low_share == 1.0 and reading.low_excess == pytest.approx(1.0)
     assert len(warnings) == 1 and warnings[0].startswith("cam: drift score 1.00 above 0.2 for 1 s")
 
 
-def test_valid_scores_crop_the_padding_in_proportion() -> None:
-    output = np.zeros((2, 16, 32), np.float32)
-    assert valid_scores(output, (12, 30), (16, 32)).shape == (2, 12, 30)
-    assert valid_scores(output[:, :4, :8], (12, 30), (16, 32)).shape == (2, 3, 8)
+
+def test_without_a_sink_no_record_is_made_but_shares_and_drift_are_kept() -> None:
+    results = StreamResults(ResultsConfig(), CLASSES, _reference(), stream="cam", source="0")
+    mask = np.full((4, 4), 1, np.uint8)
+    assert results.observe(mask, None, None, 0, 0.0) is None
+    assert results.latest_shares["car"] == 1.0
+    assert results.latest_drift is not None and results.latest_drift.low_share is None  # a mask: no confidence
+
+
+def test_process_smooths_post_processes_and_observes_in_order() -> None:
+    """`process` is `mask` (smooth the scores, post-process, smooth the mask) then `observe`; a voted mask is the
+    caller's to keep."""
+    got: list[dict[str, Any]] = []
+    results = StreamResults(
+        ResultsConfig(options=ResultOptions("none"), smooth=parse_smoothing("vote:3")), CLASSES, None,
+        stream="s", source="s", sink=got.append,
+    )
+    info = FrameInfo(frame_size=(4, 8), resized_size=(2, 4), input_size=(2, 4))  # upscaled x2 to the frame
+    frame = np.zeros((4, 8, 3), np.uint8)
+    masks = []
+    for label in (0, 0, 2, 2):
+        scores = np.zeros((3, 2, 4), np.float32)
+        scores[label] = 1.0
+        masks.append(results.process(scores, info, frame, len(masks), len(masks) / 10))
+    assert [int(m[0, 0]) for m in masks] == [0, 0, 0, 2] and masks[0].shape == (4, 8)
+    assert [r["shares"]["sky"] for r in got] == [0.0, 0.0, 0.0, 1.0]
