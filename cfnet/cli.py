@@ -16,6 +16,7 @@ import click
 from cfnet.errors import UserError
 from cfnet.sizes import SIZE
 from runtime.errors import UserError as RuntimeUserError
+from runtime.options import NON_NEGATIVE, SEED, positive
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -122,11 +123,11 @@ def data_group() -> None:
 @click.option("--train", "train_count", default=200, show_default=True, help="Training images.")
 @click.option("--val", "val_count", default=50, show_default=True, help="Validation images.")
 @click.option("--size", type=SIZE, default="256x512", show_default=True, help="Image size, HxW.")
-@click.option("--seed", default=0, show_default=True, help="Seed: the same seed writes identical bytes.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed: the same seed writes identical bytes.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists and is not empty.")
 @click.option("--video", type=click.Path(dir_okay=False), help="Also write a driving video (.mp4) here.")
 @click.option("--frames", default=150, show_default=True, help="Frames of --video (0.7 m of travel each).")
-@click.option("--fps", default=15.0, show_default=True, help="Frame rate of --video.")
+@click.option("--fps", default=15.0, show_default=True, type=positive(1000), help="Frame rate of --video.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout.")
 def data_synth_command(
     out: str, train_count: int, val_count: int, size: tuple[int, int], seed: int, overwrite: bool,
@@ -208,13 +209,13 @@ def data_check_command(data: str, splits: tuple[str, ...], as_json: bool) -> Non
 @click.option("--iters", type=int, help="Length of the run in iterations (wins over --epochs).")
 @click.option("--batch-size", default=1, show_default=True, help="Images per process and iteration.")
 @click.option("--crop", type=SIZE, default="512x512", show_default=True, help="Training crop, HxW.")
-@click.option("--lr", default=1e-4, show_default=True, help="Adam learning rate (the paper's 1e-4).")
+@click.option("--lr", default=1e-4, show_default=True, type=positive(), help="Adam learning rate (the paper's 1e-4).")
 @click.option("--poly", is_flag=True, help="Poly learning-rate decay (power 0.9) to 0 at the last iteration.")
 @click.option("--nproc", default=1, show_default=True, help="Processes on this machine (DDP; one per GPU).")
 @click.option("--amp", is_flag=True, help="Mixed precision on CUDA (ignored with a warning on the CPU).")
 @click.option("--amp-dtype", type=click.Choice(["fp16", "bf16"]), default="fp16", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt, exactly.")
-@click.option("--seed", default=0, show_default=True, help="Seed of weights, data order and augmentation.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of weights, data order and augmentation.")
 @click.option("--backbone-weights", type=click.Path(),
               help="Pretrained encoder weights: a torchvision ResNet-50 state dict (pspnet, deeplabv3) or a "
                    "transformers MiT save, folder or file (segformer, cfnet-*).")
@@ -223,9 +224,10 @@ def data_check_command(data: str, splits: tuple[str, ...], as_json: bool) -> Non
 @click.option("--log-every", default=10, show_default=True, help="Iterations between rows of metrics.csv.")
 @click.option("--workers", default=2, show_default=True, help="DataLoader worker processes per training process.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--loss-contrastive", default=0.1, show_default=True, help="InfoNCE weight (fused models; 0: off).")
-@click.option("--temperature", default=0.07, show_default=True, help="InfoNCE temperature tau.")
-@click.option("--aux-weight", type=float, show_default="0.4, measured: docs/DESIGN.md",
+@click.option("--loss-contrastive", default=0.1, show_default=True, type=NON_NEGATIVE,
+              help="InfoNCE weight (fused models; 0: off).")
+@click.option("--temperature", default=0.07, show_default=True, type=positive(), help="InfoNCE temperature tau.")
+@click.option("--aux-weight", type=NON_NEGATIVE, show_default="0.4, measured: docs/DESIGN.md",
               help="Weight of the fused models' auxiliary transformer-branch loss (0: no branch decoder).")
 @click.pass_context
 def train_command(ctx: click.Context, model_name: str | None, data: str | None, **options: object) -> None:
@@ -309,7 +311,7 @@ def evaluate_command(
 @click.option("--quick", is_flag=True, help="One seed and a shorter schedule.")
 @click.option("--batch-size", type=int, help="Images per iteration [default: 4].")
 @click.option("--crop", type=SIZE, help="Training crop HxW [default: 128x256, the demo set's size].")
-@click.option("--aux-weight", type=float, help="Auxiliary transformer-branch loss weight [default: train's].")
+@click.option("--aux-weight", type=NON_NEGATIVE, help="Auxiliary transformer-branch loss weight [default: train's].")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Training device [default: cpu].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 def ablate_command(

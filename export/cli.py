@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from cfnet.sizes import SHAPE, SIZE
+from runtime.options import Float, positive
 
 
 @click.group("export")
@@ -50,7 +51,7 @@ def export_group() -> None:
 )
 @click.option(
     "--min-agreement",
-    type=float,
+    type=Float(0, 1, min_open=True),
     help="int8 autopilot: keep the most sensitive nodes fp32 until argmax agreement with fp32 on held-out "
     "--calib-data images reaches this (e.g. 0.995).",
 )
@@ -173,7 +174,7 @@ def _load_model(  # noqa: ANN202 - a torch model
 @click.option("--min-shape", type=SHAPE, help="Smallest input NxCxHxW [default: half the metadata size].")
 @click.option("--opt-shape", type=SHAPE, help="Input NxCxHxW to tune for [default: 1x3x<cfnet.input_size>].")
 @click.option("--max-shape", type=SHAPE, help="Largest input NxCxHxW [default: twice the metadata size].")
-@click.option("--workspace-gb", default=4.0, show_default=True, help="Builder workspace limit, GB.")
+@click.option("--workspace-gb", default=4.0, show_default=True, type=positive(), help="Builder workspace limit, GB.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), help="Timing cache file, read and written.")
 @click.option("--compat", type=click.Choice(["none", "hardware", "version"]), default="none", show_default=True,
               help="Portability: hardware = any Ampere-or-newer GPU (AMPERE_PLUS), version = later TensorRT versions "

@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from runtime.options import Float, positive
+
 DEVICE = click.Choice(["auto", "cpu", "cuda"])
 
 
@@ -81,7 +83,7 @@ def _open(model: str, device: str, threads: int | None, overrides: dict[str, Any
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @model_options
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
-@click.option("--alpha", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Overlay opacity.")
+@click.option("--alpha", default=0.5, show_default=True, type=Float(0, 1), help="Overlay opacity.")
 @click.option("--legend", is_flag=True, help="Draw the names of the classes present.")
 @click.option("--json", "as_json", is_flag=True, help="Print the written files as JSON.")
 def segment_command(
@@ -152,7 +154,7 @@ Exit codes:
     "folder, one MP4 per source.",
 )
 @click.option("--show", is_flag=True, help="Show the overlays in a window (needs OpenCV with GUI; q quits).")
-@click.option("--alpha", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Overlay opacity.")
+@click.option("--alpha", default=0.5, show_default=True, type=Float(0, 1), help="Overlay opacity.")
 @click.option("--legend", is_flag=True, help="Draw the names of the classes present.")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop each source after reading this many frames.")
 @click.option(
@@ -170,7 +172,7 @@ Exit codes:
     "batch_timeout",
     default=40.0,
     show_default=True,
-    type=click.FloatRange(min=0),
+    type=Float(0, 60_000),
     help="ms the oldest frame of an unfilled batch waits before the batch is inferred.",
 )
 @click.option(
@@ -184,7 +186,7 @@ Exit codes:
     "--stall-timeout",
     default=10.0,
     show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
+    type=positive(86_400),
     help="Seconds a source may block in a read before its stream is ended (the others go on).",
 )
 @click.option(
@@ -195,7 +197,7 @@ Exit codes:
 )
 @click.option("--serve-token", help="A token every live-view request must carry (?token= or a Bearer header).")
 @click.option(
-    "--serve-fps", default=10.0, show_default=True, type=click.FloatRange(min=0.1), help="Live view's frames/s cap."
+    "--serve-fps", default=10.0, show_default=True, type=Float(0.1, 1000), help="Live view's frames/s cap."
 )
 @click.option(
     "--serve-quality", default=80, show_default=True, type=click.IntRange(1, 100), help="Live view's JPEG quality."
@@ -368,7 +370,8 @@ def _print_summary(result: Any) -> None:
 @click.option("--http-port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--grpc-port", default=8001, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--metrics-port", default=8002, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for every model to load.")
+@click.option("--timeout", default=120.0, show_default=True, type=positive(86_400),
+              help="Seconds to wait for every model to load.")
 def serve_command(
     repository: Path, host: str, http_port: int, grpc_port: int, metrics_port: int, timeout: float
 ) -> None:
