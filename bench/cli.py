@@ -100,11 +100,11 @@ def bench_command(
 
     from bench.report import markdown_table, write_report
     from bench.run import QUICK_MODELS, BenchConfig, run_bench
-    from runtime.files import check_output
+    from runtime.files import Output, check_outputs
 
-    check_output(out, folder=True)
-    if markdown is not None:
-        check_output(markdown)
+    check_outputs(
+        [Output(out, folder=True), Output(markdown, "--markdown", suffixes=(".md",)) if markdown else None], [stream]
+    )
 
     chosen = _names(models) if models is not None else (QUICK_MODELS if quick else _names(ALL_MODELS))
     config = BenchConfig(

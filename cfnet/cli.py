@@ -149,7 +149,10 @@ def data_synth_command(
     import time
 
     from cfnet.data.synth import synthesize, synthesize_video
+    from runtime.files import Output, check_outputs
 
+    check_outputs([Output(out, "OUT", folder=True) if train_count or val_count or video is None else None,
+                   Output(video, "--video", suffixes=(".mp4",)) if video is not None else None])
     start = time.perf_counter()
     result: dict[str, object] = {"train": train_count, "val": val_count, "size": list(size), "seed": seed}
     if train_count or val_count or video is None:
@@ -248,6 +251,9 @@ def train_command(ctx: click.Context, model_name: str | None, data: str | None, 
     """
     from cfnet.train import TrainConfig, train
     from cfnet.train.config import resumed_config
+    from runtime.files import Output, check_outputs
+
+    check_outputs([Output(str(options["out"]), "--out", folder=True)])
 
     if options["resume"]:
         given = {
@@ -294,6 +300,16 @@ def evaluate_command(
 
     from cfnet.evaluate import evaluate_checkpoint, format_scores
 
+    if save_predictions is not None:
+        from cfnet.data.cityscapes import scan
+        from runtime.files import Output, check_outputs
+
+        samples = scan(data, split)  # a prediction is named like its image: never written over an input
+        check_outputs(
+            [Output(save_predictions, "--save-predictions", folder=True),
+             *(Output(os.path.join(save_predictions, s.result_name), "--save-predictions") for s in samples)],
+            [checkpoint, *(path for s in samples for path in (s.image, s.label))],
+        )
     scores = evaluate_checkpoint(
         checkpoint, data, split=split, expect_model=expect_model, save_predictions=save_predictions,
         device=device, progress=not as_json, branch=branch,
@@ -339,7 +355,10 @@ def ablate_command(
     from cfnet.ablation.plan import QUICK, Schedule, build_plan, select
     from cfnet.ablation.report import collect, write_report
     from cfnet.ablation.runner import execute
+    from runtime.files import Output, check_outputs
     from runtime.signals import sigterm_as_interrupt
+
+    check_outputs([Output(out, "--out", folder=True)])
 
     options = {**(QUICK if quick else {}), **{k: v for k, v in given.items() if v is not None}}
     schedule = Schedule(data=data, out=out, **options)  # type: ignore[arg-type]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from cfnet.sizes import SHAPE, SIZE
 from runtime.options import Float, positive
+
+ENGINE_SUFFIXES = (".engine", ".plan")
 
 
 @click.group("export")
@@ -112,7 +116,9 @@ def onnx_command(
     import sys
 
     from export.onnx import ParityError, export_report
+    from runtime.files import Output, check_outputs
 
+    check_outputs([Output(out, suffixes=(".onnx",))], [checkpoint])
     model = _load_model(checkpoint, model_name, preset, branch)
     try:
         report = export_report(
@@ -210,6 +216,13 @@ def build_engine_command(
 
     from export.tensorrt import build_engine
     from runtime.artifact import sidecar_path
+    from runtime.files import Output, check_outputs
+
+    check_outputs(
+        [Output(out, suffixes=ENGINE_SUFFIXES), Output(sidecar_path(Path(out)), "--out's sidecar"),
+         Output(timing_cache, "--timing-cache") if timing_cache else None],
+        [onnx_path],
+    )
 
     engine = build_engine(
         onnx_path,
@@ -262,7 +275,15 @@ def triton_command(
       cfnet export triton model.engine --out triton-repo
     """
     from export.triton import export_triton
+    from runtime.artifact import sidecar_path
+    from runtime.files import Output, check_outputs
+    from runtime.triton.config import model_step
 
+    models = (name, f"{name}_preprocess", model_step(name), f"{name}_postprocess")  # each replaced whole
+    check_outputs(
+        [Output(out, folder=True), *(Output(Path(out) / m, folder=True, replaced=True) for m in models)],
+        [model, sidecar_path(Path(model))],
+    )
     folders = export_triton(
         model, out, name=name, backend=backend, max_batch=max_batch, instances=instances,
         queue_delay_us=queue_delay_us, gpu=device == "gpu", overwrite=overwrite,

@@ -108,22 +108,28 @@ def segment_command(
     import numpy as np
 
     from runtime.errors import UserError
-    from runtime.files import check_output, image_files, read_image, write_image
+    from runtime.files import Output, check_outputs, image_files, read_image, write_image
     from runtime.segmentation import segment
 
-    check_output(out, folder=True)
     images = tuple(image_files(images))
     stems = [p.stem for p in images]
     clash = next((s for s in stems if stems.count(s) > 1), None)
     if clash is not None:
         raise UserError(f"two images are named '{clash}': their outputs would overwrite each other", "IMAGES")
+    targets = [(out / f"{p.stem}_mask.png", out / f"{p.stem}_overlay.png") for p in images]
+    check_outputs(
+        [Output(out, folder=True), *(Output(path) for pair in targets for path in pair)],
+        [*images, *([] if "://" in model else [model])],
+    )
+    for image_path in images:  # every input is readable before anything is written
+        read_image(image_path)
     written = []
     with _open(model, device, threads, overrides) as backend:
-        for image_path in images:
+        for image_path, (mask_target, overlay_target) in zip(images, targets, strict=True):
             frame = read_image(image_path)
             mask, blended = segment(frame, backend, alpha=alpha, legend=legend)
-            mask_path = write_image(out / f"{image_path.stem}_mask.png", mask)
-            overlay_path = write_image(out / f"{image_path.stem}_overlay.png", blended)
+            mask_path = write_image(mask_target, mask)
+            overlay_path = write_image(overlay_target, blended)
             classes = [backend.metadata.classes[c] for c in np.unique(mask)]
             written.append(
                 {"image": str(image_path), "mask": str(mask_path), "overlay": str(overlay_path), "classes": classes}
@@ -149,9 +155,9 @@ Exit codes:
 @model_options
 @click.option(
     "--out",
-    type=click.Path(path_type=Path),
-    help="MP4 of the overlays (the source's size and FPS); with several sources (or an existing folder) a "
-    "folder, one MP4 per source.",
+    type=click.Path(),
+    help="MP4 of the overlays (the source's size and FPS); with several sources, an existing folder or a "
+    "trailing / (seg/) a folder, one MP4 per source.",
 )
 @click.option("--show", is_flag=True, help="Show the overlays in a window (needs OpenCV with GUI; q quits).")
 @click.option("--alpha", default=0.5, show_default=True, type=Float(0, 1), help="Overlay opacity.")
@@ -159,7 +165,7 @@ Exit codes:
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop each source after reading this many frames.")
 @click.option(
     "--save-masks",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(file_okay=False),
     help="Also write each mask as PNG here (several sources: a folder per source).",
 )
 @click.option(
@@ -232,12 +238,12 @@ def _stream(
     model: str,
     device: str,
     threads: int | None,
-    out: Path | None,
+    out: str | None,
     show: bool,
     alpha: float,
     legend: bool,
     max_frames: int | None,
-    save_masks: Path | None,
+    save_masks: str | None,
     batch: int | None,
     batch_timeout: float,
     infer_workers: int | None,
@@ -252,24 +258,27 @@ def _stream(
     import sys
 
     from runtime.errors import UserError
-    from runtime.files import check_output, write_image
+    from runtime.files import Output, check_outputs, names_folder, write_image
     from runtime.progress import ProgressBar
     from runtime.stream import CPU_WORKERS, run_streams, worker_threads
     from runtime.stream.display import require_gui
-    from runtime.video import VideoSource, stream_names
+    from runtime.video import MP4_SUFFIXES, VideoSource, is_live, stream_names
 
     if show:
         require_gui()
     several = len(sources) > 1
-    if several and out is not None and (out.suffix or out.is_file()):
-        raise UserError("with several sources --out is a folder (one MP4 per source)", str(out))
+    folder = out is not None and (several or names_folder(out) or Path(out).is_dir())
+    if several and out is not None and (Path(out).suffix or Path(out).is_file()):
+        raise UserError("with several sources --out is a folder (one MP4 per source)", out)
     names = stream_names(list(sources))
-    into_folder = several or (out is not None and out.is_dir())
-    outs = [out / f"{n}.mp4" if out is not None else None for n in names] if into_folder else [out]
-    if out is not None:
-        check_output(out, folder=into_folder)
-    if save_masks is not None:
-        check_output(save_masks, folder=True)
+    outs = [Path(out) / f"{n}.mp4" for n in names] if out is not None and folder else [out]
+    folders = [Path(save_masks) / n if several else save_masks for n in names] if save_masks is not None else []
+    suffixes = tuple(s for s in MP4_SUFFIXES if s)
+    check_outputs(
+        [*(Output(o, "--out", suffixes=suffixes) for o in outs if o is not None),
+         *(Output(f, "--save-masks", folder=True) for f in folders)],
+        [*(s for s in sources if not is_live(s)), *([] if "://" in model else [model])],
+    )
     if threads is None and (several or (infer_workers or 1) > 1):
         threads = worker_threads(infer_workers or CPU_WORKERS)  # the workers share the cores
     with _open(model, device, threads, overrides) as backend, contextlib.ExitStack() as stack:
@@ -297,11 +306,10 @@ def _stream(
             ]
             bar = ProgressBar(sum(c for c in counts if c) if all(counts) else None, label="stream ")
         on_frame = None
-        if save_masks is not None:
-            folders = [save_masks / n if several else save_masks for n in names]
+        if folders:
 
             def on_frame(stream: int, index: int, frame: Any, mask: Any, blended: Any) -> None:
-                write_image(folders[stream] / f"{index:06d}.png", mask)
+                write_image(Path(folders[stream]) / f"{index:06d}.png", mask)
 
         try:
             result = run_streams(
