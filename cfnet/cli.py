@@ -124,7 +124,8 @@ def data_group() -> None:
 @click.option("--val", "val_count", default=50, show_default=True, help="Validation images.")
 @click.option("--size", type=SIZE, default="256x512", show_default=True, help="Image size, HxW.")
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Seed: the same seed writes identical bytes.")
-@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists and is not empty.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the data set in OUT (a folder holding anything else is refused, never deleted).")
 @click.option("--video", type=click.Path(dir_okay=False), help="Also write a driving video (.mp4) here.")
 @click.option("--frames", default=150, show_default=True, help="Frames of --video (0.7 m of travel each).")
 @click.option("--fps", default=15.0, show_default=True, type=positive(1000), help="Frame rate of --video.")

@@ -23,6 +23,7 @@ from cfnet.data.scene import Renderer, random_scene
 from cfnet.errors import UserError
 
 CITIES = {"train": "synthville", "val": "renderdorf"}
+LAYOUT = ("leftImg8bit", "gtFine")  # what a data set folder holds
 SPLIT_INDEX = {"train": 0, "val": 1}
 FRAME = 19
 VIDEO_STEP = 0.7  # metres the camera moves per frame
@@ -62,7 +63,8 @@ def synthesize(
     """Write `train` + `val` synthetic scenes under `out` in the Cityscapes layout; returns `out`.
 
     The set is built in a temporary folder beside `out` and renamed into place, so `out` is either
-    complete or absent. An existing non-empty `out` is an error unless `overwrite`. `workers` processes
+    complete or absent. An existing non-empty `out` is an error unless `overwrite`, and a folder holding anything
+    besides a data set's `LAYOUT` is never replaced (it is not the command's to delete). `workers` processes
     render in parallel (default: the CPU count, at most 4); the bytes do not depend on it.
     """
     out = Path(out)
@@ -73,6 +75,9 @@ def synthesize(
         raise UserError(f"image size {h}x{w} too small: at least 32x32", str(out))
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise UserError("output exists and is not empty (use --overwrite)", str(out))
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in LAYOUT) if out.is_dir() else []
+    if foreign:  # --overwrite replaces a data set, never a folder holding anything else
+        raise UserError(f"--overwrite would delete {foreign[0]}, which is not part of a data set", str(out))
     make_folder(out.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     tmp.chmod(0o777 & ~umask())  # mkdtemp makes it private; the set is an ordinary folder
