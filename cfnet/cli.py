@@ -16,6 +16,7 @@ import click
 from cfnet.errors import UserError
 from cfnet.sizes import SIZE
 from runtime.errors import UserError as RuntimeUserError
+from runtime.errors import write_failure
 from runtime.options import NON_NEGATIVE, SEED, positive
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -58,6 +59,14 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as exc:  # an output that cannot be written, wherever the command wrote it
+        line = write_failure(exc)
+        if line is None:
+            raise
+        if verbose:
+            traceback.print_exc()
+        print(f"error: {line}", file=sys.stderr)
+        sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -366,12 +375,18 @@ def ablate_command(
     plan = build_plan(schedule, select(variants))
     _check_plan(plan, data)
     started = time.perf_counter()
+    failed = True
     try:
         with sigterm_as_interrupt():  # SIGTERM ends the plan like Ctrl-C
             execute(plan, progress=not as_json)
+        failed = False
     finally:  # an interrupted plan still leaves the report of what finished
         report = collect(plan, schedule, seconds=time.perf_counter() - started)
-        paths = write_report(report, out)
+        try:
+            paths = write_report(report, out)
+        except OSError:
+            if not failed:
+                raise  # else the plan's own failure (a full disk, say) is the one reported
     click.echo(json.dumps(report, indent=2) if as_json else "\n".join(f"wrote {p}" for p in paths))
 
 

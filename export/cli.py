@@ -276,6 +276,7 @@ def triton_command(
     """
     from export.triton import export_triton
     from runtime.artifact import sidecar_path
+    from runtime.errors import writing
     from runtime.files import Output, check_outputs
     from runtime.triton.config import model_step
 
@@ -284,9 +285,10 @@ def triton_command(
         [Output(out, folder=True), *(Output(Path(out) / m, folder=True, replaced=True) for m in models)],
         [model, sidecar_path(Path(model))],
     )
-    folders = export_triton(
-        model, out, name=name, backend=backend, max_batch=max_batch, instances=instances,
-        queue_delay_us=queue_delay_us, gpu=device == "gpu", overwrite=overwrite,
-    )
+    with writing(out):
+        folders = export_triton(
+            model, out, name=name, backend=backend, max_batch=max_batch, instances=instances,
+            queue_delay_us=queue_delay_us, gpu=device == "gpu", overwrite=overwrite,
+        )
     for folder in folders.values():
         click.echo(f"wrote {folder}")

@@ -7,6 +7,7 @@ process (SIGKILL, power loss) left behind are recognised and removed by the next
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -18,7 +19,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from runtime.errors import UserError
+from runtime.errors import UserError, write_failure
 
 _UMASK = os.umask(0o022)  # read once at import: `os.umask` is read by setting it, which races with threads
 os.umask(_UMASK)
@@ -75,6 +76,7 @@ def check_outputs(outputs: Iterable[Output | None], inputs: Iterable[str | Path 
                 wanted = " or ".join(filter(None, [", ".join(out.suffixes[:-1]), out.suffixes[-1]]))
                 found = f", not {path.suffix}" if path.suffix else ": it has no extension"
                 raise UserError(f"{out.option} must end in {wanted}{found}", str(path))
+        _check_writable(path, out.folder)
         key = _identity(path)
         for source, source_key in sources:
             if key is not None and key == source_key and not out.folder:
@@ -91,6 +93,16 @@ def check_outputs(outputs: Iterable[Output | None], inputs: Iterable[str | Path 
             seen[k] = out
         paths.append(path)
     return paths
+
+
+def _check_writable(path: Path, folder: bool) -> None:
+    """Refuse an output whose folder (the nearest one that exists) cannot be written: a read-only file system
+    or no permission, in the words of `runtime.errors.write_failure`, before anything is computed."""
+    existing = next((p for p in [*([path] if folder else []), *path.parents] if p.exists()), None)
+    if existing is None or not existing.is_dir() or os.access(existing, os.W_OK | os.X_OK):
+        return
+    code = errno.EROFS if os.statvfs(existing).f_flag & os.ST_RDONLY else errno.EACCES
+    raise UserError(str(write_failure(OSError(code, os.strerror(code), str(path)))))
 
 
 def _identity(path: str | Path) -> tuple[int, int] | None:
@@ -162,8 +174,10 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename in (None, tmp):
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc  # named by the output, not its temp file
         raise
     return path
 

@@ -8,6 +8,7 @@ frame 19 (Cityscapes' annotated frame), images `_leftImg8bit.png` and labels `_g
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -17,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cfnet.atomic import atomic_path, make_folder, umask
+from cfnet.atomic import FULL_DISK, atomic_path, make_folder, umask
 from cfnet.data.labels import COLOR_BY_ID
 from cfnet.data.scene import Renderer, random_scene
 from cfnet.errors import UserError
@@ -36,8 +37,13 @@ def render_image(size: tuple[int, int], seed: int, split: str, index: int) -> tu
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), array):
-        raise UserError("cannot write image", str(path))
+    ok, encoded = cv2.imencode(".png", array)  # encoded here, written by Python: a failed write raises OSError
+    if not ok:
+        raise UserError("cannot encode image", str(path))
+    try:
+        path.write_bytes(encoded.tobytes())
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
 def _write_item(args: tuple[Path, tuple[int, int], int, str, int]) -> None:
@@ -127,6 +133,8 @@ def synthesize_video(
     h, w = size
     scene = random_scene(np.random.default_rng([seed, 2]), length=frames * VIDEO_STEP + 110.0)
     renderer = Renderer(size)
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # a failed write is our one line, not a WARN
     with atomic_path(out) as tmp:
         writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
         try:
@@ -135,6 +143,23 @@ def synthesize_video(
             for i in range(frames):
                 image, _ = renderer.render(scene, cam_z=i * VIDEO_STEP, frame=i)
                 writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+                if shutil.disk_usage(tmp.parent).free == 0:  # OpenCV only warns about a failed write
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out))
         finally:
             writer.release()
+            cv2.utils.logging.setLogLevel(level)
+        _check_video(tmp, frames, out)
     return out
+
+
+def _check_video(path: Path, frames: int, out: Path) -> None:
+    """A video OpenCV reports as written may be truncated (a write failed: OpenCV only warns): read its frame
+    count back; a short one is a full disk where the disk is full, else an error of the write."""
+    capture = cv2.VideoCapture(str(path))
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+    capture.release()
+    if count == frames:
+        return
+    if shutil.disk_usage(path.parent).free < FULL_DISK:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out))
+    raise UserError(f"the video holds {count} of its {frames} frames after writing", str(out))
