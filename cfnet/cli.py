@@ -37,10 +37,14 @@ def cli(verbose: bool) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: expected failures print `error: <what> (<where>)` and exit 2."""
     args = list(sys.argv[1:] if argv is None else argv)
-    verbose = "--verbose" in args
-    args = [a for a in args if a != "--verbose"]
+    end = args.index("--") if "--" in args else len(args)  # after `--` every word is an argument, as typed
+    verbose = "--verbose" in args[:end]
+    args = [a for a in args[:end] if a != "--verbose"] + args[end:]
     try:
         code = cli.main(args=args, prog_name="cfnet", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `cfnet export`: the group's usage, as click prints it
+        exc.show()
+        sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
@@ -83,7 +87,7 @@ def models_command(model_name: str | None, preset: str | None, size: tuple[int, 
 
     GFLOPs are counted by torch.utils.flop_counter (a multiply-add is 2 FLOPs; convolutions and matrix
     products only) on the meta device, so nothing is computed. Inputs are padded to a multiple of the
-    size divisor by export and runtime (1: any size).
+    size divisor by export and runtime (1: any size), and so are they here (marked *).
 
     \b
     Example:
@@ -114,7 +118,10 @@ def models_command(model_name: str | None, preset: str | None, size: tuple[int, 
     flops = f"GFLOPs @{size[0]}x{size[1]}"
     click.echo(f"{'model':<14} {'preset':<7} {'params (M)':>10} {flops:>18} {'size divisor':>12}")
     for row in rows:
-        click.echo(f"{row.name:<14} {row.preset:<7} {row.params_m:>10.2f} {row.gflops:>18.1f} {row.size_divisor:>12}")
+        gflops = f"{row.gflops:.1f}" + ("*" if row.input_size != row.size else " ")
+        click.echo(f"{row.name:<14} {row.preset:<7} {row.params_m:>10.2f} {gflops:>19} {row.size_divisor:>12}")
+    if any(row.input_size != row.size for row in rows):
+        click.echo(f"* at {size[0]}x{size[1]} padded to a multiple of the size divisor, as export and runtime feed it")
 
 
 @cli.group("data")
@@ -277,6 +284,7 @@ def train_command(ctx: click.Context, model_name: str | None, data: str | None, 
             raise click.UsageError("--model and --data are required (unless --resume)", ctx)
         fields = {k: v for k, v in options.items() if k != "resume" and v is not None}  # None: TrainConfig's default
         config = TrainConfig(model=model_name, data=data, **fields)  # type: ignore[arg-type]
+    _check_crop(config.data, config.crop)
     path = train(config, resume=bool(options["resume"]))
     if os.environ.get("RANK", "0") == "0":  # under torchrun every rank runs this command; one reports
         click.echo(f"checkpoint: {path}")
@@ -390,13 +398,22 @@ def ablate_command(
     click.echo(json.dumps(report, indent=2) if as_json else "\n".join(f"wrote {p}" for p in paths))
 
 
+def _check_crop(data: str, crop: tuple[int, int]) -> None:
+    """A crop larger than the training images at any scale is refused before a run folder is made."""
+    from cfnet.data.cityscapes import png_size, scan
+    from cfnet.data.transforms import check_crop
+
+    check_crop(crop, (png_size(sample.image) for sample in scan(data, "train")))
+
+
 def _check_plan(plan: list[Any], data: str) -> None:
-    """What would fail only at a run's start, checked before the first: the splits and every run's preset."""
+    """What would fail only at a run's start, checked before the first: the splits, every run's preset and crop."""
     from cfnet.data.cityscapes import scan
     from cfnet.models.registry import presets
 
-    for split in ("train", "val"):
-        scan(data, split)
+    for crop in {run.config.crop for run in plan}:
+        _check_crop(data, crop)  # scans the train split
+    scan(data, "val")
     for run in plan:
         offered = presets(run.config.model)
         if run.config.preset not in offered:
