@@ -141,11 +141,12 @@ def segment_command(
 
 
 STREAM_EXIT_CODES = """\b
-Exit codes:
+Exit codes (the rule of every command: README, Exit codes):
   0    every stream ended (end of file, lost camera, --max-frames, stall), or Ctrl-C, SIGTERM or q
        stopped the run: outputs finalised, summary printed
-  1    a stream failed midway: its output is finalised, the others completed; the summary names it
-  2    bad input (source, model, option, an output that is an input): one line, nothing written
+  1    a stream failed midway while the run went on: its output is finalised, the others completed
+  2    bad input (source, model, option, an output that is an input or cannot be written), or the
+       model or its server failed or was lost (the MP4s finalised): one line
   130  Ctrl-C or SIGTERM before the first frame: nothing written
 """
 
