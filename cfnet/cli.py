@@ -284,7 +284,8 @@ def train_command(ctx: click.Context, model_name: str | None, data: str | None, 
             raise click.UsageError("--model and --data are required (unless --resume)", ctx)
         fields = {k: v for k, v in options.items() if k != "resume" and v is not None}  # None: TrainConfig's default
         config = TrainConfig(model=model_name, data=data, **fields)  # type: ignore[arg-type]
-    _check_crop(config.data, config.crop)
+    if ctx.get_parameter_source("crop") == click.core.ParameterSource.COMMANDLINE:
+        _check_crop(config.data, config.crop)
     path = train(config, resume=bool(options["resume"]))
     if os.environ.get("RANK", "0") == "0":  # under torchrun every rank runs this command; one reports
         click.echo(f"checkpoint: {path}")
@@ -399,7 +400,8 @@ def ablate_command(
 
 
 def _check_crop(data: str, crop: tuple[int, int]) -> None:
-    """A crop larger than the training images at any scale is refused before a run folder is made."""
+    """A crop larger than the training images at any scale is refused before a run folder is made (train: a
+    crop given on the command line; the default, the paper's 512x512, pads small images as it always did)."""
     from cfnet.data.cityscapes import png_size, scan
     from cfnet.data.transforms import check_crop
 
@@ -411,8 +413,9 @@ def _check_plan(plan: list[Any], data: str) -> None:
     from cfnet.data.cityscapes import scan
     from cfnet.models.registry import presets
 
+    scan(data, "train")
     for crop in {run.config.crop for run in plan}:
-        _check_crop(data, crop)  # scans the train split
+        _check_crop(data, crop)
     scan(data, "val")
     for run in plan:
         offered = presets(run.config.model)
