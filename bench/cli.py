@@ -100,11 +100,11 @@ def bench_command(
 
     from bench.report import markdown_table, write_report
     from bench.run import QUICK_MODELS, BenchConfig, run_bench
-    from runtime.files import check_output
+    from runtime.files import Output, check_outputs
 
-    check_output(out, folder=True)
-    if markdown is not None:
-        check_output(markdown)
+    check_outputs(
+        [Output(out, folder=True), Output(markdown, "--markdown", suffixes=(".md",)) if markdown else None], [stream]
+    )
 
     chosen = _names(models) if models is not None else (QUICK_MODELS if quick else _names(ALL_MODELS))
     config = BenchConfig(
@@ -135,7 +135,11 @@ def bench_command(
 
 @click.command("demo")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("demo"), show_default=True,
-              help="Folder for everything the demo makes; REPORT.md is its summary.")
+              help="Folder for everything the demo makes; REPORT.md is its summary. New, empty, or made by the "
+                   "demo (a rerun replaces the demo's outputs).")
+@click.option("--overwrite", is_flag=True,
+              help="Write into a non-empty folder the demo did not make: only the demo's own files are replaced, "
+                   "nothing else is deleted.")
 @click.option("--train-iters", type=int, default=None, hidden=True, help="Training iterations per model.")
 @click.option("--images", type=int, default=None, hidden=True, help="Synthetic training images.")
 @click.option("--size", type=SIZE, default=None, hidden=True, help="Synthetic image size HxW.")
@@ -143,6 +147,7 @@ def bench_command(
 @click.option("--bench-iters", type=int, default=None, hidden=True, help="Timed bench rounds.")
 def demo_command(
     out: Path,
+    overwrite: bool,
     train_iters: int | None,
     images: int | None,
     size: tuple[int, int] | None,
@@ -160,6 +165,9 @@ def demo_command(
       cfnet demo --out demo
     """
     from bench.demo import DemoConfig, run_demo
+    from runtime.files import Output, check_outputs
+
+    check_outputs([Output(out, folder=True)])
 
     config = DemoConfig(out=out)
     if train_iters is not None:
@@ -173,4 +181,4 @@ def demo_command(
         config.frames = frames
     if bench_iters is not None:
         config.bench_iters = bench_iters
-    run_demo(config, echo=lambda line: click.echo(line, err=True))
+    run_demo(config, echo=lambda line: click.echo(line, err=True), overwrite=overwrite)

@@ -25,6 +25,14 @@ from cfnet.errors import UserError
 
 MODELS = ("cfnet-pspnet", "segformer")
 PRECISIONS = ("fp32", "fp16", "int8")
+MARKER = ".cfnet-demo"
+"""Written first into OUT: the folder is the demo's, and a rerun may replace the demo's outputs in it."""
+FOLDERS = ("data", *(f"runs/{name}" for name in MODELS), "bench")
+"""The folders the demo writes whole (a rerun replaces them)."""
+FILES = ("video.mp4", *(f"checkpoints/{name}.pt" for name in MODELS),
+         *(f"models/cfnet-pspnet-{precision}.onnx" for precision in PRECISIONS),
+         "overlay.mp4", "overlay_strip.png", "demo.json", "REPORT.md")
+"""The files the demo writes (each replaced by its new version)."""
 
 
 @dataclass
@@ -68,15 +76,15 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run_demo(config: DemoConfig, echo: Callable[[str], None] = _stderr) -> dict[str, Any]:
-    """Run every stage into `config.out`; returns the figures also written to `OUT/demo.json`."""
+def run_demo(config: DemoConfig, echo: Callable[[str], None] = _stderr, *, overwrite: bool = False) -> dict[str, Any]:
+    """Run every stage into `config.out`; returns the figures also written to `OUT/demo.json`.
+
+    `overwrite`: write into a non-empty folder the demo did not make (see `prepare_out`)."""
     import torch
 
     torch.manual_seed(config.seed)
     out = config.out
-    if out.exists() and not out.is_dir():
-        raise UserError("--out exists and is not a folder", str(out))
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_out(out, overwrite)
     stages = Stages(echo)
     data, video = stages.run("synthesise data and video", lambda: _synthesise(config))
     runs: dict[str, Path] = {name: stages.run(f"train {name}", partial(_train, config, name, data)) for name in MODELS}
@@ -102,6 +110,36 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = _stderr) -> dict[
          f"ONNX models: {config.out / 'models'}\nbench: {bench['paths']['markdown']}\n"
          f"overlay video: {stream['video']}\nfigures: {out / 'demo.json'}")
     return figures
+
+
+def prepare_out(out: Path, overwrite: bool) -> None:
+    """Make `out` the demo's folder, deleting nothing the demo did not write.
+
+    A new or empty folder, or one the demo made (its `MARKER`, or `demo.json` of a run from before the marker),
+    is used as is: a rerun replaces the demo's own `FOLDERS` and `FILES`. Any other non-empty folder is refused
+    unless `overwrite`; then the demo writes beside what is there and replaces existing files at its `FILES`
+    paths, but refuses where one of its `FOLDERS` exists (replacing it would delete what else it holds).
+    """
+    if out.exists() and not out.is_dir():
+        raise UserError("--out exists and is not a folder", str(out))
+    ours = (out / MARKER).is_file() or (out / "demo.json").is_file()
+    if out.is_dir() and not ours and any(out.iterdir()):
+        if not overwrite:
+            raise UserError(
+                "--out is not empty and was not made by cfnet demo: choose a new or empty folder, or pass "
+                "--overwrite to add the demo's files to it (nothing else in it is replaced or deleted)",
+                str(out),
+            )
+        taken = next((name for name in FOLDERS if (out / name).exists()), None)
+        if taken is not None:
+            raise UserError(
+                f"{taken} exists and was not written by cfnet demo, which would replace it whole: move it or "
+                "choose another --out",
+                str(out / taken),
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    note = f"written by cfnet demo; a rerun replaces {', '.join((*FOLDERS, *FILES))}\n"
+    write_bytes(out / MARKER, note.encode())
 
 
 def _synthesise(config: DemoConfig) -> tuple[Path, Path]:

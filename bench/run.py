@@ -8,7 +8,7 @@ import gc
 import json
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -80,6 +80,7 @@ def run_bench(config: BenchConfig, *, exporter: Exporter | None = None, progress
     from bench.machine import load_average, machine_info
 
     _validate(config)
+    config = _padded(config, progress)
     threads = config.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     dataset = _dataset(config) if config.data is not None else None
@@ -100,6 +101,26 @@ def run_bench(config: BenchConfig, *, exporter: Exporter | None = None, progress
         result["rows"].extend(rows)
     result["machine"]["load_average_end"] = load_average()
     return result
+
+
+def _padded(config: BenchConfig, progress: Progress) -> BenchConfig:
+    """`config` with `size` padded to a multiple of every chosen model's size divisor, as export and the runtime
+    pad an input: every model is measured at the one size (U-Net at 100x100 would not run)."""
+    import math
+
+    import torch
+
+    from cfnet.models import build_model
+    from cfnet.sizes import padded_size
+
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        divisors = {int(build_model(split_name(n)[0], preset="tiny").size_divisor) for n in config.models}
+    size = padded_size(config.size, math.lcm(*divisors))
+    if size == config.size:
+        return config
+    progress(f"[bench] --size {config.size[0]}x{config.size[1]} padded to {size[0]}x{size[1]}, a multiple of the "
+             f"models' size divisors ({', '.join(str(d) for d in sorted(divisors))}), as export and the runtime pad")
+    return replace(config, size=size)
 
 
 def _validate(config: BenchConfig) -> None:

@@ -11,7 +11,9 @@ before the first write into it.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,6 +37,9 @@ def sweep_stale(folder: str | Path) -> None:
         _sweep(Path(folder))
 
 
+FULL_DISK = 4 << 20  # bytes free below which a writer's failure is taken for a full disk
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path beside `path` with the same suffix; it replaces `path` on success, vanishes on failure.
@@ -51,8 +56,24 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except Exception as exc:
+        failure = _write_error(exc, path, tmp)
+        if failure is None:
+            raise
+        raise failure from exc
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _write_error(exc: Exception, path: Path, tmp: Path) -> OSError | None:
+    """The failure to write `path` named by it, not by its temp file: an OSError of the write, or any error of a
+    writer that hides the OS's (torch.save raises RuntimeError on a full disk) where the disk is full."""
+    if isinstance(exc, OSError):
+        mine = exc.errno is not None and exc.filename in (None, str(tmp))
+        return OSError(exc.errno, exc.strerror, str(path)) if mine else None
+    if shutil.disk_usage(path.parent).free < FULL_DISK:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return None
 
 
 def make_folder(folder: str | Path) -> Path:

@@ -17,6 +17,8 @@ import click
 from cfnet.errors import UserError
 from cfnet.sizes import SIZE
 from runtime.errors import UserError as RuntimeUserError
+from runtime.errors import write_failure
+from runtime.options import NON_NEGATIVE, SEED, positive
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -40,10 +42,14 @@ def main(argv: list[str] | None = None) -> None:
 
     sweep_stale_with(_remove_stale_parts)  # temp files of killed runs go, whichever package wrote them
     args = list(sys.argv[1:] if argv is None else argv)
-    verbose = "--verbose" in args
-    args = [a for a in args if a != "--verbose"]
+    end = args.index("--") if "--" in args else len(args)  # after `--` every word is an argument, as typed
+    verbose = "--verbose" in args[:end]
+    args = [a for a in args[:end] if a != "--verbose"] + args[end:]
     try:
         code = cli.main(args=args, prog_name="cfnet", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `cfnet export`: the group's usage, as click prints it
+        exc.show()
+        sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
@@ -62,6 +68,14 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as exc:  # an output that cannot be written, wherever the command wrote it
+        line = write_failure(exc)
+        if line is None:
+            raise
+        if verbose:
+            traceback.print_exc()
+        print(f"error: {line}", file=sys.stderr)
+        sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -85,7 +99,7 @@ def models_command(model_name: str | None, preset: str | None, size: tuple[int, 
 
     GFLOPs are counted by torch.utils.flop_counter (a multiply-add is 2 FLOPs; convolutions and matrix
     products only) on the meta device, so nothing is computed. Inputs are padded to a multiple of the
-    size divisor by export and runtime (1: any size).
+    size divisor by export and runtime (1: any size), and so are they here (marked *).
 
     \b
     Example:
@@ -116,7 +130,10 @@ def models_command(model_name: str | None, preset: str | None, size: tuple[int, 
     flops = f"GFLOPs @{size[0]}x{size[1]}"
     click.echo(f"{'model':<14} {'preset':<7} {'params (M)':>10} {flops:>18} {'size divisor':>12}")
     for row in rows:
-        click.echo(f"{row.name:<14} {row.preset:<7} {row.params_m:>10.2f} {row.gflops:>18.1f} {row.size_divisor:>12}")
+        gflops = f"{row.gflops:.1f}" + ("*" if row.input_size != row.size else " ")
+        click.echo(f"{row.name:<14} {row.preset:<7} {row.params_m:>10.2f} {gflops:>19} {row.size_divisor:>12}")
+    if any(row.input_size != row.size for row in rows):
+        click.echo(f"* at {size[0]}x{size[1]} padded to a multiple of the size divisor, as export and runtime feed it")
 
 
 @cli.group("data")
@@ -134,11 +151,12 @@ def data_group() -> None:
 @click.option("--train", "train_count", default=200, show_default=True, help="Training images.")
 @click.option("--val", "val_count", default=50, show_default=True, help="Validation images.")
 @click.option("--size", type=SIZE, default="256x512", show_default=True, help="Image size, HxW.")
-@click.option("--seed", default=0, show_default=True, help="Seed: the same seed writes identical bytes.")
-@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists and is not empty.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed: the same seed writes identical bytes.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the data set in OUT (a folder holding anything else is refused, never deleted).")
 @click.option("--video", type=click.Path(dir_okay=False), help="Also write a driving video (.mp4) here.")
 @click.option("--frames", default=150, show_default=True, help="Frames of --video (0.7 m of travel each).")
-@click.option("--fps", default=15.0, show_default=True, help="Frame rate of --video.")
+@click.option("--fps", default=15.0, show_default=True, type=positive(1000), help="Frame rate of --video.")
 @click.option("--video-labels", type=click.Path(file_okay=False),
               help="Also write each --video frame's labelIds PNG into this folder (for `evaluate --video`).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout.")
@@ -164,9 +182,12 @@ def data_synth_command(
     import time
 
     from cfnet.data.synth import synthesize, synthesize_video
+    from runtime.files import Output, check_outputs
 
     if video_labels is not None and video is None:
         raise click.UsageError("--video-labels needs --video")
+    check_outputs([Output(out, "OUT", folder=True) if train_count or val_count or video is None else None,
+                   Output(video, "--video", suffixes=(".mp4",)) if video is not None else None])
     start = time.perf_counter()
     result: dict[str, object] = {"train": train_count, "val": val_count, "size": list(size), "seed": seed}
     if train_count or val_count or video is None:
@@ -230,13 +251,13 @@ def data_check_command(data: str, splits: tuple[str, ...], as_json: bool) -> Non
 @click.option("--iters", type=int, help="Length of the run in iterations (wins over --epochs).")
 @click.option("--batch-size", default=1, show_default=True, help="Images per process and iteration.")
 @click.option("--crop", type=SIZE, default="512x512", show_default=True, help="Training crop, HxW.")
-@click.option("--lr", default=1e-4, show_default=True, help="Adam learning rate (the paper's 1e-4).")
+@click.option("--lr", default=1e-4, show_default=True, type=positive(), help="Adam learning rate (the paper's 1e-4).")
 @click.option("--poly", is_flag=True, help="Poly learning-rate decay (power 0.9) to 0 at the last iteration.")
 @click.option("--nproc", default=1, show_default=True, help="Processes on this machine (DDP; one per GPU).")
 @click.option("--amp", is_flag=True, help="Mixed precision on CUDA (ignored with a warning on the CPU).")
 @click.option("--amp-dtype", type=click.Choice(["fp16", "bf16"]), default="fp16", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt, exactly.")
-@click.option("--seed", default=0, show_default=True, help="Seed of weights, data order and augmentation.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of weights, data order and augmentation.")
 @click.option("--backbone-weights", type=click.Path(),
               help="Pretrained encoder weights: a torchvision ResNet-50 state dict (pspnet, deeplabv3) or a "
                    "transformers MiT save, folder or file (segformer, cfnet-*).")
@@ -247,9 +268,10 @@ def data_check_command(data: str, splits: tuple[str, ...], as_json: bool) -> Non
 @click.option("--log-every", default=10, show_default=True, help="Iterations between rows of metrics.csv.")
 @click.option("--workers", default=2, show_default=True, help="DataLoader worker processes per training process.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--loss-contrastive", default=0.1, show_default=True, help="InfoNCE weight (fused models; 0: off).")
-@click.option("--temperature", default=0.07, show_default=True, help="InfoNCE temperature tau.")
-@click.option("--aux-weight", type=float, show_default="0.4, measured: docs/DESIGN.md",
+@click.option("--loss-contrastive", default=0.1, show_default=True, type=NON_NEGATIVE,
+              help="InfoNCE weight (fused models; 0: off).")
+@click.option("--temperature", default=0.07, show_default=True, type=positive(), help="InfoNCE temperature tau.")
+@click.option("--aux-weight", type=NON_NEGATIVE, show_default="0.4, measured: docs/DESIGN.md",
               help="Weight of the fused models' auxiliary transformer-branch loss (0: no branch decoder).")
 @click.pass_context
 def train_command(ctx: click.Context, model_name: str | None, data: str | None, **options: object) -> None:
@@ -271,6 +293,9 @@ def train_command(ctx: click.Context, model_name: str | None, data: str | None, 
     """
     from cfnet.train import TrainConfig, train
     from cfnet.train.config import resumed_config
+    from runtime.files import Output, check_outputs
+
+    check_outputs([Output(str(options["out"]), "--out", folder=True)])
 
     if options["resume"]:
         given = {
@@ -284,6 +309,8 @@ def train_command(ctx: click.Context, model_name: str | None, data: str | None, 
             raise click.UsageError("--model and --data are required (unless --resume)", ctx)
         fields = {k: v for k, v in options.items() if k != "resume" and v is not None}  # None: TrainConfig's default
         config = TrainConfig(model=model_name, data=data, **fields)  # type: ignore[arg-type]
+    if ctx.get_parameter_source("crop") == click.core.ParameterSource.COMMANDLINE:
+        _check_crop(config.data, config.crop)
     path = train(config, resume=bool(options["resume"]))
     if os.environ.get("RANK", "0") == "0":  # under torchrun every rank runs this command; one reports
         click.echo(f"checkpoint: {path}")
@@ -344,6 +371,16 @@ def evaluate_command(
         raise click.UsageError("--labels and --smooth go with --video")
     from cfnet.evaluate import evaluate_checkpoint, format_scores
 
+    if save_predictions is not None:
+        from cfnet.data.cityscapes import scan
+        from runtime.files import Output, check_outputs
+
+        samples = scan(data, split)  # a prediction is named like its image: never written over an input
+        check_outputs(
+            [Output(save_predictions, "--save-predictions", folder=True),
+             *(Output(os.path.join(save_predictions, s.result_name), "--save-predictions") for s in samples)],
+            [checkpoint, *(path for s in samples for path in (s.image, s.label))],
+        )
     scores = evaluate_checkpoint(
         checkpoint, data, split=split, expect_model=expect_model, save_predictions=save_predictions,
         device=device, progress=not as_json, branch=branch,
@@ -361,7 +398,7 @@ def evaluate_command(
 @click.option("--quick", is_flag=True, help="One seed and a shorter schedule.")
 @click.option("--batch-size", type=int, help="Images per iteration [default: 4].")
 @click.option("--crop", type=SIZE, help="Training crop HxW [default: 128x256, the demo set's size].")
-@click.option("--aux-weight", type=float, help="Auxiliary transformer-branch loss weight [default: train's].")
+@click.option("--aux-weight", type=NON_NEGATIVE, help="Auxiliary transformer-branch loss weight [default: train's].")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Training device [default: cpu].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 def ablate_command(
@@ -389,29 +426,49 @@ def ablate_command(
     from cfnet.ablation.plan import QUICK, Schedule, build_plan, select
     from cfnet.ablation.report import collect, write_report
     from cfnet.ablation.runner import execute
+    from runtime.files import Output, check_outputs
     from runtime.signals import sigterm_as_interrupt
+
+    check_outputs([Output(out, "--out", folder=True)])
 
     options = {**(QUICK if quick else {}), **{k: v for k, v in given.items() if v is not None}}
     schedule = Schedule(data=data, out=out, **options)  # type: ignore[arg-type]
     plan = build_plan(schedule, select(variants))
     _check_plan(plan, data)
     started = time.perf_counter()
+    failed = True
     try:
         with sigterm_as_interrupt():  # SIGTERM ends the plan like Ctrl-C
             execute(plan, progress=not as_json)
+        failed = False
     finally:  # an interrupted plan still leaves the report of what finished
         report = collect(plan, schedule, seconds=time.perf_counter() - started)
-        paths = write_report(report, out)
+        try:
+            paths = write_report(report, out)
+        except OSError:
+            if not failed:
+                raise  # else the plan's own failure (a full disk, say) is the one reported
     click.echo(json.dumps(report, indent=2) if as_json else "\n".join(f"wrote {p}" for p in paths))
 
 
+def _check_crop(data: str, crop: tuple[int, int]) -> None:
+    """A crop larger than the training images at any scale is refused before a run folder is made (train: a
+    crop given on the command line; the default, the paper's 512x512, pads small images as it always did)."""
+    from cfnet.data.cityscapes import png_size, scan
+    from cfnet.data.transforms import check_crop
+
+    check_crop(crop, (png_size(sample.image) for sample in scan(data, "train")))
+
+
 def _check_plan(plan: list[Any], data: str) -> None:
-    """What would fail only at a run's start, checked before the first: the splits and every run's preset."""
+    """What would fail only at a run's start, checked before the first: the splits, every run's preset and crop."""
     from cfnet.data.cityscapes import scan
     from cfnet.models.registry import presets
 
-    for split in ("train", "val"):
-        scan(data, split)
+    scan(data, "train")
+    for crop in {run.config.crop for run in plan}:
+        _check_crop(data, crop)
+    scan(data, "val")
     for run in plan:
         offered = presets(run.config.model)
         if run.config.preset not in offered:

@@ -16,6 +16,12 @@ def check_size(size: tuple[int, ...], what: str = "size") -> tuple[int, ...]:
     return size
 
 
+def padded_size(size: tuple[int, int], divisor: int) -> tuple[int, int]:
+    """`size` rounded up to a multiple of `divisor`: what export and the runtime feed a model of that divisor
+    (`runtime.preprocess.padded_size`, which the runtime keeps for itself: it may not import cfnet)."""
+    return -(-size[0] // divisor) * divisor, -(-size[1] // divisor) * divisor
+
+
 def parse_dims(text: str, count: int, what: str) -> tuple[int, ...]:
     """Parse `count` positive integers joined by `x` (e.g. `512x1024`), or raise `ValueError`."""
     parts = text.lower().split("x")

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from cfnet.sizes import SHAPE, SIZE
+from runtime.options import Float, positive
+
+ENGINE_SUFFIXES = (".engine", ".plan")
 
 
 @click.group("export")
@@ -50,7 +55,7 @@ def export_group() -> None:
 )
 @click.option(
     "--min-agreement",
-    type=float,
+    type=Float(0, 1, min_open=True),
     help="int8 autopilot: keep the most sensitive nodes fp32 until argmax agreement with fp32 on held-out "
     "--calib-data images reaches this (e.g. 0.995).",
 )
@@ -111,7 +116,9 @@ def onnx_command(
     import sys
 
     from export.onnx import ParityError, export_report
+    from runtime.files import Output, check_outputs
 
+    check_outputs([Output(out, suffixes=(".onnx",))], [checkpoint])
     model = _load_model(checkpoint, model_name, preset, branch)
     try:
         report = export_report(
@@ -173,7 +180,7 @@ def _load_model(  # noqa: ANN202 - a torch model
 @click.option("--min-shape", type=SHAPE, help="Smallest input NxCxHxW [default: half the metadata size].")
 @click.option("--opt-shape", type=SHAPE, help="Input NxCxHxW to tune for [default: 1x3x<cfnet.input_size>].")
 @click.option("--max-shape", type=SHAPE, help="Largest input NxCxHxW [default: twice the metadata size].")
-@click.option("--workspace-gb", default=4.0, show_default=True, help="Builder workspace limit, GB.")
+@click.option("--workspace-gb", default=4.0, show_default=True, type=positive(), help="Builder workspace limit, GB.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), help="Timing cache file, read and written.")
 @click.option("--compat", type=click.Choice(["none", "hardware", "version"]), default="none", show_default=True,
               help="Portability: hardware = any Ampere-or-newer GPU (AMPERE_PLUS), version = later TensorRT versions "
@@ -209,6 +216,13 @@ def build_engine_command(
 
     from export.tensorrt import build_engine
     from runtime.artifact import sidecar_path
+    from runtime.files import Output, check_outputs
+
+    check_outputs(
+        [Output(out, suffixes=ENGINE_SUFFIXES), Output(sidecar_path(Path(out)), "--out's sidecar"),
+         Output(timing_cache, "--timing-cache") if timing_cache else None],
+        [onnx_path],
+    )
 
     engine = build_engine(
         onnx_path,
@@ -262,10 +276,20 @@ def triton_command(
       cfnet export triton model.engine --out triton-repo
     """
     from export.triton import export_triton
+    from runtime.artifact import sidecar_path
+    from runtime.errors import writing
+    from runtime.files import Output, check_outputs
+    from runtime.triton.config import model_step
 
-    folders = export_triton(
-        model, out, name=name, backend=backend, max_batch=max_batch, instances=instances,
-        queue_delay_us=queue_delay_us, gpu=device == "gpu", overwrite=overwrite,
+    models = (name, f"{name}_preprocess", model_step(name), f"{name}_postprocess")  # each replaced whole
+    check_outputs(
+        [Output(out, folder=True), *(Output(Path(out) / m, folder=True, replaced=True) for m in models)],
+        [model, sidecar_path(Path(model))],
     )
+    with writing(out):
+        folders = export_triton(
+            model, out, name=name, backend=backend, max_batch=max_batch, instances=instances,
+            queue_delay_us=queue_delay_us, gpu=device == "gpu", overwrite=overwrite,
+        )
     for folder in folders.values():
         click.echo(f"wrote {folder}")

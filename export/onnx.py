@@ -304,6 +304,11 @@ def _check_arguments(
         raise UserError(f"unknown precision '{precision}'", f"choose from {', '.join(PRECISIONS)}")
     if opset < 17:
         raise UserError(f"opset {opset} is too old", "LayerNormalization needs opset >= 17")
+    from torch.onnx import _constants
+
+    newest = int(getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20))
+    if opset > newest:
+        raise UserError(f"opset {opset} is newer than torch's TorchScript exporter writes", f"--opset 17..{newest}")
     if batch < 1 or min(size) < 1:
         raise UserError(f"batch {batch} and size {size[0]}x{size[1]} must be positive", "export")
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import colorsys
 import json
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -140,6 +141,8 @@ def parse_triple(text: str) -> tuple[float, float, float]:
         values = ()
     if len(values) != 3:
         raise ValueError(f"malformed value '{text}': expected three comma-separated numbers (R,G,B)")
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"'{text}' holds a value that is not a finite number")
     return values[0], values[1], values[2]
 
 
@@ -291,6 +294,8 @@ def _checked(meta: ModelMetadata, where: str) -> ModelMetadata:
         raise UserError("malformed cfnet metadata: no classes", where)
     if meta.size_divisor <= 0:
         raise UserError(f"malformed cfnet metadata: size divisor {meta.size_divisor} must be positive", where)
+    if not all(math.isfinite(v) for v in (*meta.mean, *meta.std)):
+        raise UserError(f"malformed cfnet metadata: mean {list(meta.mean)}, std {list(meta.std)} must be finite", where)
     if min(meta.std) <= 0:
         raise UserError(f"malformed cfnet metadata: std {list(meta.std)} must be positive", where)
     return meta

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from runtime.options import Float, positive
 from runtime.results.options import results_options
 
 DEVICE = click.Choice(["auto", "cpu", "cuda"])
@@ -84,7 +85,7 @@ def _open(model: str, device: str, threads: int | None, overrides: dict[str, Any
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @model_options
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
-@click.option("--alpha", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Overlay opacity.")
+@click.option("--alpha", default=0.5, show_default=True, type=Float(0, 1), help="Overlay opacity.")
 @click.option("--legend", is_flag=True, help="Draw the names of the classes present.")
 @click.option("--json", "as_json", is_flag=True, help="Print the written files as JSON.")
 @results_options(video=False)
@@ -114,7 +115,7 @@ def segment_command(
     import numpy as np
 
     from runtime.errors import UserError
-    from runtime.files import check_output, image_files, read_image, write_image
+    from runtime.files import Output, check_outputs, image_files, read_image, write_image
     from runtime.results.emit import STDOUT, JsonLines
     from runtime.results.options import results_config
     from runtime.results.records import frame_record
@@ -124,19 +125,25 @@ def segment_command(
     options = results_config(regions=regions, min_area=min_area, epsilon=epsilon).options
     lines = JsonLines(emit) if emit is not None else None
     echo = functools.partial(click.echo, err=emit == STDOUT)
-    check_output(out, folder=True)
     images = tuple(image_files(images))
     stems = [p.stem for p in images]
     clash = next((s for s in stems if stems.count(s) > 1), None)
     if clash is not None:
         raise UserError(f"two images are named '{clash}': their outputs would overwrite each other", "IMAGES")
+    targets = [(out / f"{p.stem}_mask.png", out / f"{p.stem}_overlay.png") for p in images]
+    check_outputs(
+        [Output(out, folder=True), *(Output(path) for pair in targets for path in pair)],
+        [*images, *([] if "://" in model else [model])],
+    )
+    for image_path in images:  # every input is readable before anything is written
+        read_image(image_path)
     written = []
     with _open(model, device, threads, overrides) as backend, lines or contextlib.nullcontext():
-        for image_path in images:
+        for image_path, (mask_target, overlay_target) in zip(images, targets, strict=True):
             frame = read_image(image_path)
             mask, blended = segment(frame, backend, alpha=alpha, legend=legend)
-            mask_path = write_image(out / f"{image_path.stem}_mask.png", mask)
-            overlay_path = write_image(out / f"{image_path.stem}_overlay.png", blended)
+            mask_path = write_image(mask_target, mask)
+            overlay_path = write_image(overlay_target, blended)
             classes = [backend.metadata.classes[c] for c in np.unique(mask)]
             if lines is not None:
                 lines.write(frame_record(mask, backend.metadata.classes, source=str(image_path),
@@ -151,11 +158,12 @@ def segment_command(
 
 
 STREAM_EXIT_CODES = """\b
-Exit codes:
+Exit codes (the rule of every command: README, Exit codes):
   0    every stream ended (end of file, lost camera, --max-frames, stall), or Ctrl-C, SIGTERM or q
        stopped the run: outputs finalised, summary printed
-  1    a stream failed midway: its output is finalised, the others completed; the summary names it
-  2    bad input (source, model, option, an output that is an input): one line, nothing written
+  1    a stream failed midway while the run went on: its output is finalised, the others completed
+  2    bad input (source, model, option, an output that is an input or cannot be written), or the
+       model or its server failed or was lost (the MP4s finalised): one line
   130  Ctrl-C or SIGTERM before the first frame: nothing written
 """
 
@@ -165,17 +173,17 @@ Exit codes:
 @model_options
 @click.option(
     "--out",
-    type=click.Path(path_type=Path),
-    help="MP4 of the overlays (the source's size and FPS); with several sources (or an existing folder) a "
-    "folder, one MP4 per source.",
+    type=click.Path(),
+    help="MP4 of the overlays (the source's size and FPS); with several sources, an existing folder or a "
+    "trailing / (seg/) a folder, one MP4 per source.",
 )
 @click.option("--show", is_flag=True, help="Show the overlays in a window (needs OpenCV with GUI; q quits).")
-@click.option("--alpha", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Overlay opacity.")
+@click.option("--alpha", default=0.5, show_default=True, type=Float(0, 1), help="Overlay opacity.")
 @click.option("--legend", is_flag=True, help="Draw the names of the classes present.")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop each source after reading this many frames.")
 @click.option(
     "--save-masks",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(file_okay=False),
     help="Also write each mask as PNG here (several sources: a folder per source).",
 )
 @click.option(
@@ -188,7 +196,7 @@ Exit codes:
     "batch_timeout",
     default=40.0,
     show_default=True,
-    type=click.FloatRange(min=0),
+    type=Float(0, 60_000),
     help="ms the oldest frame of an unfilled batch waits before the batch is inferred.",
 )
 @click.option(
@@ -202,7 +210,7 @@ Exit codes:
     "--stall-timeout",
     default=10.0,
     show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
+    type=positive(86_400),
     help="Seconds a source may block in a read before its stream is ended (the others go on).",
 )
 @click.option(
@@ -221,7 +229,7 @@ Exit codes:
     "--serve-insecure", is_flag=True, help="Serve beyond loopback without --serve-token (anyone on the network)."
 )
 @click.option(
-    "--serve-fps", default=10.0, show_default=True, type=click.FloatRange(min=0.1), help="Live view's frames/s cap."
+    "--serve-fps", default=10.0, show_default=True, type=Float(0.1, 1000), help="Live view's frames/s cap."
 )
 @click.option(
     "--serve-quality", default=80, show_default=True, type=click.IntRange(1, 100), help="Live view's JPEG quality."
@@ -258,12 +266,12 @@ def _stream(
     model: str,
     device: str,
     threads: int | None,
-    out: Path | None,
+    out: str | None,
     show: bool,
     alpha: float,
     legend: bool,
     max_frames: int | None,
-    save_masks: Path | None,
+    save_masks: str | None,
     batch: int | None,
     batch_timeout: float,
     infer_workers: int | None,
@@ -287,13 +295,13 @@ def _stream(
     import sys
 
     from runtime.errors import UserError
-    from runtime.files import check_output, write_image
+    from runtime.files import Output, check_outputs, names_folder, write_image
     from runtime.progress import ProgressBar
     from runtime.results.emit import STDOUT, JsonLines
     from runtime.results.options import for_model, results_config
     from runtime.stream import CPU_WORKERS, run_streams, worker_threads
     from runtime.stream.display import require_gui
-    from runtime.video import VideoSource, stream_names
+    from runtime.video import MP4_SUFFIXES, VideoSource, is_live, stream_names
 
     # results as data (issue 24): options and the --emit target checked before the model loads
     results = results_config(
@@ -308,15 +316,18 @@ def _stream(
 
         bind_address(serve, serve_token, serve_insecure)  # refused before the model loads
     several = len(sources) > 1
-    if several and out is not None and (out.suffix or out.is_file()):
-        raise UserError("with several sources --out is a folder (one MP4 per source)", str(out))
+    folder = out is not None and (several or names_folder(out) or Path(out).is_dir())
+    if several and out is not None and (Path(out).suffix or Path(out).is_file()):
+        raise UserError("with several sources --out is a folder (one MP4 per source)", out)
     names = stream_names(list(sources))
-    into_folder = several or (out is not None and out.is_dir())
-    outs = [out / f"{n}.mp4" if out is not None else None for n in names] if into_folder else [out]
-    if out is not None:
-        check_output(out, folder=into_folder)
-    if save_masks is not None:
-        check_output(save_masks, folder=True)
+    outs = [None] * len(names) if out is None else [Path(out) / f"{n}.mp4" for n in names] if folder else [out]
+    folders = [Path(save_masks) / n if several else save_masks for n in names] if save_masks is not None else []
+    suffixes = tuple(s for s in MP4_SUFFIXES if s)
+    check_outputs(
+        [*(Output(o, "--out", suffixes=suffixes) for o in outs if o is not None),
+         *(Output(f, "--save-masks", folder=True) for f in folders)],
+        [*(s for s in sources if not is_live(s)), *([] if "://" in model else [model])],
+    )
     if threads is None and (several or (infer_workers or 1) > 1):
         threads = worker_threads(infer_workers or CPU_WORKERS)  # the workers share the cores
     with _open(model, device, threads, overrides) as backend, contextlib.ExitStack() as stack:
@@ -353,11 +364,10 @@ def _stream(
             ]
             bar = ProgressBar(sum(c for c in counts if c) if all(counts) else None, label="stream ")
         on_frame = None
-        if save_masks is not None:
-            folders = [save_masks / n if several else save_masks for n in names]
+        if folders:
 
             def on_frame(stream: int, index: int, frame: Any, mask: Any, blended: Any) -> None:
-                write_image(folders[stream] / f"{index:06d}.png", mask)
+                write_image(Path(folders[stream]) / f"{index:06d}.png", mask)
 
         try:
             result = run_streams(
@@ -429,7 +439,8 @@ def _print_summary(result: Any) -> None:
 @click.option("--http-port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--grpc-port", default=8001, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--metrics-port", default=8002, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for every model to load.")
+@click.option("--timeout", default=120.0, show_default=True, type=positive(86_400),
+              help="Seconds to wait for every model to load.")
 def serve_command(
     repository: Path, host: str, http_port: int, grpc_port: int, metrics_port: int, timeout: float
 ) -> None:

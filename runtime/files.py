@@ -10,16 +10,19 @@ its writes sweep with `remove_stale_parts`: one sweep for every package.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
 import threading
+from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 
-from runtime.errors import UserError
+from runtime.errors import UserError, write_failure
 
 _UMASK = os.umask(0o022)  # read once at import: `os.umask` is read by setting it, which races with threads
 os.umask(_UMASK)
@@ -38,6 +41,80 @@ def check_output(path: str | Path, *, folder: bool = False) -> Path:
     if blocking is not None and not blocking.is_dir():
         raise UserError(f"cannot create the output: {blocking} is a file, not a folder", str(path))
     return path
+
+
+class Output(NamedTuple):
+    """An output a command is about to write: the path as the user gave it (a trailing `/` kept), the option
+    that names it, whether it is a folder, the extensions a file may have, and whether the folder is replaced
+    whole (then no input may lie inside it)."""
+
+    path: str | Path
+    option: str = "--out"
+    folder: bool = False
+    suffixes: tuple[str, ...] = ()
+    replaced: bool = False
+
+
+def names_folder(text: str | Path) -> bool:
+    """Whether a path as typed names a folder: `out/` (a trailing separator) does, whether or not it exists."""
+    return isinstance(text, str) and text.endswith(("/", os.sep))
+
+
+def check_outputs(outputs: Iterable[Output | None], inputs: Iterable[str | Path | None] = ()) -> list[Path]:
+    """The one check of every writing command, before anything is computed or written: each output can be
+    created (`check_output`), a file has one of its extensions and no trailing `/`, no output is one of the
+    inputs (the same file through a symlink, a relative path or a hard link: compared by device and inode),
+    no input lies in a folder that is replaced whole, and no two outputs are the same path. Returns the paths."""
+    given = [o for o in outputs if o is not None]
+    sources = [(Path(p), _identity(p)) for p in inputs if p is not None and str(p)]
+    sources = [(p, key) for p, key in sources if key is not None]  # an input that does not exist cannot be lost
+    seen: dict[object, Output] = {}
+    paths = []
+    for out in given:
+        path = check_output(out.path, folder=out.folder)
+        if not out.folder:
+            if names_folder(out.path):
+                raise UserError(f"{out.option} ends with '/', a folder; it must name a file", str(out.path))
+            if out.suffixes and path.suffix.lower() not in out.suffixes:
+                wanted = " or ".join(filter(None, [", ".join(out.suffixes[:-1]), out.suffixes[-1]]))
+                found = f", not {path.suffix}" if path.suffix else ": it has no extension"
+                raise UserError(f"{out.option} must end in {wanted}{found}", str(path))
+        _check_writable(path, out.folder)
+        key = _identity(path)
+        for source, source_key in sources:
+            if key is not None and key == source_key and not out.folder:
+                raise UserError(
+                    f"the output would overwrite the input {source}: choose another {out.option}", str(out.path)
+                )
+            if out.replaced and source.resolve().is_relative_to(path.resolve()):
+                raise UserError(f"{out.option} would be replaced with the input {source} inside it", str(out.path))
+        for k in {key, path.resolve()} - {None}:
+            if k in seen:
+                other = seen[k].option
+                both = f"{other} and {out.option} name" if other != out.option else f"two {other} outputs are"
+                raise UserError(f"{both} the same path: one would overwrite the other", str(out.path))
+            seen[k] = out
+        paths.append(path)
+    return paths
+
+
+def _check_writable(path: Path, folder: bool) -> None:
+    """Refuse an output whose folder (the nearest one that exists) cannot be written: a read-only file system
+    or no permission, in the words of `runtime.errors.write_failure`, before anything is computed."""
+    existing = next((p for p in [*([path] if folder else []), *path.parents] if p.exists()), None)
+    if existing is None or not existing.is_dir() or os.access(existing, os.W_OK | os.X_OK):
+        return
+    code = errno.EROFS if os.statvfs(existing).f_flag & os.ST_RDONLY else errno.EACCES
+    raise UserError(str(write_failure(OSError(code, os.strerror(code), str(path)))))
+
+
+def _identity(path: str | Path) -> tuple[int, int] | None:
+    """(device, inode) of what `path` names, through symlinks; None where nothing exists."""
+    try:
+        stat = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 _PART = re.compile(r"^\..+\.(?P<pid>\d+)\.(?:[\w-]+\.)?part(?:\.\w+)?$")
@@ -106,8 +183,10 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename in (None, tmp):
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc  # named by the output, not its temp file
         raise
     return path
 

@@ -17,6 +17,7 @@ from runtime.mp4 import set_frame_size
 
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 DEFAULT_FPS = 30.0
+MAX_CAMERA = 2**31 - 1
 MP4_SUFFIXES = ("", ".mp4", ".m4v", ".mov")
 
 
@@ -72,6 +73,8 @@ class VideoSource:
         self.path = None if is_live(spec) else Path(spec)
         if spec.isdigit():
             self.live, what = True, "cannot open camera"
+            if not spec.isascii() or int(spec) > MAX_CAMERA:  # `²` is a digit too; OpenCV takes a C int
+                raise UserError(f"camera index out of range (0..{MAX_CAMERA})", spec)
             self.capture = cv2.VideoCapture(int(spec))
         elif spec.lower().startswith(URL_SCHEMES):
             self.live, what = True, "cannot open stream URL"

@@ -93,6 +93,8 @@ def select(names: str | None) -> tuple[Variant, ...]:
     if not names:
         return VARIANTS
     wanted = [n.strip() for n in names.split(",") if n.strip()]
+    if not wanted:
+        raise UserError(f"--variants '{names}' names no variant: nothing to run", ", ".join(VARIANT_NAMES))
     unknown = [n for n in wanted if n not in VARIANT_NAMES]
     if unknown:
         raise UserError(f"unknown variant '{unknown[0]}'", f"--variants: choose from {', '.join(VARIANT_NAMES)}")

@@ -8,22 +8,25 @@ frame 19 (Cityscapes' annotated frame), images `_leftImg8bit.png` and labels `_g
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from cfnet.atomic import atomic_path, make_folder, umask
+from cfnet.atomic import FULL_DISK, atomic_path, make_folder, umask
 from cfnet.data.labels import COLOR_BY_ID
 from cfnet.data.scene import Renderer, random_scene
 from cfnet.errors import UserError
 
 CITIES = {"train": "synthville", "val": "renderdorf"}
 LABEL_SUFFIX = "_gtFine_labelIds.png"
+LAYOUT = ("leftImg8bit", "gtFine")  # what a data set folder holds
 SPLIT_INDEX = {"train": 0, "val": 1}
 FRAME = 19
 VIDEO_STEP = 0.7  # metres the camera moves per frame
@@ -36,8 +39,13 @@ def render_image(size: tuple[int, int], seed: int, split: str, index: int) -> tu
 
 
 def _write_png(path: Path, array: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), array):
-        raise UserError("cannot write image", str(path))
+    ok, encoded = cv2.imencode(".png", array)  # encoded here, written by Python: a failed write raises OSError
+    if not ok:
+        raise UserError("cannot encode image", str(path))
+    try:
+        path.write_bytes(encoded.tobytes())
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
 def _write_item(args: tuple[Path, tuple[int, int], int, str, int]) -> None:
@@ -63,7 +71,8 @@ def synthesize(
     """Write `train` + `val` synthetic scenes under `out` in the Cityscapes layout; returns `out`.
 
     The set is built in a temporary folder beside `out` and renamed into place, so `out` is either
-    complete or absent. An existing non-empty `out` is an error unless `overwrite`. `workers` processes
+    complete or absent. An existing non-empty `out` is an error unless `overwrite`, and a folder holding anything
+    besides a data set's `LAYOUT` is never replaced (it is not the command's to delete). `workers` processes
     render in parallel (default: the CPU count, at most 4); the bytes do not depend on it.
     """
     out = Path(out)
@@ -72,7 +81,7 @@ def synthesize(
     h, w = size
     if h < 32 or w < 32:
         raise UserError(f"image size {h}x{w} too small: at least 32x32", str(out))
-    tmp = _temp_folder(out, overwrite)
+    tmp = _temp_folder(out, overwrite, lambda name: name in LAYOUT)
     try:
         jobs = []
         for split, count in (("train", train), ("val", val)):
@@ -94,10 +103,14 @@ def synthesize(
     return out
 
 
-def _temp_folder(out: Path, overwrite: bool) -> Path:
-    """A fresh temporary folder beside `out` (refused when `out` exists, is not empty and not `overwrite`)."""
+def _temp_folder(out: Path, overwrite: bool, belongs: Callable[[str], bool]) -> Path:
+    """A fresh temporary folder beside `out` (refused when `out` exists, is not empty and not `overwrite`; and
+    when it holds anything `belongs(name)` does not own: --overwrite replaces a data set, never other files)."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise UserError("output exists and is not empty (use --overwrite)", str(out))
+    foreign = sorted(p.name for p in out.iterdir() if not belongs(p.name)) if out.is_dir() else []
+    if foreign:
+        raise UserError(f"--overwrite would delete {foreign[0]}, which is not part of a data set", str(out))
     make_folder(out.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     tmp.chmod(0o777 & ~umask())  # mkdtemp makes it private; the set is an ordinary folder
@@ -148,8 +161,10 @@ def synthesize_video(
     h, w = size
     scene = random_scene(np.random.default_rng([seed, 2]), length=frames * VIDEO_STEP + 110.0)
     renderer = Renderer(size)
-    folder = None if labels is None else _temp_folder(Path(labels), overwrite)
+    folder = None if labels is None else _temp_folder(Path(labels), overwrite, lambda name: name.endswith(LABEL_SUFFIX))
     try:
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # a failed write is our one line, not a WARN
         with atomic_path(out) as tmp:
             writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
             try:
@@ -158,13 +173,30 @@ def synthesize_video(
                 for i in range(frames):
                     image, label = renderer.render(scene, cam_z=i * VIDEO_STEP, frame=i)
                     writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+                    if shutil.disk_usage(tmp.parent).free == 0:  # OpenCV only warns about a failed write
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out))
                     if folder is not None:
                         _write_png(folder / video_label_name(out, i), label)
             finally:
                 writer.release()
+                cv2.utils.logging.setLogLevel(level)
+            _check_video(tmp, frames, out)
             if folder is not None and labels is not None:
                 _move_into_place(folder, Path(labels))
     finally:
         if folder is not None and folder.exists():
             shutil.rmtree(folder)
     return out
+
+
+def _check_video(path: Path, frames: int, out: Path) -> None:
+    """A video OpenCV reports as written may be truncated (a write failed: OpenCV only warns): read its frame
+    count back; a short one is a full disk where the disk is full, else an error of the write."""
+    capture = cv2.VideoCapture(str(path))
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+    capture.release()
+    if count == frames:
+        return
+    if shutil.disk_usage(path.parent).free < FULL_DISK:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out))
+    raise UserError(f"the video holds {count} of its {frames} frames after writing", str(out))

@@ -10,12 +10,14 @@ under `torch.manual_seed`, else the transform's own generator (seeded by `seed`)
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 
 import cv2
 import numpy as np
 import torch
 
 from cfnet.data.labels import IGNORE_INDEX, MEAN, STD
+from cfnet.errors import UserError
 
 _SCALE = (1.0 / (255.0 * np.asarray(STD, np.float32))).astype(np.float32)
 _OFFSET = (-np.asarray(MEAN, np.float32) / np.asarray(STD, np.float32)).astype(np.float32)
@@ -29,6 +31,26 @@ def normalize(image_rgb: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected an HxWx3 RGB image, got shape {image_rgb.shape}")
     out = image_rgb.astype(np.float32) * _SCALE + _OFFSET
     return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+RANDOM_SCALE = (0.5, 2.0)
+"""The training pipeline's random rescaling range (mmsegmentation's Cityscapes ratio range)."""
+
+
+def check_crop(crop: tuple[int, int], sizes: Iterable[tuple[int, int]]) -> None:
+    """Refuse a training crop larger than every image (H, W) of `sizes` even at the largest random scale: it
+    would crop padding only, and its cost grows with it (a 4096x4096 crop of 128x256 images ran for minutes)."""
+    sizes = list(sizes)
+    if not sizes:
+        return
+    high = (max(h for h, _ in sizes), max(w for _, w in sizes))
+    top = (int(high[0] * RANDOM_SCALE[1]), int(high[1] * RANDOM_SCALE[1]))
+    if crop[0] > top[0] or crop[1] > top[1]:
+        raise UserError(
+            f"crop {crop[0]}x{crop[1]} is larger than the largest training image ({high[0]}x{high[1]}) even at the "
+            f"largest random scale ({RANDOM_SCALE[1]:g}x)",
+            f"--crop at most {top[0]}x{top[1]}",
+        )
 
 
 def _label_tensor(label: np.ndarray) -> torch.Tensor:
@@ -54,7 +76,7 @@ class TrainTransform:
     def __init__(
         self,
         crop: tuple[int, int] = (512, 512),
-        scale: tuple[float, float] = (0.5, 2.0),
+        scale: tuple[float, float] = RANDOM_SCALE,
         flip: bool = True,
         brightness: float = 0.25,
         contrast: float = 0.25,

@@ -15,11 +15,13 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cfnet.models.registry import build_model
+from cfnet.sizes import padded_size
 
 
 @dataclass(frozen=True)
 class ModelProfile:
-    """Size and cost of one model preset; `gflops` is for one image of `size` (H, W), forward, eval mode."""
+    """Size and cost of one model preset; `gflops` is for one image of `size` (H, W), forward, eval mode, fed
+    as export and the runtime feed it: padded to a multiple of the size divisor (`input_size`)."""
 
     name: str
     preset: str
@@ -27,6 +29,7 @@ class ModelProfile:
     gflops: float
     size_divisor: int
     size: tuple[int, int]
+    input_size: tuple[int, int]
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -54,14 +57,17 @@ def count_gflops(model: nn.Module, size: tuple[int, int] = (512, 512)) -> float:
 def profile(
     name: str, preset: str = "paper", size: tuple[int, int] = (512, 512), num_classes: int = 19
 ) -> ModelProfile:
-    """Parameters (M), GFLOPs at `size` and size divisor of zoo model `name` with `preset`."""
+    """Parameters (M), GFLOPs at `size` (padded to the size divisor) and size divisor of zoo model `name` with
+    `preset`."""
     with torch.device("meta"):
         model = build_model(name, num_classes=num_classes, preset=preset)
+    input_size = padded_size(size, model.size_divisor)
     return ModelProfile(
         name=name,
         preset=preset,
         params_m=count_parameters(model) / 1e6,
-        gflops=count_gflops(model, size),
+        gflops=count_gflops(model, input_size),
         size_divisor=model.size_divisor,
         size=size,
+        input_size=input_size,
     )

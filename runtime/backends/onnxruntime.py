@@ -166,6 +166,8 @@ class OnnxRuntimeBackend(Backend):
         if notice:
             print(notice, file=sys.stderr)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if not inputs:  # a graph of constants: nothing to feed the frames to
+            raise UserError("the model has no input: cfnet feeds it N x 3 x H x W images", str(path))
         self.input_name = next((i.name for i in inputs if i.name == "images"), inputs[0].name)
         self.outputs = tuple(o.name for o in outputs)
         self.output = choose_output(self.outputs)

@@ -26,9 +26,13 @@ def parse_url(url: str) -> tuple[str, str]:
     """`grpc://HOST:PORT/NAME` -> (`HOST:PORT`, `NAME`)."""
     parsed = urlparse(url)
     name = parsed.path.strip("/")
-    if parsed.scheme != "grpc" or not parsed.hostname or not parsed.port or not name or "/" in name:
-        raise UserError(f"malformed Triton URL '{url}'", "expected grpc://HOST:PORT/NAME")
-    return f"{parsed.hostname}:{parsed.port}", name
+    try:
+        port = parsed.port  # a port out of 0..65535 or not a number raises
+    except ValueError:
+        port = None
+    if parsed.scheme != "grpc" or not parsed.hostname or not port or not name or "/" in name:
+        raise UserError(f"malformed Triton URL '{url}'", "expected grpc://HOST:PORT/NAME, PORT 1..65535")
+    return f"{parsed.hostname}:{port}", name
 
 
 class TritonBackend(Backend):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from runtime.errors import UserError
+from runtime.options import NON_NEGATIVE, positive
 from runtime.results.defaults import DEFAULT_ALERT, DEFAULT_HOLD_S, REGION_MODES
 
 if TYPE_CHECKING:  # imported where used: the command line's face stays free of numpy and OpenCV
@@ -48,7 +49,7 @@ def results_options(*, video: bool) -> Callable[[F], F]:
             "--epsilon",
             default=0.0,
             show_default=True,
-            type=float,
+            type=NON_NEGATIVE,
             help="Polygon simplification in pixels (Douglas-Peucker; 0: the exact pixel boundary).",
         ),
     ]
@@ -64,7 +65,7 @@ def results_options(*, video: bool) -> Callable[[F], F]:
             ),
             click.option(
                 "--drift-alert",
-                type=float,
+                type=positive(),
                 help=f"Warn when a stream's drift score stays above X [default: {DEFAULT_ALERT} where the model "
                 "has a cfnet.reference].",
             ),
@@ -72,7 +73,7 @@ def results_options(*, video: bool) -> Callable[[F], F]:
                 "--drift-window",
                 default=DEFAULT_HOLD_S,
                 show_default=True,
-                type=float,
+                type=positive(),
                 help="Seconds of stream time the drift score must stay above --drift-alert before the warning.",
             ),
         ]

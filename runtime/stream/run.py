@@ -15,6 +15,7 @@ import numpy as np
 
 from runtime.backends import Backend
 from runtime.errors import UserError
+from runtime.files import Output, check_outputs
 from runtime.results.emit import JsonLines
 from runtime.results.stage import ResultsConfig
 from runtime.signals import handling
@@ -26,7 +27,7 @@ from runtime.stream.sizing import check_batch, check_workers, default_batch, def
 from runtime.stream.stages import StreamFrameCallback, finish_writer, inference, reader, writer
 from runtime.stream.state import Run, Stream
 from runtime.stream.stats import RunStats, StreamStats, latency_summary, peak_rss_mb
-from runtime.video import VideoSource, VideoWriter, stream_names
+from runtime.video import VideoSource, VideoWriter, is_live, stream_names
 
 READER_GRACE = 2.0  # seconds to wait, after the end, for a reader blocked in a source's read()
 DEFAULT_BATCH_TIMEOUT_MS = 40.0  # one frame interval at 25 fps
@@ -266,22 +267,12 @@ def run_streams(
 
 
 def _refuse_overwriting_inputs(sources: Sequence[str | VideoSource], outs: Sequence[str | Path | None]) -> None:
-    """An output that is one of the input files would destroy it: refuse before anything is opened."""
-    inputs = []
-    for source in sources:
-        path = getattr(source, "path", None) if isinstance(source, VideoSource) else Path(str(source))
-        if path is not None and Path(path).is_file():
-            inputs.append(Path(path).resolve())
-    seen: set[Path] = set()
-    for out in outs:
-        if out is None:
-            continue
-        target = Path(out).resolve()
-        if target in inputs:
-            raise UserError("the output would overwrite an input video; choose another --out", str(out))
-        if target in seen:
-            raise UserError("two streams would write the same output", str(out))
-        seen.add(target)
+    """An output that is one of the input files, or another output, would destroy it: refuse before anything
+    is opened (`runtime.files.check_outputs`, the one check of every writing command)."""
+    inputs = [
+        getattr(s, "path", None) if isinstance(s, VideoSource) else None if is_live(str(s)) else str(s) for s in sources
+    ]
+    check_outputs([Output(out) if out is not None else None for out in outs], inputs)
 
 
 def _summarise(stream: Stream) -> None:

@@ -210,7 +210,7 @@ def test_an_unreadable_stream_video_is_refused_before_anything_is_measured(
         (["--checkpoints", "runs"], "--checkpoints needs --data"),
         (["--size", "512"], "malformed size"),
         (["--images", "0"], "--images must be >= 1"),
-        (["--threads", "0"], "--threads must be >= 1"),
+        (["--threads", "0"], "'--threads': 0 is not in the range x>=1"),
         (["--models", ""], "nothing to measure"),
         (["--backends", " , "], "nothing to measure"),
     ],

@@ -139,7 +139,7 @@ def test_cli_json_matches_the_python_api(data: Path, checkpoint: Path, capsys: p
         ("missing-checkpoint", "error: checkpoint not found ({missing})"),
         ("missing-data", "error: data folder not found ({missing})"),
         ("missing-split", "error: no 'test' split: folder missing ({data}/leftImg8bit/test)"),
-        ("preds-in-a-file", "error: cannot create the output folder: a file of that name is in the way ({bad}/p)"),
+        ("preds-in-a-file", "error: cannot create the output: {bad} is a file, not a folder ({bad}/p)"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

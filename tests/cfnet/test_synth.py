@@ -130,8 +130,12 @@ def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="--overwrite") as info:
         synthesize(out, train=1, val=1, size=SIZE, workers=1)
     assert info.value.where == str(out)
-    synthesize(out, train=1, val=1, size=SIZE, workers=1, overwrite=True)
-    assert not (out / "keep.txt").exists() and len(list(out.rglob("*.png"))) == 6
+    with pytest.raises(UserError, match="--overwrite would delete keep.txt"):  # not a data set: never deleted
+        synthesize(out, train=1, val=1, size=SIZE, workers=1, overwrite=True)
+    (out / "keep.txt").unlink()
+    synthesize(out, train=1, val=0, size=SIZE, workers=1)
+    synthesize(out, train=1, val=1, size=SIZE, workers=1, overwrite=True)  # a data set is replaced
+    assert len(list(out.rglob("*.png"))) == 6
     assert sorted(p.name for p in tmp_path.iterdir()) == ["synth"]
 
 

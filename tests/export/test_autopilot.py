@@ -151,7 +151,7 @@ def test_cli_autopilot_reports_and_stores_nodes_and_miou(
     [
         (["--precision", "int8", "--holdout-images", "0"], "at least 1 (--holdout-images)"),
         (["--precision", "fp32"], "--min-agreement applies to int8 exports"),
-        (["--precision", "int8", "--min-agreement", "1.5"], "must lie in (0, 1]"),
+        (["--precision", "int8", "--min-agreement", "1.5"], "1.5 is not in the range 0<x<=1"),
     ],
 )
 def test_autopilot_options_are_refused_in_one_line(

@@ -303,10 +303,10 @@ def test_an_output_that_is_an_input_is_refused(
     video = write_video_file(tmp_path / "s.mp4", synthetic_frames(3, (48, 64)))
     before = video.read_bytes()
     code, _, stderr = cfnet(["stream", video, "--model", tiny_onnx, "--out", tmp_path / "." / "s.mp4"], capsys)
-    assert code == 2 and stderr.startswith("error: the output would overwrite an input video")
+    assert code == 2 and stderr.startswith("error: the output would overwrite the input")
     assert video.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["s.mp4"]
     code, _, stderr = cfnet(["stream", video, "--model", tiny_onnx, "--out", tmp_path], capsys)  # -> DIR/s.mp4
-    assert code == 2 and stderr.startswith("error: the output would overwrite an input video")
+    assert code == 2 and stderr.startswith("error: the output would overwrite the input")
     assert video.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["s.mp4"]
     code, _, stderr = cfnet(["stream", video, video, "--model", tiny_onnx, "--out", tmp_path / "x.mp4"], capsys)
     assert code == 2 and "--out is a folder" in stderr
@@ -424,17 +424,16 @@ def test_a_stream_failing_midway_exits_1_after_finalising_every_output(
 ) -> None:
     a = write_video_file(tmp_path / "a.mp4", synthetic_frames(6, (48, 64)))
     b = write_video_file(tmp_path / "b.mp4", synthetic_frames(6, (48, 64), seed=1))
-    (tmp_path / "masks").mkdir()
-    (tmp_path / "masks" / "b").write_text("a file where stream b's mask folder would go")
+    (tmp_path / "masks" / "b" / "000003.png").mkdir(parents=True)  # a folder where b's fourth mask would go
     out = tmp_path / "seg"
     code, stdout, stderr = cfnet(
         ["stream", a, b, "--model", tiny_onnx, "--out", out, "--save-masks", tmp_path / "masks"], capsys
     )
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]  # the rest: the progress bar
-    assert code == 1 and len(errors) == 1 and "is a file, not a folder" in errors[0] and errors[0].endswith(f"({b})")
+    assert code == 1 and len(errors) == 1 and "output path is a folder" in errors[0] and errors[0].endswith(f"({b})")
     assert "6 frames (0 dropped, 0 resized) from " + str(a) in stdout and "ended: error" in stdout
     assert len(read_video(out / "a.mp4")[0]) == 6 and len(os.listdir(tmp_path / "masks" / "a")) == 6
-    assert len(read_video(out / "b.mp4")[0]) == 1  # its frame was encoded before the mask write failed
+    assert len(read_video(out / "b.mp4")[0]) == 4  # its fourth frame was encoded before the mask write failed
 
 
 def test_sigterm_before_the_first_frame_exits_130_like_ctrl_c(
