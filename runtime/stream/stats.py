@@ -8,11 +8,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from runtime.latency import Latencies
+
+if TYPE_CHECKING:
+    from runtime.stream.control import StreamControl
 
 STAGES = ("read", "preprocess", "wait", "infer", "postprocess", "write", "end_to_end")
 
@@ -20,7 +23,14 @@ STAGES = ("read", "preprocess", "wait", "infer", "postprocess", "write", "end_to
 @dataclass
 class StreamStats:
     """What one stream did. `latency_ms[stage]` holds `median` (p50) and `p90` over its processed frames;
-    `wait` is the time a frame waited for its batch. `error` says why a stream that failed ended."""
+    `wait` is the time a frame waited for its batch. `error` says why a stream that failed ended.
+
+    `name`: the stream's stable name (outputs, labels, the control API); `state`: "running", "reconnecting"
+    (a live source being reopened) or "ended" (why: `ended_by`); `reconnects`: times its source was reopened
+    after it failed, ended or stalled; `down_seconds`: seconds spent reconnecting so far; `recording`: "on",
+    "paused" (disk full) or "off"; `write_errors[kind]` ("disk_full", "io"): failed writes of its recordings;
+    `recorded`: frames in its finalised recordings (MP4 or segments), `segments`: segments finalised.
+    """
 
     source: str
     output: str | None
@@ -37,9 +47,17 @@ class StreamStats:
     ended_by: str = "running"
     error: str | None = None
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    name: str = ""
+    state: str = "running"
+    reconnects: int = 0
+    down_seconds: float = 0.0
+    recording: str = "off"
+    write_errors: dict[str, int] = field(default_factory=dict)
+    recorded: int = 0
+    segments: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items()}
+        return {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.__dict__.items()}
 
 
 @dataclass
@@ -50,7 +68,10 @@ class RunStats:
     `peak_rss_mb`: the process's peak memory at the end. `latest[i]`: the newest overlay of stream i,
     `times[i]`: its stage latencies in seconds so far, `queued[i]()`: its frames waiting for a batch and for
     its writer, `started`: the `perf_counter` at the start (for a window or a live view; not serialised).
-    `errors`: the exception that ended a stream.
+    `errors`: the exception that ended a stream (by stream index). `opened[i]`: the `perf_counter` when stream i
+    was added (streams may join a running pipeline). For health checks: `last_progress`, the `time.monotonic()`
+    of the last inference batch done (None before the first), `stall_timeout` (seconds), and `control`, which
+    lists, adds and removes streams while the run goes on (`runtime.stream.control.StreamControl`).
     """
 
     streams: list[StreamStats]
@@ -69,6 +90,10 @@ class RunStats:
     queued: list[Callable[[], dict[str, int]]] = field(default_factory=list, repr=False)
     started: float | None = None
     errors: dict[int, BaseException] = field(default_factory=dict, repr=False)
+    opened: list[float] = field(default_factory=list, repr=False)
+    last_progress: float | None = None
+    stall_timeout: float = 10.0
+    control: StreamControl | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,12 +119,15 @@ class RunStats:
         summary = self.to_dict()
         if self.started is None or self.ended_by != "running":
             return summary
-        elapsed = time.perf_counter() - self.started
-        for stream, times, queued in zip(summary["streams"], self.times, self.queued, strict=False):
+        now = time.perf_counter()
+        elapsed = now - self.started
+        live = zip(summary["streams"], self.times, self.queued, self.opened, strict=False)
+        for stream, times, queued, opened in live:
             if stream["ended_by"] == "running":
+                seconds = now - max(opened, self.started)
                 stream["queued"] = queued()
-                stream["seconds"] = elapsed
-                stream["fps"] = stream["frames"] / elapsed if elapsed > 0 else 0.0
+                stream["seconds"] = seconds
+                stream["fps"] = stream["frames"] / seconds if seconds > 0 else 0.0
                 stream["latency_ms"] = latency_summary(times)
         aggregate = summary["aggregate"]
         aggregate["seconds"] = elapsed
