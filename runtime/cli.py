@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from runtime.cli_cameras import SignalsFirst, camera_options, check_camera_options, exit_for
+
 DEVICE = click.Choice(["auto", "cpu", "cuda"])
 
 
@@ -136,14 +138,15 @@ STREAM_EXIT_CODES = """\b
 Exit codes:
   0    every stream ended (end of file, lost camera, --max-frames, stall), or Ctrl-C, SIGTERM or q
        stopped the run: outputs finalised, summary printed
-  1    a stream failed midway: its output is finalised, the others completed; the summary names it
+  1    a stream failed midway (a full disk with one --out file: `error: disk full (PATH)`) or a video was
+       truncated (fewer frames than its MP4 index declares): its output is finalised, the others completed
   2    bad input (source, model, option, an output that is an input): one line, nothing written
   130  Ctrl-C or SIGTERM before the first frame: nothing written
 """
 
 
-@click.command("stream", epilog=STREAM_EXIT_CODES)
-@click.argument("sources", metavar="SOURCE...", nargs=-1, required=True)
+@click.command("stream", cls=SignalsFirst, epilog=STREAM_EXIT_CODES)
+@click.argument("sources", metavar="SOURCE...", nargs=-1)
 @model_options
 @click.option(
     "--out",
@@ -187,6 +190,7 @@ Exit codes:
     type=click.FloatRange(min=0, min_open=True),
     help="Seconds a source may block in a read before its stream is ended (the others go on).",
 )
+@camera_options
 @click.option(
     "--serve",
     metavar="[HOST:]PORT",
@@ -218,10 +222,19 @@ def stream_command(**options: Any) -> None:
       cfnet stream cam1.mp4 cam2.mp4 rtsp://cam3/live --model model.onnx --out seg/ --json
       cfnet stream 0 1 --model model.onnx --serve 0.0.0.0:8080 --serve-token s3cret   # browse :8080
     """
-    from runtime.signals import sigterm_as_interrupt
+    import sys
 
-    with sigterm_as_interrupt():  # before the first frame (loading, opening): exit 130, as Ctrl-C
-        _stream(**options)
+    from runtime import log
+    from runtime.errors import UserError
+
+    log.set_format(options["log_format"])
+    try:
+        _stream(**options)  # SIGTERM before the first frame (loading, opening): exit 130, as Ctrl-C (SignalsFirst)
+    except (UserError, KeyboardInterrupt) as exc:
+        if not log.json_lines():
+            raise
+        log.error("interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc))
+        sys.exit(130 if isinstance(exc, KeyboardInterrupt) else 2)
 
 
 def _stream(
@@ -240,6 +253,15 @@ def _stream(
     batch_timeout: float,
     infer_workers: int | None,
     stall_timeout: float,
+    sources_file: Path | None,
+    reconnect_min: float,
+    reconnect_max: float,
+    no_reconnect: bool,
+    loop: bool,
+    segment_seconds: float | None,
+    retain_gb: float | None,
+    retain_hours: float | None,
+    log_format: str,
     serve: tuple[str, int] | None,
     serve_token: str | None,
     serve_fps: float,
@@ -247,29 +269,31 @@ def _stream(
     as_json: bool,
     **overrides: Any,
 ) -> None:
-    import sys
-
+    from runtime import log
     from runtime.errors import UserError
-    from runtime.files import check_output, write_image
+    from runtime.files import check_output
     from runtime.progress import ProgressBar
-    from runtime.stream import CPU_WORKERS, run_streams, worker_threads
+    from runtime.stream import CPU_WORKERS, Reconnect, run_streams, worker_threads
     from runtime.stream.display import require_gui
-    from runtime.video import VideoSource, stream_names
+    from runtime.video import VideoSource, is_live, stream_names
 
     if show:
         require_gui()
-    several = len(sources) > 1
+    listed = check_camera_options(
+        sources, sources_file, out, save_masks, segment_seconds, retain_gb or retain_hours, reconnect_min, reconnect_max
+    )
+    several = len(sources) + len(listed) > 1 or sources_file is not None or segment_seconds is not None
     if several and out is not None and (out.suffix or out.is_file()):
-        raise UserError("with several sources --out is a folder (one MP4 per source)", str(out))
+        raise UserError("with several sources, --sources or --segment-seconds --out is a folder", str(out))
     names = stream_names(list(sources))
     into_folder = several or (out is not None and out.is_dir())
-    outs = [out / f"{n}.mp4" if out is not None else None for n in names] if into_folder else [out]
     if out is not None:
         check_output(out, folder=into_folder)
     if save_masks is not None:
         check_output(save_masks, folder=True)
     if threads is None and (several or (infer_workers or 1) > 1):
         threads = worker_threads(infer_workers or CPU_WORKERS)  # the workers share the cores
+    reconnect = None if no_reconnect else Reconnect(reconnect_min, reconnect_max)
     with _open(model, device, threads, overrides) as backend, contextlib.ExitStack() as stack:
         if serve is not None:
             from runtime.liveview import LiveView
@@ -279,33 +303,38 @@ def _stream(
                 serve, meta.classes, meta.palette, token=serve_token, quality=serve_quality, max_fps=serve_fps
             )
             stack.enter_context(view)
-            click.echo(f"live view: {view.url}", err=True)
-        opened: list[VideoSource] = []
+            log.info(f"live view: {view.url}", event="live view", url=view.url)
+        opened: list[VideoSource | str] = []  # a live source under --reconnect is opened by its reader
         try:
             for source in sources:
-                opened.append(VideoSource(source))
+                opened.append(source if reconnect is not None and is_live(source) else VideoSource(source))
         except BaseException:
             for src in opened:
-                src.release()
+                if isinstance(src, VideoSource):
+                    src.release()
             raise
         bar = None
-        if not as_json and not any(src.live for src in opened):
+        files = [o for o in opened if isinstance(o, VideoSource) and not o.live]
+        if not (as_json or log.json_lines() or sources_file) and len(files) == len(opened):
             counts = [
-                min(c, max_frames) if c and max_frames else c or max_frames for c in (o.frame_count for o in opened)
+                min(c, max_frames) if c and max_frames else c or max_frames for c in (o.frame_count for o in files)
             ]
-            bar = ProgressBar(sum(c for c in counts if c) if all(counts) else None, label="stream ")
-        on_frame = None
-        if save_masks is not None:
-            folders = [save_masks / n if several else save_masks for n in names]
-
-            def on_frame(stream: int, index: int, frame: Any, mask: Any, blended: Any) -> None:
-                write_image(folders[stream] / f"{index:06d}.png", mask)
-
+            bar = ProgressBar(sum(c for c in counts if c) if all(counts) and not loop else None, label="stream ")
         try:
             result = run_streams(
                 opened,
                 backend,
-                outs=outs,
+                out if into_folder else None,
+                outs=None if into_folder else [out],
+                names=names,
+                masks_dir=save_masks if several else None,
+                mask_outs=None if several else [save_masks],
+                segment_seconds=segment_seconds,
+                retain_bytes=retain_gb * 1e9 if retain_gb else None,
+                retain_seconds=retain_hours * 3600 if retain_hours else None,
+                reconnect=reconnect,
+                loop=loop,
+                sources_file=sources_file,
                 batch=batch,
                 batch_timeout_ms=batch_timeout,
                 infer_workers=infer_workers,
@@ -314,7 +343,6 @@ def _stream(
                 max_frames=max_frames,
                 show=show,
                 legend=legend,
-                on_frame=on_frame,
                 progress=bar.update if bar else None,
                 on_start=view.attach if serve is not None else None,
             )
@@ -323,24 +351,23 @@ def _stream(
                 bar.close()
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
-    else:
+    elif not log.json_lines():
         _print_summary(result)
-    failed = [s for s in result.streams if s.error is not None]
-    for stats in failed:
-        click.echo(f"error: {stats.error} ({stats.source})", err=True)
-    if failed:
-        sys.exit(1)
+    if log.json_lines():
+        log.info("summary", event="summary", **result.to_dict())
+    exit_for(result)
 
 
 def _print_summary(result: Any) -> None:
     """The text summary: a line per stream, the aggregate, latency p50/p90 per stage and stream."""
-    from runtime.video import stream_names
+    from runtime.cli_cameras import camera_summary
 
     for stats in result.streams:
         click.echo(
             f"{stats.frames} frames ({stats.dropped} dropped, {stats.resized} resized) from {stats.source} in "
             f"{stats.seconds:.2f} s: {stats.fps:.1f} fps end-to-end (source {stats.input_fps:.1f} fps, "
             f"{stats.backend}); ended: {stats.ended_by}" + (f" ({stats.error})" if stats.error else "")
+            + camera_summary(stats)
         )
         if stats.output:
             click.echo(f"wrote {stats.output}")
@@ -352,7 +379,7 @@ def _print_summary(result: Any) -> None:
             f"{result.workers} inference worker{'s' if result.workers > 1 else ''}, batches: {sizes or 'none'}"
         )
     if len(result.streams) > 1:  # which stream each pair of columns belongs to
-        click.echo(" " * 12 + "".join(f"{name[:17]:>18}" for name in stream_names([s.source for s in result.streams])))
+        click.echo(" " * 12 + "".join(f"{s.name[:17]:>18}" for s in result.streams))
     header = "".join(f"{'p50':>9}{'p90':>9}" for _ in result.streams)
     click.echo(f"{'latency ms':<12}{header}")
     for stage in ("read", "preprocess", "wait", "infer", "postprocess", "write", "end_to_end"):

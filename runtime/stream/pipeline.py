@@ -51,6 +51,16 @@ class Settings:
     segment_seconds: float | None = None
     retention: Retention | None = None
 
+    def video_for(self, name: str) -> Path | None:
+        """Where a stream records by default: `OUT/NAME.mp4`, or its segments' folder `OUT/NAME`."""
+        if self.out_dir is None:
+            return None
+        return self.out_dir / name if self.segment_seconds is not None else self.out_dir / f"{name}.mp4"
+
+    def masks_for(self, name: str) -> Path | None:
+        """Where a stream's masks go by default: `MASKS/NAME`."""
+        return self.masks_dir / name if self.masks_dir is not None else None
+
 
 class Pipeline:
     """The streams of a run, its muxer and threads. `add`/`remove` are thread-safe (the control API's server
@@ -126,10 +136,9 @@ class Pipeline:
             name=name,
         )
         if video is True:
-            segmented = s.segment_seconds is not None
-            video = None if s.out_dir is None else s.out_dir / name if segmented else s.out_dir / f"{name}.mp4"
+            video = s.video_for(name)
         if masks is True:
-            masks = None if s.masks_dir is None else s.masks_dir / name
+            masks = s.masks_for(name)
         recording = None
         if video or masks:
             recording = Recording(

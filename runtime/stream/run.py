@@ -160,11 +160,6 @@ def run_streams(
     clash = next((line for line in listed if line.name in names), None)
     if clash is not None:
         raise UserError(f"duplicate stream name '{clash.name}'", f"{sources_file}:{clash.line}")
-    outs = list(outs) if outs is not None else [True] * len(sources)
-    mask_outs = list(mask_outs) if mask_outs is not None else [True] * len(sources)
-    if not len(outs) == len(mask_outs) == len(names) == len(sources):
-        raise UserError(f"{len(outs)} outputs and {len(names)} names for {len(sources)} sources", "outs")
-    _refuse_overwriting_inputs(sources, [o for o in outs if not isinstance(o, bool)])
     roots = [Path(d) for d in (out_dir, masks_dir) if d is not None]
     retention = Retention(roots, retain_bytes, retain_seconds) if retain_bytes or retain_seconds else None
     settings = Settings(
@@ -183,6 +178,11 @@ def run_streams(
         segment_seconds=segment_seconds,
         retention=retention,
     )
+    outs = list(outs) if outs is not None else [settings.video_for(n) for n in names]
+    mask_outs = list(mask_outs) if mask_outs is not None else [settings.masks_for(n) for n in names]
+    if not len(outs) == len(mask_outs) == len(names) == len(sources):
+        raise UserError(f"{len(outs)} outputs and {len(names)} names for {len(sources)} sources", "outs")
+    _refuse_overwriting_inputs(sources, outs)
     run = Run()
     muxer = Muxer([], size, batch_timeout_ms / 1e3, run, keep_open=sources_file is not None)
     result = RunStats(
@@ -272,8 +272,8 @@ def run_streams(
     return result
 
 
-def _path(value: str | Path | None | bool) -> Path | None | bool:
-    return Path(value) if isinstance(value, str) else value
+def _path(value: str | Path | None) -> Path | None:
+    return Path(value) if value is not None else None
 
 
 def _refuse_overwriting_inputs(sources: Sequence[str | VideoSource], outs: Sequence[str | Path | None]) -> None:
