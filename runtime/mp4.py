@@ -32,10 +32,11 @@ def set_frame_size(path: str | Path, height: int, width: int) -> None:
     Path(path).write_bytes(bytes(data))
 
 
-def sample_count(path: str | Path) -> int | None:
+def sample_count(path: str | Path, whole: bool = True) -> int | None:
     """The samples (frames) of the first video track of an ISO base media file (MP4, MOV), read from its sample
-    table, or None when `path` is not one, or not a whole one: a box runs past the end of the file, there is no
-    `moov`, or a chunk starts beyond the end (the file was cut short). Reads the box headers and `moov` only."""
+    table, or None when `path` is not one. With `whole`, also None when the file is not whole: a box runs past
+    its end, or a chunk starts beyond it (how a written file is checked); without, the count a file cut short
+    still declares (its `moov` read in full). Reads the box headers and `moov` only."""
     try:
         with open(path, "rb") as f:
             size = f.seek(0, 2)
@@ -49,8 +50,12 @@ def sample_count(path: str | Path) -> int | None:
                     length = struct.unpack(">Q", head[8:16])[0]
                 elif length == 0:
                     length = size - pos
-                if length < 8 or pos + length > size or (pos == 0 and kind != b"ftyp"):
+                if length < 8 or (pos == 0 and kind != b"ftyp"):
                     return None
+                if pos + length > size:
+                    if whole or kind == b"moov":
+                        return None
+                    break
                 if kind == b"moov":
                     f.seek(pos)
                     moov = bytearray(f.read(length))
@@ -63,7 +68,7 @@ def sample_count(path: str | Path) -> int | None:
     if tables is None:
         return None
     count, last_chunk = tables
-    return count if last_chunk < size else None
+    return count if last_chunk < size or not whole else None
 
 
 def _video_tables(data: bytearray, start: int, end: int) -> tuple[int, int] | None:

@@ -81,9 +81,10 @@ class VideoSource:
 
     `live`: a camera, a network stream, a named pipe or a character device (frames keep coming at their own
     pace; a consumer that lags drops them); otherwise a file (every frame is delivered). `fps` falls back to 30
-    when the source reports none. `timeout`: seconds an opening or a read of a network stream may block
-    (FFmpeg's own default is 30). `frame_count`: the frames a file says it has (for a progress bar; an estimate
-    in some containers), `declared`: the frames an MP4/MOV file's sample table declares (exact), else None.
+    when the source reports none. `timeout`: seconds an opening of a network stream may block, and a read one
+    second more (FFmpeg's own default is 30). `frame_count`: the frames a file says it has (for a progress bar;
+    an estimate in some containers), `declared`: the frames an MP4/MOV file's sample table declares (exact),
+    else None.
     """
 
     declared: int | None = None
@@ -98,8 +99,9 @@ class VideoSource:
             self.capture = cv2.VideoCapture(int(spec))
         elif spec.lower().startswith(URL_SCHEMES):
             self.live, what = True, "cannot open stream URL"
+            # a read gives up a second after the stall timeout: the stall is the run's to find (on its clock)
             limits = [] if timeout is None else [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(timeout * 1000)]
-            limits += [] if timeout is None else [cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(timeout * 1000)]
+            limits += [] if timeout is None else [cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(timeout * 1000) + 1000]
             self.capture = cv2.VideoCapture(spec, cv2.CAP_FFMPEG, limits)
         else:
             self.live = kind in ("fifo", "device")
@@ -119,7 +121,7 @@ class VideoSource:
         self.fps = fps if math.isfinite(fps) and 0 < fps <= 1000 else DEFAULT_FPS
         count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.live else 0
         self.frame_count: int | None = count if count > 0 else None
-        self.declared = sample_count(spec) if self.path is not None else None
+        self.declared = sample_count(spec, whole=False) if self.path is not None else None
         self.size = (int(first.shape[0]), int(first.shape[1]))
 
     def reopen(self) -> VideoSource:

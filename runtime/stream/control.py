@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shlex
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from runtime import log
 from runtime.errors import UserError
 from runtime.stream.pipeline import Pipeline, check_name
+from runtime.stream.state import Stream
 from runtime.video import is_live, stream_names
 
 ENDING_WAIT_S = 30.0  # how long an added stream waits for an ending one of its name to finalise its outputs
@@ -132,14 +134,14 @@ class StreamControl:
                     self.pipeline.remove(name)
                     log.info(f"{name}: removed (sources file)", stream=name, event="removed")
             for line in lines:
-                stream = current.get(line.name)
-                if stream is None or stream.stats.source != line.source:
+                old = current.get(line.name)
+                if old is None or old.stats.source != line.source:
                     try:
                         self._add(line.source, line.name, "file")
                     except UserError as exc:
                         log.warning(f"{line.name}: not added: {exc}", stream=line.name, event="add refused")
 
-    def _check(self, lines: list[SourceLine], running: list[Any]) -> None:
+    def _check(self, lines: Sequence[SourceLine], running: Sequence[Stream]) -> None:
         """Refuse a file whose names clash with streams it did not add, or that names a missing video."""
         others = {s.name for s in running if s.origin != "file"}
         assert self.sources_file is not None

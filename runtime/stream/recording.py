@@ -238,7 +238,7 @@ class Retention:
                     match = SEGMENT.match(stem)
                     if match and match["stream"] == folder.name and entry not in self.active:
                         groups.setdefault((match["stamp"], stem), []).append(entry)
-        found = []
+        found: list[tuple[float, list[Path], int]] = []
         for (stamp, _), paths in sorted(groups.items()):
             found.append((calendar.timegm(time.strptime(stamp, STAMP)), paths, sum(self._size(p) for p in paths)))
         return found

@@ -8,8 +8,8 @@ the start is tried the same way (a camera that boots after the box). A file stil
 `loop`, starts again from its first frame), and one that ends before the frames its MP4 index declares ends as
 "truncated". A read blocked longer than the stall timeout is found by the run's supervisor (`supervise`), on a
 clock whatever the other streams do: under a policy the stream goes "reconnecting" at once and its reader
-reopens the source as soon as the blocked call returns (FFmpeg sources are opened with the stall timeout as
-their own read timeout, so it does); without one the stream ends as "stalled".
+reopens the source as soon as the blocked call returns (network streams are opened with FFmpeg's own timeouts
+set from the stall timeout, so it does); without one the stream ends as "stalled".
 """
 
 from __future__ import annotations
@@ -95,8 +95,7 @@ def _connect(stream: Stream, muxer: Muxer, policy: Reconnect | None) -> bool:
     assert stream.opener is not None
     run, attempt = muxer.run, 0
     while not stream.closed and not run.stop.is_set():
-        stream.reading_since = time.perf_counter()
-        try:
+        try:  # not watched for stalls: a network stream's opening gives up after the stall timeout itself
             src = stream.opener()
         except Exception as exc:
             if policy is None or not stream.live:
@@ -108,8 +107,6 @@ def _connect(stream: Stream, muxer: Muxer, policy: Reconnect | None) -> bool:
                 return False
             came_up(stream, src)
             return True
-        finally:
-            stream.reading_since = None
         deadline = time.monotonic() + policy.delay(attempt)
         attempt += 1
         while not stream.closed and not run.stop.is_set() and (left := deadline - time.monotonic()) > 0:
@@ -158,8 +155,8 @@ def came_up(stream: Stream, src: VideoSource) -> None:
 
 
 def supervise(streams: list[Stream], muxer: Muxer, stall_timeout: float, policy: Reconnect | None) -> None:
-    """The run's clock (its main thread, every few tens of ms): a stream blocked in a read or an open longer
-    than `stall_timeout` goes "reconnecting" under `policy` (its reader reopens the source when the call
+    """The run's clock (its main thread, every few tens of ms): a stream blocked in a read longer than
+    `stall_timeout` goes "reconnecting" under `policy` (its reader reopens the source when the call
     returns), else ends as "stalled"; a stream that is down has its `down_seconds` brought up to date."""
     now, clock = time.perf_counter(), time.monotonic()
     for stream in streams:

@@ -64,7 +64,7 @@ class Stream:
     `src`: the open source (None while it is being opened or reopened); `opener`: opens it again (None: it
     cannot be reopened); `recording`: its MP4/segments and masks (None: nothing recorded); `origin`: who added it
     ("args", "file" for a sources file, "api"); `connection`: how many times its source has been opened.
-    `reading_since`: `perf_counter` when its reader entered a blocking read or open (None outside one);
+    `reading_since`: `perf_counter` when its reader entered a blocking read (None outside one);
     `stalled`: the supervisor found it blocked longer than the stall timeout.
     """
 
