@@ -103,6 +103,9 @@ class Pipeline:
                 raise
             stream.opener = opener
             if not self.muxer.add(stream):
+                if src is not None:
+                    src.release()
+                finish_recording(stream)
                 raise UserError("the run is ending: no stream may join it", name)
             self.streams.append(stream)
             result = self.result
