@@ -106,3 +106,22 @@ def test_a_full_disk_pauses_segments_and_masks_until_there_is_room(tiny_onnx: Pa
             assert pngs == [f"{i:06d}.png" for i in range(count)]
             mask = cv2.imread(str(masks / "v" / path.stem / pngs[-1]), cv2.IMREAD_UNCHANGED)
             assert mask is not None and mask.shape == (120, 160)
+
+
+@pytest.mark.slow
+def test_an_mp4_whose_writes_failed_is_never_renamed_into_place(tmp_path: Path) -> None:
+    # OpenCV reports no write error: a disk that fills behind the writer's back (another process) gives a file
+    # without its index; finish() reads the sample table and refuses it
+    from runtime.errors import UserError
+    from runtime.video import VideoWriter
+
+    frames = synthetic_frames(60, (240, 320))
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        writer = VideoWriter(disk / "o.mp4", 25.0, (240, 320))
+        fill(disk, 20_000)
+        for frame in frames:  # written without looking at room(): the bytes are dropped
+            writer.write(frame)
+        with pytest.raises(UserError) as raised:
+            writer.finish()
+        assert str(raised.value) == f"disk full ({disk / 'o.mp4'})"
+        assert sorted(os.listdir(disk)) == ["filler"] and writer.finish() is None
