@@ -138,7 +138,7 @@ class StreamControl:
                 if old is None or old.stats.source != line.source:
                     try:
                         self._add(line.source, line.name, "file")
-                    except UserError as exc:
+                    except Exception as exc:  # a source that cannot open: the others go on
                         log.warning(f"{line.name}: not added: {exc}", stream=line.name, event="add refused")
 
     def _check(self, lines: Sequence[SourceLine], running: Sequence[Stream]) -> None:

@@ -144,11 +144,11 @@ def run_streams(
     `RunStats.errors`); an inference error stops the run and is raised once every output is finalised.
     """
     listed = read_sources(Path(sources_file)) if sources_file is not None else []
-    if not sources and not listed:
+    if not sources and sources_file is None:  # a sources file may list none yet: SIGHUP or the API add them
         raise UserError("no source to stream", "give at least one video, camera or URL")
     if show:
         require_gui()
-    count = len(sources) + len(listed)
+    count = max(1, len(sources) + len(listed))
     size = batch if batch is not None else default_batch(backend, count)
     if size < 1:
         raise UserError(f"batch must be >= 1, got {size}", "--batch")

@@ -172,3 +172,26 @@ def test_streams_json_summary_names_state_and_health_fields(tiny_onnx: Path, tmp
     }
     assert result.stall_timeout == 7.0 and result.last_progress is not None and result.last_progress <= time.monotonic()
     assert json.dumps(result.to_dict())  # serialisable
+
+
+def test_a_sources_file_with_no_source_yet_waits_for_one(tiny_onnx: Path, tmp_path: Path) -> None:
+    video = write_video_file(tmp_path / "v.mp4", synthetic_frames(5, (48, 64)))
+    sources = tmp_path / "sources.txt"
+    sources.write_text("# no camera installed yet\n")
+
+    def drive(stats: RunStats) -> None:
+        def work() -> None:
+            try:
+                time.sleep(0.3)  # the run waits with no stream
+                assert stats.control is not None and stats.control.list() == []
+                stats.control.add(str(video), "late")
+                _until(lambda: bool(stats.streams) and stats.streams[0].ended_by == "end")
+            finally:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=work, daemon=True).start()
+
+    with open_backend(tiny_onnx, device="cpu") as backend:
+        result = run_streams([], backend, sources_file=sources, on_start=drive)
+    assert [(s.name, s.frames, s.ended_by) for s in result.streams] == [("late", 5, "end")]
+    assert result.ended_by == "terminated"
