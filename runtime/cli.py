@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from runtime.cli_cameras import SignalsFirst, camera_options, check_camera_options, exit_for
 from runtime.options import Float, positive
 from runtime.results.options import results_options
 
@@ -161,15 +162,16 @@ STREAM_EXIT_CODES = """\b
 Exit codes (the rule of every command: README, Exit codes):
   0    every stream ended (end of file, lost camera, --max-frames, stall), or Ctrl-C, SIGTERM or q
        stopped the run: outputs finalised, summary printed
-  1    a stream failed midway while the run went on: its output is finalised, the others completed
+  1    a stream failed midway (a full disk with one --out file: `error: disk full (PATH)`) or a video was
+       truncated (fewer frames than its MP4 index declares): its output is finalised, the others completed
   2    bad input (source, model, option, an output that is an input or cannot be written), or the
        model or its server failed or was lost (the MP4s finalised): one line
   130  Ctrl-C or SIGTERM before the first frame: nothing written
 """
 
 
-@click.command("stream", epilog=STREAM_EXIT_CODES)
-@click.argument("sources", metavar="SOURCE...", nargs=-1, required=True)
+@click.command("stream", cls=SignalsFirst, epilog=STREAM_EXIT_CODES)
+@click.argument("sources", metavar="SOURCE...", nargs=-1)
 @model_options
 @click.option(
     "--out",
@@ -211,8 +213,10 @@ Exit codes (the rule of every command: README, Exit codes):
     default=10.0,
     show_default=True,
     type=positive(86_400),
-    help="Seconds a source may block in a read before its stream is ended (the others go on).",
+    help="Seconds a source may block in a read before its stream is reconnected (a live source) or ended "
+    "(the others go on).",
 )
+@camera_options
 @click.option(
     "--serve",
     metavar="[HOST:]PORT",
@@ -254,10 +258,19 @@ def stream_command(**options: Any) -> None:
       cfnet stream 0 1 --model model.onnx --serve 0.0.0.0:8080 --serve-token s3cret   # browse :8080
       cfnet stream drive.mp4 --model model.onnx --emit results.jsonl --smooth hold:0.15   # results as data
     """
-    from runtime.signals import sigterm_as_interrupt
+    import sys
 
-    with sigterm_as_interrupt():  # before the first frame (loading, opening): exit 130, as Ctrl-C
-        _stream(**options)
+    from runtime import log
+    from runtime.errors import UserError
+
+    log.set_format(options["log_format"])
+    try:
+        _stream(**options)  # SIGTERM before the first frame (loading, opening): exit 130, as Ctrl-C (SignalsFirst)
+    except (UserError, KeyboardInterrupt) as exc:
+        if not log.json_lines():
+            raise
+        log.error("interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc))
+        sys.exit(130 if isinstance(exc, KeyboardInterrupt) else 2)
 
 
 def _stream(
@@ -276,6 +289,15 @@ def _stream(
     batch_timeout: float,
     infer_workers: int | None,
     stall_timeout: float,
+    sources_file: Path | None,
+    reconnect_min: float,
+    reconnect_max: float,
+    no_reconnect: bool,
+    loop: bool,
+    segment_seconds: float | None,
+    retain_gb: float | None,
+    retain_hours: float | None,
+    log_format: str,
     serve: tuple[str, int] | None,
     serve_token: str | None,
     serve_insecure: bool,
@@ -294,13 +316,15 @@ def _stream(
 ) -> None:
     import sys
 
+    from runtime import log
     from runtime.errors import UserError
-    from runtime.files import Output, check_outputs, names_folder, write_image
+    from runtime.files import Output, check_outputs, names_folder
     from runtime.progress import ProgressBar
     from runtime.results.emit import STDOUT, JsonLines
     from runtime.results.options import for_model, results_config
-    from runtime.stream import CPU_WORKERS, run_streams, worker_threads
+    from runtime.stream import CPU_WORKERS, Reconnect, run_streams, worker_threads
     from runtime.stream.display import require_gui
+    from runtime.stream.summary import summary_text
     from runtime.video import MP4_SUFFIXES, VideoSource, is_live, stream_names
 
     # results as data (issue 24): options and the --emit target checked before the model loads
@@ -315,21 +339,30 @@ def _stream(
         from runtime.liveview import bind_address
 
         bind_address(serve, serve_token, serve_insecure)  # refused before the model loads
-    several = len(sources) > 1
+    masks = Path(save_masks) if save_masks is not None else None
+    listed = check_camera_options(
+        sources, sources_file, Path(out) if out is not None else None, masks, segment_seconds,
+        retain_gb or retain_hours, reconnect_min, reconnect_max,
+    )  # fmt: skip
+    several = len(sources) + len(listed) > 1 or sources_file is not None or segment_seconds is not None
     folder = out is not None and (several or names_folder(out) or Path(out).is_dir())
     if several and out is not None and (Path(out).suffix or Path(out).is_file()):
-        raise UserError("with several sources --out is a folder (one MP4 per source)", out)
+        raise UserError("with several sources --out is a folder (so with --sources or --segment-seconds)", out)
     names = stream_names(list(sources))
-    outs = [None] * len(names) if out is None else [Path(out) / f"{n}.mp4" for n in names] if folder else [out]
-    folders = [Path(save_masks) / n if several else save_masks for n in names] if save_masks is not None else []
-    suffixes = tuple(s for s in MP4_SUFFIXES if s)
+    if segment_seconds is not None:  # segment folders OUT/NAME/
+        videos = [Output(Path(out) / n, "--out", folder=True) for n in names] if out is not None else []
+    else:
+        outs = [Path(out) / f"{n}.mp4" for n in names] if folder and out is not None else [out]
+        suffixes = tuple(x for x in MP4_SUFFIXES if x)
+        videos = [Output(o, "--out", suffixes=suffixes) for o in outs if o is not None]
+    mask_folders = [masks / n if several else masks for n in names] if masks is not None else []
     check_outputs(
-        [*(Output(o, "--out", suffixes=suffixes) for o in outs if o is not None),
-         *(Output(f, "--save-masks", folder=True) for f in folders)],
-        [*(s for s in sources if not is_live(s)), *([] if "://" in model else [model])],
+        [*videos, *(Output(f, "--save-masks", folder=True) for f in mask_folders)],
+        [*(x for x in sources if not is_live(x)), *([] if "://" in model else [model])],
     )
     if threads is None and (several or (infer_workers or 1) > 1):
         threads = worker_threads(infer_workers or CPU_WORKERS)  # the workers share the cores
+    reconnect = None if no_reconnect else Reconnect(reconnect_min, reconnect_max)
     with _open(model, device, threads, overrides) as backend, contextlib.ExitStack() as stack:
         results = for_model(results, backend.metadata.reference, backend.output)  # before a source opens
         if lines is not None:
@@ -348,32 +381,38 @@ def _stream(
                 max_fps=serve_fps,
             )
             stack.enter_context(view)
-            click.echo(f"live view: {view.url}", err=True)
-        opened: list[VideoSource] = []
+            log.info(f"live view: {view.url}", event="live view", url=view.url)
+        opened: list[VideoSource | str] = []  # a live source under --reconnect is opened by its reader
         try:
             for source in sources:
-                opened.append(VideoSource(source))
+                opened.append(source if reconnect is not None and is_live(source) else VideoSource(source))
         except BaseException:
             for src in opened:
-                src.release()
+                if isinstance(src, VideoSource):
+                    src.release()
             raise
         bar = None
-        if not as_json and not any(src.live for src in opened):
+        files = [o for o in opened if isinstance(o, VideoSource) and not o.live]
+        if not (as_json or log.json_lines() or sources_file) and len(files) == len(opened):
             counts = [
-                min(c, max_frames) if c and max_frames else c or max_frames for c in (o.frame_count for o in opened)
+                min(c, max_frames) if c and max_frames else c or max_frames for c in (o.frame_count for o in files)
             ]
-            bar = ProgressBar(sum(c for c in counts if c) if all(counts) else None, label="stream ")
-        on_frame = None
-        if folders:
-
-            def on_frame(stream: int, index: int, frame: Any, mask: Any, blended: Any) -> None:
-                write_image(Path(folders[stream]) / f"{index:06d}.png", mask)
-
+            bar = ProgressBar(sum(c for c in counts if c) if all(counts) and not loop else None, label="stream ")
         try:
             result = run_streams(
                 opened,
                 backend,
-                outs=outs,
+                Path(out) if folder and out is not None else None,
+                outs=None if folder or several else [out],
+                names=names,
+                masks_dir=masks if several else None,
+                mask_outs=None if several else [masks],
+                segment_seconds=segment_seconds,
+                retain_bytes=retain_gb * 1e9 if retain_gb else None,
+                retain_seconds=retain_hours * 3600 if retain_hours else None,
+                reconnect=reconnect,
+                loop=loop,
+                sources_file=sources_file,
                 batch=batch,
                 batch_timeout_ms=batch_timeout,
                 infer_workers=infer_workers,
@@ -382,7 +421,6 @@ def _stream(
                 max_frames=max_frames,
                 show=show,
                 legend=legend,
-                on_frame=on_frame,
                 progress=bar.update if bar else None,
                 on_start=view.attach if serve is not None else None,
                 results=results,
@@ -394,43 +432,11 @@ def _stream(
     with contextlib.redirect_stdout(sys.stderr) if emit == STDOUT else contextlib.nullcontext():  # stdout: lines
         if as_json:
             click.echo(json.dumps(result.to_dict(), indent=2))
-        else:
-            _print_summary(result)
-    failed = [s for s in result.streams if s.error is not None]
-    for stats in failed:
-        click.echo(f"error: {stats.error} ({stats.source})", err=True)
-    if failed:
-        sys.exit(1)
-
-
-def _print_summary(result: Any) -> None:
-    """The text summary: a line per stream, the aggregate, latency p50/p90 per stage and stream."""
-    from runtime.video import stream_names
-
-    for stats in result.streams:
-        click.echo(
-            f"{stats.frames} frames ({stats.dropped} dropped, {stats.resized} resized) from {stats.source} in "
-            f"{stats.seconds:.2f} s: {stats.fps:.1f} fps end-to-end (source {stats.input_fps:.1f} fps, "
-            f"{stats.backend}); ended: {stats.ended_by}" + (f" ({stats.error})" if stats.error else "")
-        )
-        if stats.output:
-            click.echo(f"wrote {stats.output}")
-    if len(result.streams) > 1:
-        sizes = ", ".join(f"{n}x{size}" for size, n in sorted(result.batch_sizes.items()))
-        click.echo(
-            f"all {len(result.streams)} streams: {result.frames} frames in {result.seconds:.2f} s, "
-            f"{result.fps:.1f} frames/s; batch {result.batch} (timeout {result.batch_timeout_ms:g} ms), "
-            f"{result.workers} inference worker{'s' if result.workers > 1 else ''}, batches: {sizes or 'none'}"
-        )
-    if len(result.streams) > 1:  # which stream each pair of columns belongs to
-        click.echo(" " * 12 + "".join(f"{name[:17]:>18}" for name in stream_names([s.source for s in result.streams])))
-    header = "".join(f"{'p50':>9}{'p90':>9}" for _ in result.streams)
-    click.echo(f"{'latency ms':<12}{header}")
-    for stage in ("read", "preprocess", "wait", "infer", "postprocess", "write", "end_to_end"):
-        cells = [s.latency_ms.get(stage) for s in result.streams]
-        if any(cells):
-            row = "".join(f"{c['median']:>9.2f}{c['p90']:>9.2f}" if c else f"{'-':>9}{'-':>9}" for c in cells)
-            click.echo(f"{stage:<12}{row}")
+        elif not log.json_lines():
+            click.echo(summary_text(result))
+    if log.json_lines():
+        log.info("summary", event="summary", **result.to_dict())
+    exit_for(result)
 
 
 @click.command("serve")

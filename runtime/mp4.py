@@ -1,4 +1,8 @@
-"""Odd frame sizes in MPEG-4 Part 2 MP4 files.
+"""MP4 files the runtime reads and writes: odd frame sizes (`set_frame_size`) and the frames a file declares
+(`sample_count`: how a written file is checked before it is renamed into place, and how a truncated source is
+told from one that ended).
+
+Odd frame sizes in MPEG-4 Part 2 MP4 files.
 
 OpenCV's FFmpeg writer truncates odd widths and heights to even ones (`width &= -2` in cap_ffmpeg_impl.hpp),
 so a 127x255 video would come out 126x254. `runtime.video.VideoWriter` therefore encodes frames padded to
@@ -26,6 +30,68 @@ def set_frame_size(path: str | Path, height: int, width: int) -> None:
     if found < 2:
         raise ValueError(f"no mp4v track header and sample entry in {path}")
     Path(path).write_bytes(bytes(data))
+
+
+def sample_count(path: str | Path, whole: bool = True) -> int | None:
+    """The samples (frames) of the first video track of an ISO base media file (MP4, MOV), read from its sample
+    table, or None when `path` is not one. With `whole`, also None when the file is not whole: a box runs past
+    its end, or a chunk starts beyond it (how a written file is checked); without, the count a file cut short
+    still declares (its `moov` read in full). Reads the box headers and `moov` only."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, 2)
+            moov = None
+            pos = 0
+            while pos + 8 <= size:
+                f.seek(pos)
+                head = f.read(16)
+                length, kind = struct.unpack(">I4s", head[:8])
+                if length == 1 and len(head) == 16:
+                    length = struct.unpack(">Q", head[8:16])[0]
+                elif length == 0:
+                    length = size - pos
+                if length < 8 or (pos == 0 and kind != b"ftyp"):
+                    return None
+                if pos + length > size:
+                    if whole or kind == b"moov":
+                        return None
+                    break
+                if kind == b"moov":
+                    f.seek(pos)
+                    moov = bytearray(f.read(length))
+                pos += length
+    except OSError:
+        return None
+    if moov is None:
+        return None
+    tables = _video_tables(moov, 8, len(moov))
+    if tables is None:
+        return None
+    count, last_chunk = tables
+    return count if last_chunk < size or not whole else None
+
+
+def _video_tables(data: bytearray, start: int, end: int) -> tuple[int, int] | None:
+    """(sample count, offset of the last chunk) of the first track below `data[start:end]` with an `stsz`."""
+    found: dict[str, int] = {}
+    for kind, pos, header, size in _boxes(data, start, end):
+        if kind in CONTAINERS:
+            tables = _video_tables(data, pos + header, pos + size)
+            if tables is not None:
+                return tables
+        elif kind == "stsz" and size >= header + 12:
+            found["count"] = struct.unpack(">I", data[pos + header + 8 : pos + header + 12])[0]
+        elif kind in ("stco", "co64") and size >= header + 8:
+            entries = struct.unpack(">I", data[pos + header + 4 : pos + header + 8])[0]
+            width = 4 if kind == "stco" else 8
+            last = pos + header + 8 + (entries - 1) * width
+            if entries == 0:
+                found["last"] = 0
+            elif last + width <= pos + size:
+                found["last"] = int.from_bytes(data[last : last + width], "big")
+    if "count" in found and "last" in found:
+        return found["count"], found["last"]
+    return None
 
 
 def _boxes(data: bytearray, start: int, end: int) -> Iterator[tuple[str, int, int, int]]:

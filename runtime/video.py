@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -13,17 +14,40 @@ import numpy as np
 
 from runtime.errors import UserError
 from runtime.files import check_output, part_path
-from runtime.mp4 import set_frame_size
+from runtime.mp4 import sample_count, set_frame_size
 
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 DEFAULT_FPS = 30.0
 MAX_CAMERA = 2**31 - 1
 MP4_SUFFIXES = ("", ".mp4", ".m4v", ".mov")
+RESERVE_BYTES = 256 * 1024
 
 
 def is_live(spec: str) -> bool:
-    """Whether a source spec names a camera (an index) or a network stream rather than a file."""
-    return spec.isdigit() or spec.lower().startswith(URL_SCHEMES)
+    """Whether a source spec names a camera (an index), a network stream, a named pipe or a character device
+    (`/dev/video0`) rather than a file."""
+    return spec.isdigit() or spec.lower().startswith(URL_SCHEMES) or _kind(spec) in ("fifo", "device")
+
+
+def check_spec(spec: str) -> str:
+    """Refuse a source spec that no opening can ever make work (a camera index beyond a C int, or a digit that is
+    not ASCII: `²`), before a reconnecting reader would retry it for ever. Returns `spec`."""
+    if spec.isdigit() and (not spec.isascii() or int(spec) > MAX_CAMERA):  # OpenCV takes a C int
+        raise UserError(f"camera index out of range (0..{MAX_CAMERA})", spec)
+    return spec
+
+
+def _kind(spec: str) -> str | None:
+    """"file", "fifo", "device" (a character device), "other" (a folder, a socket) or None (nothing there)."""
+    try:
+        mode = os.stat(spec).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    return "device" if stat.S_ISCHR(mode) else "other"
 
 
 def stream_names(specs: Sequence[str]) -> list[str]:
@@ -64,24 +88,34 @@ quiet_opencv()
 class VideoSource:
     """An opened source whose first frame has been read (so an empty source fails on opening).
 
-    `live`: a camera or a network stream (frames keep coming at their own pace; a consumer that lags drops
-    them); otherwise a file (every frame is delivered). `fps` falls back to 30 when the source reports none.
+    `live`: a camera, a network stream, a named pipe or a character device (frames keep coming at their own
+    pace; a consumer that lags drops them); otherwise a file (every frame is delivered). `fps` falls back to 30
+    when the source reports none. `timeout`: seconds an opening of a network stream may block, and a read one
+    second more (FFmpeg's own default is 30). `frame_count`: the frames a file says it has (for a progress bar;
+    an estimate in some containers), `declared`: the frames an MP4/MOV file's sample table declares (exact),
+    else None.
     """
 
-    def __init__(self, spec: str) -> None:
-        self.name = spec
-        self.path = None if is_live(spec) else Path(spec)
-        if spec.isdigit():
+    declared: int | None = None
+    timeout: float | None = None
+
+    def __init__(self, spec: str, timeout: float | None = None) -> None:
+        self.name, self.timeout = spec, timeout
+        kind = _kind(spec)
+        self.path = Path(spec) if kind == "file" else None
+        if check_spec(spec).isdigit():
             self.live, what = True, "cannot open camera"
-            if not spec.isascii() or int(spec) > MAX_CAMERA:  # `²` is a digit too; OpenCV takes a C int
-                raise UserError(f"camera index out of range (0..{MAX_CAMERA})", spec)
             self.capture = cv2.VideoCapture(int(spec))
         elif spec.lower().startswith(URL_SCHEMES):
             self.live, what = True, "cannot open stream URL"
-            self.capture = cv2.VideoCapture(spec)
+            # a read gives up a second after the stall timeout: the stall is the run's to find (on its clock)
+            limits = [] if timeout is None else [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(timeout * 1000)]
+            limits += [] if timeout is None else [cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(timeout * 1000) + 1000]
+            self.capture = cv2.VideoCapture(spec, cv2.CAP_FFMPEG, limits)
         else:
-            self.live, what = False, "cannot open video (unreadable, unsupported format or no frames)"
-            if not Path(spec).is_file():
+            self.live = kind in ("fifo", "device")
+            what = "cannot open video (unreadable, unsupported format or no frames)"
+            if kind not in ("file", "fifo", "device"):
                 raise UserError("video not found", spec)
             self.capture = cv2.VideoCapture(spec)
         if not self.capture.isOpened():
@@ -96,7 +130,12 @@ class VideoSource:
         self.fps = fps if math.isfinite(fps) and 0 < fps <= 1000 else DEFAULT_FPS
         count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not self.live else 0
         self.frame_count: int | None = count if count > 0 else None
+        self.declared = sample_count(spec, whole=False) if self.path is not None else None
         self.size = (int(first.shape[0]), int(first.shape[1]))
+
+    def reopen(self) -> VideoSource:
+        """The same source opened again (a camera back, a file from its first frame)."""
+        return VideoSource(self.name, self.timeout)
 
     def read(self) -> np.ndarray | None:
         """The next frame, or None at the end of the file or when a live source is lost."""
@@ -118,7 +157,9 @@ class VideoWriter:
     """Writes BGR frames of one size to `path` through a temp file in the same folder; `finish()` renames it.
 
     The temp name carries the process id (`runtime.files.part_path`): one left by a killed run is removed by
-    the next run writing to that folder.
+    the next run writing to that folder. OpenCV reports no write error (a full disk gives a file without its
+    index): `room()` says whether the folder still holds this frame and the index (check it before each
+    `write`), and `finish()` renames only a file whose sample table declares every frame written.
     """
 
     def __init__(self, path: str | Path, fps: float, size: tuple[int, int]) -> None:
@@ -137,6 +178,15 @@ class VideoWriter:
             self.tmp.unlink(missing_ok=True)
             raise UserError("cannot write video (no mp4v encoder, or the folder is not writable)", str(self.path))
 
+    def reserve(self) -> int:
+        """Bytes to keep free for the next frame and the index written at the end: two raw frames (an encoded
+        frame is smaller), FFmpeg's write buffer and 16 bytes of sample tables per frame."""
+        return 2 * self.size[0] * self.size[1] * 3 + RESERVE_BYTES + 16 * (self.frames + 1)
+
+    def room(self) -> bool:
+        """Whether the folder has `reserve()` bytes free."""
+        return free_bytes(self.path.parent) >= self.reserve()
+
     def write(self, frame_bgr: np.ndarray) -> None:
         """Append a frame; it must have the writer's size (H, W)."""
         if any(self.pad):
@@ -145,9 +195,11 @@ class VideoWriter:
         self.frames += 1
 
     def finish(self) -> Path | None:
-        """Finalise the file and move it into place; with no frame written nothing is left behind.
+        """Finalise the file and move it into place; with no frame written nothing is left behind. An MP4 whose
+        sample table does not declare every frame written (a write failed: a full disk) is removed, never
+        renamed, and raises `UserError` ("disk full" where the folder has no room left).
 
-        Idempotent: later calls return the first call's result.
+        Idempotent: later calls return the first call's result (None after a failure).
         """
         if self.finished is not False:
             return self.finished if isinstance(self.finished, Path) else None
@@ -156,8 +208,29 @@ class VideoWriter:
             self.tmp.unlink(missing_ok=True)
             self.finished = None
             return None
-        if any(self.pad):
-            set_frame_size(self.tmp, *self.size)
-        os.replace(self.tmp, self.path)
+        try:
+            checked = self.path.suffix.lower() in MP4_SUFFIXES  # other containers: as OpenCV wrote them
+            if checked and sample_count(self.tmp) != self.frames:
+                full = free_bytes(self.path.parent) < self.reserve()
+                raise UserError("disk full" if full else "cannot finalise the video (write failed)", str(self.path))
+            if any(self.pad):
+                set_frame_size(self.tmp, *self.size)
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.tmp.unlink(missing_ok=True)
+            self.finished = None
+            raise
         self.finished = self.path
         return self.path
+
+
+def free_bytes(folder: Path) -> int:
+    """Bytes an unprivileged writer may still use on the file system of `folder` (or of its nearest existing
+    parent)."""
+    for candidate in (folder, *folder.parents):
+        try:
+            info = os.statvfs(candidate)
+        except OSError:
+            continue
+        return info.f_bavail * info.f_frsize
+    return 0

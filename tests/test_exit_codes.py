@@ -5,6 +5,7 @@ table; each row has its tests, named here; the stream's --help says the same."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,7 @@ def test_a_model_lost_mid_stream_exits_2_with_the_mp4_finalised(
         def lost(images: Any) -> Any:
             calls.append(1)
             if len(calls) > 3:
+                time.sleep(1.0)  # the writer encodes the three frames inferred before the loss meanwhile
                 raise UserError("Triton: the server is gone", "grpc://127.0.0.1:8001/cfnet")
             return infer(images)
 

@@ -8,6 +8,7 @@ MASTER_PORT come from the environment either way. NCCL on CUDA, gloo on CPU.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,17 +85,21 @@ def launch(entry: Callable[..., Any], nproc: int, *args: Any) -> dict[int, Any]:
 
     Worker failures other than expected ones surface as torch's `ChildFailedError` with each rank's traceback.
     """
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    config = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
-        nproc_per_node=nproc,
-        run_id=f"cfnet-{uuid.uuid4().hex[:8]}",
-        rdzv_backend="c10d",
-        rdzv_endpoint="localhost:0",
-        max_restarts=0,
-        monitor_interval=0.5,
-        start_method="spawn",
-    )
-    return dict(elastic_launch(config, entry)(*args))
+    # the launcher's own log folder (else a `torchelastic_*` folder left in /tmp by every run), removed after
+    with tempfile.TemporaryDirectory(prefix="cfnet-elastic-") as logs:
+        config = LaunchConfig(
+            min_nodes=1,
+            max_nodes=1,
+            nproc_per_node=nproc,
+            run_id=f"cfnet-{uuid.uuid4().hex[:8]}",
+            rdzv_backend="c10d",
+            rdzv_endpoint="localhost:0",
+            max_restarts=0,
+            monitor_interval=0.5,
+            start_method="spawn",
+            logs_specs=DefaultLogsSpecs(log_dir=logs),
+        )
+        return dict(elastic_launch(config, entry)(*args))

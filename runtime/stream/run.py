@@ -1,4 +1,5 @@
-"""`run_stream` / `run_streams`: open the sources and outputs, start the threads, supervise, shut down."""
+"""`run_stream` / `run_streams`: open the sources and outputs, start the threads, supervise (stalls, outages and
+SIGHUP's reload on the main thread's clock), shut down."""
 
 from __future__ import annotations
 
@@ -19,15 +20,21 @@ from runtime.files import Output, check_outputs
 from runtime.results.emit import JsonLines
 from runtime.results.stage import ResultsConfig
 from runtime.signals import handling
+from runtime.stream.control import StreamControl, read_sources
 from runtime.stream.display import require_gui
 from runtime.stream.display import show as show_window
 from runtime.stream.mux import Muxer
+from runtime.stream.pipeline import Pipeline, Settings
+from runtime.stream.recording import Retention
 from runtime.stream.results import RunResults
 from runtime.stream.sizing import check_batch, check_workers, default_batch, default_workers
-from runtime.stream.stages import StreamFrameCallback, finish_writer, inference, reader, writer
+from runtime.stream.sources import Reconnect
+from runtime.stream.stages import StreamFrameCallback
 from runtime.stream.state import Run, Stream
 from runtime.stream.stats import RunStats, StreamStats, latency_summary, peak_rss_mb
-from runtime.video import VideoSource, VideoWriter, is_live, stream_names
+from runtime.video import VideoSource, is_live, stream_names
+
+SIGHUP = getattr(signal, "SIGHUP", None)  # absent on Windows
 
 READER_GRACE = 2.0  # seconds to wait, after the end, for a reader blocked in a source's read()
 DEFAULT_BATCH_TIMEOUT_MS = 40.0  # one frame interval at 25 fps
@@ -102,6 +109,15 @@ def run_streams(
     out_dir: str | Path | None = None,
     *,
     outs: Sequence[str | Path | None] | None = None,
+    names: Sequence[str] | None = None,
+    masks_dir: str | Path | None = None,
+    mask_outs: Sequence[str | Path | None] | None = None,
+    segment_seconds: float | None = None,
+    retain_bytes: float | None = None,
+    retain_seconds: float | None = None,
+    reconnect: Reconnect | None = None,
+    loop: bool = False,
+    sources_file: str | Path | None = None,
     batch: int | None = None,
     batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS,
     stall_timeout: float = DEFAULT_STALL_TIMEOUT_S,
@@ -122,140 +138,153 @@ def run_streams(
     """Segment several sources in one pipeline (paths, camera indices, URLs or open `VideoSource`s, all
     released at the end).
 
-    `out_dir`: one MP4 per source, named by `runtime.video.stream_names` (or `outs`: a path or None per
-    source). `batch`: frames per inference (default: `default_batch`: the number of sources capped by what
-    the model takes, 1 on a CPU); `batch_timeout_ms`: the longest the oldest frame of an unfilled batch
-    waits; `stall_timeout`: seconds a source may block in a read before its stream is ended
-    (`ended_by="stalled"`); `infer_workers`: inference calls in flight at once (default: `default_workers`;
-    open an ONNX Runtime backend with `threads=worker_threads(workers)` so that they share the cores).
-    `on_frame(stream, index, frame, mask, overlay)` is called in order per stream; `progress(done)` with the
-    frames done over all streams; `on_start(stats)` hands an observer the live `RunStats` before the first
-    frame. A stream that fails ends alone (`ended_by="error"`, the exception in `RunStats.errors`); an
-    inference error stops the run and is raised once every MP4 is finalised.
+    `out_dir`: one MP4 per stream, `OUT/NAME.mp4`, named by `names` (default: `runtime.video.stream_names`), or
+    `outs`: a path or None per source; `masks_dir`: each stream's masks as PNGs in `MASKS/NAME/` (or `mask_outs`:
+    a folder or None per source). `segment_seconds`: rolling segments `OUT/NAME/NAME-<UTC start>.mp4` instead
+    (a new one after each reconnect), the oldest deleted beyond `retain_bytes` or `retain_seconds`; a full disk
+    pauses a stream's recording until there is room (`runtime.stream.recording`). `reconnect`: reopen live
+    sources that fail, end or stall (`runtime.stream.sources`; None: they end their stream). `loop`: files
+    start again at their end. `sources_file`: more sources, one a line (`runtime.stream.control`), re-read on
+    SIGHUP; the run then lasts until it is stopped (Ctrl-C, SIGTERM), even with no stream left.
+    `RunStats.control` adds and removes streams while the run goes on.
+
+    `batch`: frames per inference (default: `default_batch`: the number of sources capped by what the model
+    takes, 1 on a CPU); `batch_timeout_ms`: the longest the oldest frame of an unfilled batch waits;
+    `stall_timeout`: seconds a source may block in a read or an opening before its stream is ended
+    (`ended_by="stalled"`) or, under `reconnect`, reopened; `infer_workers`: inference calls in flight at once
+    (default: `default_workers`; open an ONNX Runtime backend with `threads=worker_threads(workers)` so that
+    they share the cores). `on_frame(stream, index, frame, mask, overlay)` is called in order per stream;
+    `progress(done)` with the frames done over all streams; `on_start(stats)` hands an observer the live
+    `RunStats` before the first frame. A stream that fails ends alone (`ended_by="error"`, the exception in
+    `RunStats.errors`); an inference error stops the run and is raised once every output is finalised.
 
     Results as data (`runtime.stream.results`): `results` (a `runtime.results.stage.ResultsConfig`: regions,
     `--emit-every`, smoothing, drift alert) applies to every stream; `emit` writes one JSON line per frame and
     stream (`FILE.jsonl`, `DIR/`, `-`); `on_result(record)` gets the same dicts, in order per stream, from the
-    stream's writer thread. Each stream's newest shares and drift figures are in its `StreamStats`.
+    stream's writer thread. Each stream's newest shares and drift figures are in its `StreamStats`; smoothing
+    and the drift window start afresh when a live source reconnects.
     """
-    if not sources:
+    listed = read_sources(Path(sources_file)) if sources_file is not None else []
+    if not sources and sources_file is None:  # a sources file may list none yet: SIGHUP or the API add them
         raise UserError("no source to stream", "give at least one video, camera or URL")
     if show:
         require_gui()
-    size = batch if batch is not None else default_batch(backend, len(sources))
+    count = max(1, len(sources) + len(listed))
+    size = batch if batch is not None else default_batch(backend, count)
     if size < 1:
         raise UserError(f"batch must be >= 1, got {size}", "--batch")
     check_batch(backend, size)
-    workers = infer_workers if infer_workers is not None else default_workers(backend, len(sources))
+    workers = infer_workers if infer_workers is not None else default_workers(backend, count)
     check_workers(backend, workers)
-    if outs is None:
-        names = stream_names([s.name if isinstance(s, VideoSource) else str(s) for s in sources])
-        outs = [Path(out_dir) / f"{n}.mp4" for n in names] if out_dir is not None else [None] * len(sources)
-    if len(outs) != len(sources):
-        raise UserError(f"{len(outs)} outputs for {len(sources)} sources", "outs")
-    _refuse_overwriting_inputs(sources, outs)
-    run_results = RunResults(results, backend, emit=emit, on_result=on_result)  # checked before a source opens
-    opened: list[VideoSource] = []
-    streams: list[Stream] = []
+    specs = [s.name if isinstance(s, VideoSource) else str(s) for s in sources]
+    names = list(names) if names is not None else stream_names(specs)
+    clash = next((line for line in listed if line.name in names), None)
+    if clash is not None:
+        raise UserError(f"duplicate stream name '{clash.name}'", f"{sources_file}:{clash.line}")
+    roots = [Path(d) for d in (out_dir, masks_dir) if d is not None]
+    retention = Retention(roots, retain_bytes, retain_seconds) if retain_bytes or retain_seconds else None
+    settings = Settings(
+        backend,
+        alpha=alpha,
+        legend=legend,
+        on_frame=on_frame,
+        max_frames=max_frames,
+        queue_size=queue_size,
+        live=live,
+        stall_timeout=stall_timeout,
+        reconnect=reconnect,
+        loop=loop,
+        out_dir=Path(out_dir) if out_dir is not None else None,
+        masks_dir=Path(masks_dir) if masks_dir is not None else None,
+        segment_seconds=segment_seconds,
+        retention=retention,
+    )
+    outs = list(outs) if outs is not None else [settings.video_for(n) for n in names]
+    mask_outs = list(mask_outs) if mask_outs is not None else [settings.masks_for(n) for n in names]
+    if not len(outs) == len(mask_outs) == len(names) == len(sources):
+        raise UserError(f"{len(outs)} outputs and {len(names)} names for {len(sources)} sources", "outs")
+    _refuse_overwriting_inputs(sources, outs, folders=segment_seconds is not None)
+    settings.results = RunResults(results, backend, emit=emit, on_result=on_result)  # checked before a source opens
     run = Run()
+    muxer = Muxer([], size, batch_timeout_ms / 1e3, run, keep_open=sources_file is not None)
+    result = RunStats(
+        streams=[],
+        backend=backend.name,
+        batch=size,
+        batch_timeout_ms=batch_timeout_ms,
+        workers=workers,
+        stall_timeout=stall_timeout,
+    )
+    lock, done = threading.Lock(), [0]
+
+    def count_frame() -> None:
+        with lock:
+            done[0] += 1
+            result.frames = done[0]
+            if progress is not None:
+                progress(done[0])
+
+    pipeline = Pipeline(settings, result, run, muxer, count_frame)
+    control = StreamControl(pipeline, Path(sources_file) if sources_file is not None else None)
+    result.control = control
+    reload = threading.Event()
 
     def on_signal(signum: int) -> None:
-        """SIGTERM (and SIGINT) stop the run like Ctrl-C, so that every MP4 is finalised; a second signal
-        raises KeyboardInterrupt (a user pressing Ctrl-C twice wants out now)."""
+        """SIGTERM (and SIGINT) stop the run like Ctrl-C, so that every output is finalised; a second signal
+        raises KeyboardInterrupt (a user pressing Ctrl-C twice wants out now). SIGHUP: reload the sources."""
+        if signum == SIGHUP:
+            reload.set()
+            return
         run.signals += 1
         if run.signals > 1:
             raise KeyboardInterrupt
         run.abort("terminated" if signum == signal.SIGTERM else "interrupted")
 
+    caught = [signal.SIGINT, signal.SIGTERM] + ([SIGHUP] if sources_file is not None and SIGHUP else [])
     signals = contextlib.ExitStack()
-    result = RunStats(
-        streams=[], backend=backend.name, batch=size, batch_timeout_ms=batch_timeout_ms, workers=workers
-    )
-    threads: list[threading.Thread] = []
-    readers: list[threading.Thread] = []
+    added = 0
     try:
-        for source in sources:
-            opened.append(source if isinstance(source, VideoSource) else VideoSource(str(source)))
-        for i, (src, out) in enumerate(zip(opened, outs, strict=True)):
-            is_live = src.live if live is None else live
-            video = VideoWriter(out, src.fps, src.size) if out is not None else None
-            stats = StreamStats(
-                source=src.name, output=None, backend=backend.name, live=is_live, size=src.size, input_fps=src.fps
-            )
-            streams.append(Stream(i, src, is_live, video, stats, max(1, 2 if is_live else queue_size)))
-        for stream, name in zip(streams, stream_names([s.name for s in opened]), strict=True):
-            stream.results = run_results.for_stream(name, stream.src.name, stream.stats, stream.src.fps, stream.live)
-        result.streams = [s.stats for s in streams]
-        result.latest = [None] * len(streams)
-        result.times = [s.times for s in streams]
-        result.queued = [s.depths for s in streams]
-        muxer = Muxer(streams, size, batch_timeout_ms / 1e3, stall_timeout, run)
-        lock = threading.Lock()
-        done = [0]
-
-        def count() -> None:
-            with lock:
-                done[0] += 1
-                result.frames = done[0]
-                if progress is not None:
-                    progress(done[0])
-
-        readers = [
-            threading.Thread(target=reader, args=(s, muxer, backend.metadata, max_frames), daemon=True)
-            for s in streams
-        ]
-        threads = [
-            threading.Thread(target=inference, args=(run, muxer, backend, result, lock), daemon=True)
-            for _ in range(workers)
-        ]
-        threads += [
-            threading.Thread(
-                target=writer,
-                args=(run, s, muxer, backend, result, alpha, legend, on_frame, count),
-                daemon=True,
-            )
-            for s in streams
-        ]
+        for source, name, video, masks in zip(sources, names, outs, mask_outs, strict=True):
+            pipeline.add(source, name, video=_path(video), masks=_path(masks))
+            added += 1
+        for line in listed:
+            pipeline.add(line.source, line.name, origin="file")
+        if retention is not None:
+            retention.enforce()
         if on_start is not None:
             on_start(result)
-        signals.enter_context(handling([signal.SIGINT, signal.SIGTERM], on_signal))
-        start = time.perf_counter()
-        result.started = start
-        for s in streams:
-            s.started = start
-        for t in readers + threads:
-            t.start()
+        signals.enter_context(handling(caught, on_signal))
+        pipeline.start(workers)
         try:
-            while alive := [t for t in threads if t.is_alive()]:
+            while alive := pipeline.alive():
                 alive[0].join(timeout=0.01 if show else 0.05)  # an ended thread's join would return at once
+                pipeline.supervise()
+                if reload.is_set():
+                    reload.clear()
+                    control.reload()
                 if show:
                     show_window(run, result)
         except KeyboardInterrupt:
             run.abort("interrupted")
-        for t in threads:
+        for t in pipeline.alive():
             t.join()
-        result.seconds = time.perf_counter() - start
+        result.seconds = time.perf_counter() - (result.started or time.perf_counter())
     finally:
         run.stop.set()  # whatever happened, no worker goes on writing while the outputs are finalised
-        for t in threads:
+        for t in list(pipeline.workers):
             if t.ident is not None:
                 t.join()
         signals.close()
-        deadline = time.monotonic() + READER_GRACE
-        for t in readers:
-            if t.ident is not None:  # a reader stuck in a read() is left behind: it is a daemon
-                t.join(timeout=max(0.0, deadline - time.monotonic()))
-        for k, src in enumerate(opened):
-            if k >= len(readers) or not readers[k].is_alive():
-                src.release()
+        for source in sources[added:]:
+            if isinstance(source, VideoSource):
+                source.release()
+        pipeline.finish(READER_GRACE)
+        settings.results.close()
         if show:
             cv2.destroyAllWindows()
-        for s in streams:
-            finish_writer(s)
-        run_results.close()
     if run.error is not None:
         raise run.error
-    for s in streams:
+    for s in pipeline.streams:
         s.end(run.reason or "end")
         if s.error is not None:
             result.errors[s.index] = s.error
@@ -266,13 +295,20 @@ def run_streams(
     return result
 
 
-def _refuse_overwriting_inputs(sources: Sequence[str | VideoSource], outs: Sequence[str | Path | None]) -> None:
+def _path(value: str | Path | None) -> Path | None:
+    return Path(value) if value is not None else None
+
+
+def _refuse_overwriting_inputs(
+    sources: Sequence[str | VideoSource], outs: Sequence[str | Path | None], folders: bool = False
+) -> None:
     """An output that is one of the input files, or another output, would destroy it: refuse before anything
-    is opened (`runtime.files.check_outputs`, the one check of every writing command)."""
+    is opened (`runtime.files.check_outputs`, the one check of every writing command). `folders`: the outputs
+    are segment folders."""
     inputs = [
         getattr(s, "path", None) if isinstance(s, VideoSource) else None if is_live(str(s)) else str(s) for s in sources
     ]
-    check_outputs([Output(out) if out is not None else None for out in outs], inputs)
+    check_outputs([Output(out, folder=folders) if out is not None else None for out in outs], inputs)
 
 
 def _summarise(stream: Stream) -> None:

@@ -1,5 +1,5 @@
-"""The pipeline's threads: a reader per source (decode, adapt, pre-process), inference workers (batches from the
-muxer -> the backend) and a writer per source (frames back in order, argmax, overlay, encode, callbacks)."""
+"""The pipeline's threads after the readers (`runtime.stream.sources`): inference workers (batches from the muxer
+-> the backend) and a writer per source (frames back in order, argmax, overlay, recording, callbacks)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,11 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
-import cv2
 import numpy as np
 
 from runtime.backends import Backend
 from runtime.postprocess import colorize, draw_legend, overlay, palette_lut, postprocess
-from runtime.preprocess import preprocess, to_bgr
 from runtime.signals import block_in_this_thread
 from runtime.stream.mux import Muxer
 from runtime.stream.state import End, Frame, Run, Stream
@@ -23,55 +20,12 @@ from runtime.stream.stats import RunStats
 StreamFrameCallback = Callable[[int, int, np.ndarray, np.ndarray, np.ndarray], None]
 
 
-def reader(stream: Stream, muxer: Muxer, metadata: Any, max_frames: int | None) -> None:
-    """Reader thread: a failure ends this stream only (its frames read so far are still processed)."""
-    block_in_this_thread()
-    reason = "end"
-    try:
-        reason = _read(stream, muxer, metadata, max_frames)
-    except BaseException as exc:
-        stream.fail(exc)
-        reason = "error"
-    finally:
-        muxer.close(stream, reason)
-
-
-def _read(stream: Stream, muxer: Muxer, metadata: Any, max_frames: int | None) -> str:
-    height, width = stream.src.size
-    stats = stream.stats
-    while not stream.closed and not muxer.run.stop.is_set():
-        if max_frames is not None and stats.read >= max_frames:
-            return "max-frames"
-        started = time.perf_counter()
-        stream.reading_since = started
-        frame = stream.src.read()
-        stream.reading_since = None
-        if stream.closed:  # evicted while blocked in read()
-            return stats.ended_by
-        if frame is None:
-            return "source lost" if stream.src.live else "end"
-        frame = to_bgr(frame)
-        if frame.shape[:2] != (height, width):
-            frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
-            stats.resized += 1
-        decoded = time.perf_counter()
-        batch, infos = preprocess(frame, metadata)
-        item = Frame(stream=stream.index, index=stats.read, frame=frame, started=started, batch=batch, info=infos[0])
-        stats.read += 1
-        stream.times["read"].append(decoded - started)
-        stream.times["preprocess"].append(time.perf_counter() - decoded)
-        if not muxer.put(stream, item):
-            break
-    return stats.ended_by if stream.closed else muxer.run.reason or "stopped"
-
-
 def inference(run: Run, muxer: Muxer, backend: Backend, result: RunStats, lock: threading.Lock) -> None:
     """Inference thread: batches from the muxer -> outputs -> each frame to its stream's writer.
 
     Several may run at once; `lock` guards the shared batch-size histogram.
     """
     block_in_this_thread()
-    streams = muxer.streams
     try:
         while (work := muxer.next_batch()) is not None:
             items, ended = work
@@ -82,11 +36,12 @@ def inference(run: Run, muxer: Muxer, backend: Backend, result: RunStats, lock: 
                 elapsed = time.perf_counter() - started
                 with lock:
                     result.batch_sizes[len(items)] = result.batch_sizes.get(len(items), 0) + 1
+                    result.last_progress = time.monotonic()
                 for k, item in enumerate(items):
                     item.waited, item.inferred = started - item.ready, elapsed
                     item.output = outputs[k : k + 1]
                     item.batch = item.batch[:0]  # the input is no longer needed
-                    _deliver(run, streams[item.stream], item)
+                    _deliver(run, item.stream, item)
             for stream in ended:
                 _deliver(run, stream, End(stream.assigned))
     except BaseException as exc:  # re-raised by run_streams on the caller's thread
@@ -114,7 +69,7 @@ def writer(
     on_frame: StreamFrameCallback | None,
     count: Callable[[], None],
 ) -> None:
-    """Writer thread: a failure (callback, disk) ends this stream only; its MP4 is finalised at once."""
+    """Writer thread: a failure (callback, disk) ends this stream only; its recording is finalised at once."""
     block_in_this_thread()
     try:
         _write(run, stream, backend, result, alpha, legend, on_frame, count)
@@ -125,7 +80,7 @@ def writer(
         stream.writer_done.set()
         stream.end(run.reason or "end")
         stream.stats.seconds = time.perf_counter() - stream.started
-        finish_writer(stream)
+        finish_recording(stream)
 
 
 def _write(
@@ -161,13 +116,13 @@ def _write(
         times["infer"].append(item.inferred)
         started = time.perf_counter()
         results = stream.results  # smoothing, shares, drift, records: runtime.stream.results
-        mask = results.mask(item) if results is not None else postprocess(item.output, [item.info])[0]
+        mask = results.mask(item, item.connection) if results is not None else postprocess(item.output, [item.info])[0]
         blended = overlay(item.frame, colorize(mask, lut), alpha)
         if legend:
             blended = draw_legend(blended, mask, meta.classes, meta.palette)
         encoded = time.perf_counter()
-        if stream.writer is not None:
-            stream.writer.write(blended)
+        if stream.recording is not None:
+            stream.recording.write(blended, mask, item.index, item.connection)
         if on_frame is not None:
             on_frame(stream.index, item.index, item.frame, mask, blended)
         result.latest[stream.index] = blended
@@ -179,8 +134,10 @@ def _write(
         count()
 
 
-def finish_writer(stream: Stream) -> None:
-    """Finalise the stream's MP4 (once) and record where it went."""
-    if stream.writer is not None:
-        path = stream.writer.finish()
-        stream.stats.output = str(path) if path is not None else None
+def finish_recording(stream: Stream) -> None:
+    """Finalise the stream's recording (idempotent); one that cannot be finalised fails the stream."""
+    if stream.recording is not None:
+        try:
+            stream.recording.close()
+        except Exception as exc:
+            stream.fail(exc)

@@ -8,6 +8,7 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,10 @@ import numpy as np
 from runtime.latency import Latencies
 from runtime.preprocess import FrameInfo
 from runtime.stream.stats import STAGES, StreamStats
-from runtime.video import VideoSource, VideoWriter
+from runtime.video import VideoSource
+
+if TYPE_CHECKING:
+    from runtime.stream.recording import Recording
 
 if TYPE_CHECKING:
     from runtime.stream.results import FrameResults
@@ -24,9 +28,10 @@ if TYPE_CHECKING:
 
 @dataclass
 class Frame:
-    """One frame from its reader to its writer. `output`: what inference returned for it (logits or a mask)."""
+    """One frame from its reader to its writer. `output`: what inference returned for it (logits or a mask);
+    `connection`: which opening of its source it came from (a new one starts a new recording segment)."""
 
-    stream: int
+    stream: Stream
     index: int
     frame: np.ndarray
     started: float
@@ -37,6 +42,7 @@ class Frame:
     waited: float = 0.0  # seconds in the muxer
     inferred: float = 0.0  # seconds of its batch's inference
     output: np.ndarray | None = None
+    connection: int = 0
 
 
 @dataclass
@@ -56,12 +62,28 @@ class Phase(enum.IntEnum):
 
 
 class Stream:
-    """One source's state: its reader's queue (guarded by the muxer's lock), writer queue and timings."""
+    """One source's state: its reader's queue (guarded by the muxer's lock), writer queue and timings.
+
+    `src`: the open source (None while it is being opened or reopened); `opener`: opens it again (None: it
+    cannot be reopened); `recording`: its MP4/segments and masks (None: nothing recorded); `origin`: who added it
+    ("args", "file" for a sources file, "api"); `connection`: how many times its source has been opened.
+    `reading_since`: `perf_counter` when its reader entered a blocking read (None outside one);
+    `stalled`: the supervisor found it blocked longer than the stall timeout.
+    """
 
     def __init__(
-        self, index: int, src: VideoSource, live: bool, writer: VideoWriter | None, stats: StreamStats, capacity: int
+        self,
+        index: int,
+        stats: StreamStats,
+        capacity: int,
+        *,
+        src: VideoSource | None = None,
+        opener: Callable[[], VideoSource] | None = None,
+        recording: Recording | None = None,
+        origin: str = "args",
     ) -> None:
-        self.index, self.src, self.live, self.writer, self.stats = index, src, live, writer, stats
+        self.index, self.stats, self.src, self.opener, self.recording = index, stats, src, opener, recording
+        self.name, self.live, self.origin = stats.name, stats.live, origin
         self.pending: deque[Frame] = deque()
         self.capacity = capacity
         self.outbox: queue.Queue[Frame | End] = queue.Queue(maxsize=capacity)
@@ -69,6 +91,11 @@ class Stream:
         self.phase = Phase.OPEN
         self.writer_done = threading.Event()  # its writer thread has ended: frames for it are dropped
         self.reading_since: float | None = None
+        self.stalled = False
+        self.connection = 0
+        self.down_since: float | None = None  # monotonic start of the current outage
+        self.down_before = 0.0  # seconds of the outages that ended
+        self.wake = threading.Event()  # set when the stream closes: ends a reconnect's wait
         self.times: dict[str, Latencies] = {s: Latencies() for s in STAGES}
         self.started = time.perf_counter()
         self.error: BaseException | None = None
@@ -87,6 +114,8 @@ class Stream:
         """Record why the stream ended (the first reason wins; an error overrides)."""
         if self.stats.ended_by == "running" or reason == "error":
             self.stats.ended_by = reason
+        self.stats.state = "ended"
+        self.wake.set()
 
     def fail(self, exc: BaseException) -> None:
         if self.error is None:

@@ -8,11 +8,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from runtime.latency import Latencies
+
+if TYPE_CHECKING:
+    from runtime.stream.control import StreamControl
 
 STAGES = ("read", "preprocess", "wait", "infer", "postprocess", "write", "end_to_end")
 
@@ -20,9 +23,14 @@ STAGES = ("read", "preprocess", "wait", "infer", "postprocess", "write", "end_to
 @dataclass
 class StreamStats:
     """What one stream did. `latency_ms[stage]` holds `median` (p50) and `p90` over its processed frames;
-    `wait` is the time a frame waited for its batch. `error` says why a stream that failed ended. `name`: stable
-    across reconnects; `state`: running | reconnecting | ended; `down_seconds`: time spent reconnecting;
-    `write_errors`: failed writes per kind (disk_full, io); `recording`: on | paused | off."""
+    `wait` is the time a frame waited for its batch. `error` says why a stream that failed ended.
+
+    `name`: the stream's stable name (outputs, labels, the control API); `state`: "running", "reconnecting"
+    (a live source being reopened) or "ended" (why: `ended_by`); `reconnects`: times its source was reopened
+    after it failed, ended or stalled; `down_seconds`: seconds spent reconnecting so far; `recording`: "on",
+    "paused" (disk full) or "off"; `write_errors[kind]` ("disk_full", "io"): failed writes of its recordings;
+    `recorded`: frames in its finalised recordings (MP4 or segments), `segments`: segments finalised.
+    """
 
     source: str
     output: str | None
@@ -45,11 +53,13 @@ class StreamStats:
     state: str = "running"
     reconnects: int = 0
     down_seconds: float = 0.0
-    write_errors: dict[str, int] = field(default_factory=dict)
     recording: str = "off"
+    write_errors: dict[str, int] = field(default_factory=dict)
+    recorded: int = 0
+    segments: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items()}
+        return {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.__dict__.items()}
 
 
 @dataclass
@@ -60,9 +70,10 @@ class RunStats:
     `peak_rss_mb`: the process's peak memory at the end. `latest[i]`: the newest overlay of stream i,
     `times[i]`: its stage latencies in seconds so far, `queued[i]()`: its frames waiting for a batch and for
     its writer, `started`: the `perf_counter` at the start (for a window or a live view; not serialised).
-    `errors`: the exception that ended a stream. `last_progress`: the `time.monotonic()` of the last inference
-    batch done; `stall_timeout`: the run's; `control`: a `runtime.stream.control.StreamControl` where sources may be
-    added and removed live (else None).
+    `errors`: the exception that ended a stream (by stream index). `opened[i]`: the `perf_counter` when stream i
+    was added (streams may join a running pipeline). For health checks: `last_progress`, the `time.monotonic()`
+    of the last inference batch done (None before the first), `stall_timeout` (seconds), and `control`, which
+    lists, adds and removes streams while the run goes on (`runtime.stream.control.StreamControl`).
     """
 
     streams: list[StreamStats]
@@ -81,9 +92,10 @@ class RunStats:
     queued: list[Callable[[], dict[str, int]]] = field(default_factory=list, repr=False)
     started: float | None = None
     errors: dict[int, BaseException] = field(default_factory=dict, repr=False)
+    opened: list[float] = field(default_factory=list, repr=False)
     last_progress: float | None = None
     stall_timeout: float = 10.0
-    control: Any = field(default=None, repr=False)
+    control: StreamControl | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -109,12 +121,15 @@ class RunStats:
         summary = self.to_dict()
         if self.started is None or self.ended_by != "running":
             return summary
-        elapsed = time.perf_counter() - self.started
-        for stream, times, queued in zip(summary["streams"], self.times, self.queued, strict=False):
+        now = time.perf_counter()
+        elapsed = now - self.started
+        live = zip(summary["streams"], self.times, self.queued, self.opened, strict=False)
+        for stream, times, queued, opened in live:
             if stream["ended_by"] == "running":
+                seconds = now - max(opened, self.started)
                 stream["queued"] = queued()
-                stream["seconds"] = elapsed
-                stream["fps"] = stream["frames"] / elapsed if elapsed > 0 else 0.0
+                stream["seconds"] = seconds
+                stream["fps"] = stream["frames"] / seconds if seconds > 0 else 0.0
                 stream["latency_ms"] = latency_summary(times)
         aggregate = summary["aggregate"]
         aggregate["seconds"] = elapsed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -202,6 +203,8 @@ def test_two_process_launcher_trains_and_rank_0_writes(
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     (run / f".last.{dead.pid}.tq8x2.part.pt").write_bytes(b"left by a killed run")  # the launcher sweeps it
+    temp = Path(tempfile.gettempdir())
+    before = set(temp.glob("torchelastic_*")) | set(temp.glob("cfnet-elastic-*"))
     code, out, err = _cli(
         capsys,
         "train",
@@ -223,6 +226,7 @@ def test_two_process_launcher_trains_and_rank_0_writes(
     )
     assert code == 0, err
     assert out.strip() == f"checkpoint: {run / 'best.pt'}"
+    assert set(temp.glob("torchelastic_*")) | set(temp.glob("cfnet-elastic-*")) == before  # the launcher's logs went
     checkpoints = {p.name: load_checkpoint(p) for p in run.glob("*.pt")}
     assert sorted(checkpoints) == ["best.pt", "iter_000001.pt", "iter_000002.pt", "last.pt"]
     last = checkpoints["last.pt"]

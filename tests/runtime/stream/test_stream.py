@@ -180,9 +180,10 @@ def test_bad_sources_are_one_line_and_exit_2(
     tmp_path: Path,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    # capfd: OpenCV's and FFmpeg's own messages (written by C code to fd 2) must not add lines
+    # capfd: OpenCV's and FFmpeg's own messages (written by C code to fd 2) must not add lines;
+    # --no-reconnect: otherwise a camera or URL unreachable at the start is tried again and again
     code, stdout, stderr = cfnet(
-        ["stream", make_source(tmp_path), "--model", tiny_onnx, "--out", tmp_path / "o.mp4"], capfd
+        ["stream", make_source(tmp_path), "--model", tiny_onnx, "--out", tmp_path / "o.mp4", "--no-reconnect"], capfd
     )
     assert code == 2 and stderr.startswith(message) and len(stderr.strip().splitlines()) == 1
     assert not list(tmp_path.glob("*o.mp4*"))
