@@ -87,6 +87,23 @@ def provider_options(providers: Sequence[str], model: Path, fp16: bool = False) 
     return [tensorrt if p == "TensorrtExecutionProvider" else {} for p in providers]
 
 
+def create_cache_folders(options: Sequence[dict[str, str]], where: str) -> None:
+    """Create the TensorRT EP's cache folders named in `options`, parents included: the EP creates only the
+    last level (`fs::create_directory` in its constructor, onnxruntime/core/providers/tensorrt/
+    tensorrt_execution_provider.cc), so `.NAME.trt-cache/<key>` would fail on a first run and the session
+    would fall back to the CUDA EP."""
+    for option in options:
+        for key in ("trt_engine_cache_path", "trt_timing_cache_path"):
+            if key in option:
+                try:
+                    Path(option[key]).mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise UserError(
+                        f"cannot create the TensorRT engine cache {option[key]}: {exc.strerror or exc}",
+                        f"{where} (the TensorRT EP caches its engines beside the model: make its folder writable)",
+                    ) from None
+
+
 def load_session(
     path: Path, providers: Sequence[str], threads: int | None = None, spinning: bool = False, fp16: bool = False
 ) -> ort.InferenceSession:
@@ -99,13 +116,12 @@ def load_session(
         options.intra_op_num_threads = threads
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    per_provider = provider_options(providers, path, fp16)
+    create_cache_folders(per_provider, str(path))
     try:
         with contextlib.redirect_stdout(sys.stderr):
             return ort.InferenceSession(
-                str(path),
-                sess_options=options,
-                providers=list(providers),
-                provider_options=provider_options(providers, path, fp16),
+                str(path), sess_options=options, providers=list(providers), provider_options=per_provider
             )
     except Exception as exc:  # ORT raises its own pybind exception types (InvalidProtobuf, Fail, ...)
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
