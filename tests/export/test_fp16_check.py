@@ -18,7 +18,7 @@ from export.parity import compare
 from export.precision.autopilot import logits
 from export.precision.fp16 import FP16_MAX, convert_to_mixed_fp16
 from export.precision.fp16_check import fp16_with_checks
-from export.precision.layer_precision import fp32_nodes, listed_layers
+from export.precision.layer_precision import fp32_nodes
 from export.precision.sensitivity import float_types
 
 
@@ -98,9 +98,3 @@ def test_fp16_and_fp32_exports_with_calibration_images_store_the_list(
         assert fp32_nodes(metadata) == ["/big/Conv", "/Relu_1"]
         assert json.loads(metadata["cfnet.precision_plan"])["fp32_nodes"][0]["module"] == "big"
     assert report.parity["fp32 calibration"].agreement == 1.0  # the fp32 graph itself is unchanged
-
-
-def test_tensorrt_layers_of_the_listed_nodes_are_found() -> None:
-    layers = ["/stem/Conv", "/big/Conv", "/big/Conv_bias", "/Relu", "/big/Conv2", "/head/Conv"]
-    assert listed_layers(layers, ["/big/Conv"]) == [1, 2]
-    assert listed_layers(layers, []) == []
