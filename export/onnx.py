@@ -224,11 +224,7 @@ def export_report(
         if output != "logits":
             _check_mask_parity(report, precision, session, groups, references, say)
         report.latency_ms[precision] = _latency_ms(session, timing_input)
-        ratio = report.latency_ms[precision] / report.latency_ms["fp32"]
-        say(
-            f"latency ONNX Runtime CPU {precision} {report.latency_ms[precision]:.1f} ms vs fp32 "
-            f"{report.latency_ms['fp32']:.1f} ms: {ratio:.2f}x"
-        )
+        say(latency_line(precision, report.latency_ms[precision], report.latency_ms["fp32"]))
 
     if output != "logits":
         final = select_outputs(final, output)
@@ -395,6 +391,18 @@ def _session(proto: onnx.ModelProto) -> Any:
 
 def _ort_outputs(session: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
     return [session.run([OUTPUT], {INPUT: x})[0] for x in inputs]
+
+
+def latency_line(precision: str, ms: float, fp32_ms: float) -> str:
+    """The export's latency line, saying whether `precision` ran faster or slower than fp32 (and by how much)."""
+    ratio = ms / fp32_ms
+    if round(ratio, 2) > 1:
+        verdict = f"{ratio:.2f}x slower than fp32"
+    elif round(1 / ratio, 2) > 1:
+        verdict = f"{1 / ratio:.2f}x faster than fp32"
+    else:
+        verdict = "as fast as fp32"
+    return f"latency ONNX Runtime CPU {precision} {ms:.1f} ms vs fp32 {fp32_ms:.1f} ms: {precision} is {verdict}"
 
 
 def _latency_ms(session: Any, x: np.ndarray, runs: int = 5) -> float:

@@ -73,6 +73,12 @@ def test_fp16_export_writes_fp16_metadata(tmp_path: Path) -> None:
     assert logits_dims(path) == ["batch", 19, "height", "width"]
 
 
+def test_the_latency_line_says_faster_or_slower() -> None:
+    from export.onnx import latency_line
+
+    assert latency_line("int8", 395, 312).endswith("int8 395.0 ms vs fp32 312.0 ms: int8 is 1.27x slower than fp32")
+    assert latency_line("int8", 156, 312).endswith(": int8 is 2.00x faster than fp32")
+    assert latency_line("fp16", 312.4, 312).endswith(": fp16 is as fast as fp32")
 
 
 def test_int8_export_is_qdq_and_agrees_on_real_images(tmp_path: Path, synth_images: Path) -> None:
