@@ -20,10 +20,12 @@ import onnxruntime as ort
 
 from runtime.artifact import ModelMetadata, Overrides, check_io_shapes, metadata_from_props
 from runtime.backends.base import Backend, as_output, choose_output, crop_output, pad_batch
+from runtime.cpu import int8_notice
 from runtime.errors import UserError
 
 PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 GPU_PROVIDERS = PREFERENCE[:2]
+_SAID: set[str] = set()  # notices already printed by this process (a stream opens one model per worker)
 
 
 def choose_providers(device: str, available: Sequence[str], tensorrt_loads: bool = True) -> list[str]:
@@ -183,6 +185,10 @@ class OnnxRuntimeBackend(Backend):
         check_io_shapes(shape, output_shape, self.metadata, str(path), mask=self.output == "mask")
         self._output_checked = False  # a dynamic class dimension is checked on the first output
         on_gpu = self.providers[0] in GPU_PROVIDERS
+        notice = None if on_gpu else int8_notice(props, str(path))
+        if notice and notice not in _SAID:
+            _SAID.add(notice)
+            print(notice, file=sys.stderr)
         self.io_binding = on_gpu if io_binding is None else io_binding
         self.device = "cuda" if on_gpu else "cpu"  # where the model runs (the stream batches on a GPU only)
         self.concurrent = True  # `InferenceSession.run` may be called from several threads at once

@@ -1,0 +1,93 @@
+"""The CPU's int8 path in ONNX Runtime, from /proc/cpuinfo's flags, and what an int8 file says about it.
+
+ONNX Runtime's CPU kernels (MLAS) pick their uint8 x int8 matrix kernels by CPUID
+(`MLAS_PLATFORM::MLAS_PLATFORM`, onnxruntime/core/mlas/lib/platform.cpp), so one int8 file computes
+differently on different x86 CPUs:
+- `amx`: AMX-INT8 tiles (`amx_tile` + `amx_int8`): exact int32 sums.
+- `vnni`: AVX-512 VNNI or AVX-VNNI (`vpdpbusd`): exact int32 sums.
+- `avx2`: AVX2, or AVX-512 without VNNI: `vpmaddubsw` adds each pair of u8 x s8 products in saturating int16,
+  so weights beyond +-64 can saturate (255 x 127 x 2 = 64770 > 32767); ONNX Runtime's quantisation docs
+  recommend 7-bit weights (`reduce_range`) there.
+- `sse`: x86 without AVX2 (widening kernels), `other`: not x86 (ARM's dot products are exact), `unknown`: an
+  x86 CPU whose flags cannot be read.
+An int8 export records the path its agreement was measured with (`cfnet.int8_cpu_path`) and its weights'
+range (`cfnet.int8_weight_bits`: 7 keeps every path's sums exact); `int8_notice` says what running it here means.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+from collections.abc import Mapping
+from pathlib import Path
+
+PATH_KEY = "cfnet.int8_cpu_path"
+WEIGHT_BITS_KEY = "cfnet.int8_weight_bits"
+SATURATING = frozenset({"avx2", "unknown"})
+"""Paths whose u8 x s8 sums can saturate with 8-bit weights (unknown: assume the worst)."""
+NAMES = {
+    "amx": "AMX-INT8",
+    "vnni": "VNNI",
+    "avx2": "AVX2 without VNNI",
+    "sse": "SSE (no AVX2)",
+    "other": "non-x86",
+    "unknown": "x86, flags unknown",
+}
+X86 = ("x86_64", "amd64", "i386", "i686", "x86")
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str] | None:
+    """The first CPU's feature flags (Linux), None where /proc/cpuinfo has none."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return frozenset(value.split())
+    return None
+
+
+def path_of(flags: frozenset[str] | None, machine: str) -> str:
+    """The int8 path (see the module docstring) of a CPU with `flags` on `machine` (`platform.machine()`)."""
+    if machine.lower() not in X86:
+        return "other"
+    if flags is None:
+        return "unknown"
+    if {"amx_tile", "amx_int8"} <= flags:
+        return "amx"
+    if "avx_vnni" in flags or ({"avx512_vnni", "avx512bw", "avx512dq", "avx512vl"} <= flags):
+        return "vnni"
+    return "avx2" if "avx2" in flags else "sse"
+
+
+@functools.cache
+def int8_path() -> str:
+    """This CPU's int8 path in ONNX Runtime."""
+    return path_of(cpu_flags(), platform.machine())
+
+
+def describe(path: str) -> str:
+    """`vnni` -> `VNNI (exact int32 sums)`: the path and whether its int8 sums are exact."""
+    exact = "saturating int16 pair sums" if path in SATURATING else "exact sums"
+    return f"{NAMES.get(path, path)} ({exact})"
+
+
+def int8_notice(props: Mapping[str, str], where: str, here: str | None = None) -> str | None:
+    """A line for running an int8 file (metadata `props`) on this CPU (`here`: its int8 path) when its int8 path
+    differs from the one the file's agreement was measured with; None when they match or the file is not int8."""
+    measured = props.get(PATH_KEY)
+    if props.get("cfnet.precision") != "int8" or measured is None:
+        return None
+    here = int8_path() if here is None else here
+    if here == measured:
+        return None
+    line = (f"{where}: its int8 agreement was measured on a {describe(measured)} CPU; this one runs "
+            f"{describe(here)}")
+    if props.get(WEIGHT_BITS_KEY) == "7":
+        return f"note: {line}: its 7-bit weights keep the sums exact on both, so the agreement carries over"
+    if here in SATURATING:
+        return (f"warning: {line}: its 8-bit weights can saturate here and lower the agreement; re-export with "
+                "`--int8-target cpu` (7-bit weights, exact on every CPU)")
+    return f"warning: {line}: the agreement measured there does not hold here exactly"
