@@ -228,21 +228,26 @@ class ArtifactCache:
 
 
 def int8_target(device: str) -> str:
-    """The int8 export a bench on `device` times: on CUDA TensorRT's symmetric int8 (the TensorRT EP refuses the
-    uint8 Q/DQ of the cpu target and splits the graph around it), else ONNX Runtime's CPU int8."""
-    return "tensorrt" if device == "cuda" else "cpu"
+    """The int8 export a bench on `device` times, the one that fits where it runs: on CUDA TensorRT's symmetric
+    int8 (the TensorRT EP refuses the uint8 Q/DQ of the CPU targets and splits the graph around them); on a CPU
+    with VNNI or AMX `cpu-vnni` (u8 x s8 kernels, exact there), on any other CPU `cpu` (exact everywhere)."""
+    import runtime.cpu
+
+    if device == "cuda":
+        return "tensorrt"
+    return "cpu-vnni" if runtime.cpu.int8_path() in ("vnni", "amx") else "cpu"
 
 
 def int8_note(backend: str, device: str) -> str | None:
     """What an int8 row ran: its export's target and, on the CPU, the CPU's int8 path (None for other rows)."""
+    import runtime.cpu
+
     if not ONNX_PRECISION.get(split_backend(backend)[0], "").startswith("int8"):
         return None
     target = int8_target(device)
-    if target != "cpu":
+    if device == "cuda":
         return f"{target} target"
-    from runtime.cpu import describe, int8_path
-
-    return f"cpu target on {describe(int8_path())}"
+    return f"{target} target on {runtime.cpu.describe(runtime.cpu.int8_path())}"
 
 
 def autopilot_options(calib: Iterable[np.ndarray] | None) -> dict[str, Any]:

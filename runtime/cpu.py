@@ -7,11 +7,13 @@ differently on different x86 CPUs:
 - `vnni`: AVX-512 VNNI or AVX-VNNI (`vpdpbusd`): exact int32 sums.
 - `avx2`: AVX2, or AVX-512 without VNNI: `vpmaddubsw` adds each pair of u8 x s8 products in saturating int16,
   so weights beyond +-64 can saturate (255 x 127 x 2 = 64770 > 32767); ONNX Runtime's quantisation docs
-  recommend 7-bit weights (`reduce_range`) there.
+  recommend 7-bit weights (`reduce_range`) or u8 x u8 there.
 - `sse`: x86 without AVX2 (widening kernels), `other`: not x86 (ARM's dot products are exact), `unknown`: an
   x86 CPU whose flags cannot be read.
-An int8 export records the path its agreement was measured with (`cfnet.int8_cpu_path`) and its weights'
-range (`cfnet.int8_weight_bits`: 7 keeps every path's sums exact); `int8_notice` says what running it here means.
+An int8 export records the path of the CPU that measured its agreement (`cfnet.int8_cpu_path`; measured with
+exact sums, `EXACT_SUMS`) and its weights' type (`cfnet.int8_weights`): uint8 weights (`--int8-target cpu`) run
+in u8 x u8 kernels, exact everywhere; int8 weights run in u8 x s8 kernels, exact with VNNI or AMX only. On a
+saturating path the runtime runs int8 weights with `EXACT_SUMS` (`needs_exact_sums`), and says so once.
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 PATH_KEY = "cfnet.int8_cpu_path"
-WEIGHT_BITS_KEY = "cfnet.int8_weight_bits"
+WEIGHTS_KEY = "cfnet.int8_weights"
+EXACT_SUMS = ("session.x64quantprecision", "1")
+"""ONNX Runtime's session entry that runs int8 weights as uint8 (u8 x u8 kernels, exact sums) on x86 CPUs with
+AVX2 (`kOrtSessionOptionsAvx2PrecisionMode`, include/onnxruntime/core/session/onnxruntime_session_options_config_keys.h;
+applied by `Avx2WeightS8ToU8Transformer` where `MlasPlatformU8S8Overflow()`, core/optimizer/graph_transformer_utils.cc).
+Nothing changes for uint8 weights or float graphs."""
 SATURATING = frozenset({"avx2", "unknown"})
 """Paths whose u8 x s8 sums can saturate with 8-bit weights (unknown: assume the worst)."""
 NAMES = {
@@ -74,20 +81,24 @@ def describe(path: str) -> str:
     return f"{NAMES.get(path, path)} ({exact})"
 
 
+def needs_exact_sums(props: Mapping[str, str], here: str | None = None) -> bool:
+    """Whether an ONNX file (metadata `props`) must run with `EXACT_SUMS` on this CPU (`here`: its int8 path): int8
+    with int8 weights (every int8 export but the `cpu` target's; files older than the key too) on a saturating path."""
+    here = int8_path() if here is None else here
+    return props.get("cfnet.precision") == "int8" and props.get(WEIGHTS_KEY, "int8") == "int8" and here in SATURATING
+
+
 def int8_notice(props: Mapping[str, str], where: str, here: str | None = None) -> str | None:
-    """A line for running an int8 file (metadata `props`) on this CPU (`here`: its int8 path) when its int8 path
-    differs from the one the file's agreement was measured with; None when they match or the file is not int8."""
-    measured = props.get(PATH_KEY)
-    if props.get("cfnet.precision") != "int8" or measured is None:
+    """A line for running an int8 file (metadata `props`) on this CPU (`here`: its int8 path) when its int8 path differs
+    from the one its agreement was measured with, or when its sums are made exact here; None otherwise."""
+    if props.get("cfnet.precision") != "int8":
         return None
     here = int8_path() if here is None else here
-    if here == measured:
+    measured = props.get(PATH_KEY)
+    if needs_exact_sums(props, here):
+        return (f"warning: {where}: this CPU's int8 path is {describe(here)}: the int8 weights run as uint8 "
+                "(exact sums, as at export; slower than u8 x s8). `--int8-target cpu` files run there as they are")
+    if measured is None or measured == here:
         return None
-    line = (f"{where}: its int8 agreement was measured on a {describe(measured)} CPU; this one runs "
-            f"{describe(here)}")
-    if props.get(WEIGHT_BITS_KEY) == "7":
-        return f"note: {line}: its 7-bit weights keep the sums exact on both, so the agreement carries over"
-    if here in SATURATING:
-        return (f"warning: {line}: its 8-bit weights can saturate here and lower the agreement; re-export with "
-                "`--int8-target cpu` (7-bit weights, exact on every CPU)")
-    return f"warning: {line}: the agreement measured there does not hold here exactly"
+    return (f"note: {where}: int8 agreement measured on a {describe(measured)} CPU, this one runs "
+            f"{describe(here)}: both sum exactly, the agreement carries over")

@@ -20,7 +20,7 @@ import onnxruntime as ort
 
 from runtime.artifact import ModelMetadata, Overrides, check_io_shapes, metadata_from_props
 from runtime.backends.base import Backend, as_output, choose_output, crop_output, pad_batch
-from runtime.cpu import int8_notice
+from runtime.cpu import EXACT_SUMS, int8_notice, needs_exact_sums
 from runtime.errors import UserError
 
 PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -107,13 +107,21 @@ def create_cache_folders(options: Sequence[dict[str, str]], where: str) -> None:
 
 
 def load_session(
-    path: Path, providers: Sequence[str], threads: int | None = None, spinning: bool = False, fp16: bool = False
+    path: Path,
+    providers: Sequence[str],
+    threads: int | None = None,
+    spinning: bool = False,
+    fp16: bool = False,
+    exact_int8: bool = False,
 ) -> ort.InferenceSession:
     """An `InferenceSession`, with a corrupt or unreadable file reported as one line. ONNX Runtime's
-    fallback notice (printed on stdout) goes to stderr, so that stdout stays the command's own."""
+    fallback notice (printed on stdout) goes to stderr, so that stdout stays the command's own.
+    `exact_int8`: int8 weights run as uint8 on the CPU (`runtime.cpu.EXACT_SUMS`)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    if exact_int8:
+        options.add_session_config_entry(*EXACT_SUMS)
     if threads is not None:
         options.intra_op_num_threads = threads
     if not spinning:
@@ -166,6 +174,10 @@ class OnnxRuntimeBackend(Backend):
                 f"ONNX Runtime provider {missing[0]} is not available", f"available: {', '.join(available)}"
             )
         self.session = load_session(path, chosen, threads, spinning, fp16)
+        props = self.session.get_modelmeta().custom_metadata_map
+        on_gpu = self.session.get_providers()[0] in GPU_PROVIDERS
+        if not on_gpu and needs_exact_sums(props):  # int8 weights where u8 x s8 sums saturate: runtime/cpu.py
+            self.session = load_session(path, chosen, threads, spinning, fp16, exact_int8=True)
         self.session.disable_fallback()  # a provider failing at run time raises instead of switching silently
         self.providers: list[str] = self.session.get_providers()
         notice = check_providers(device, chosen, self.providers, str(path))
@@ -179,12 +191,10 @@ class OnnxRuntimeBackend(Backend):
         static = (shape[2], shape[3]) if len(shape) == 4 and all(isinstance(d, int) for d in shape[2:]) else None
         self.fixed_size: tuple[int, int] | None = static
         self.max_batch: int | None = shape[0] if shape and isinstance(shape[0], int) else None  # static N
-        props = self.session.get_modelmeta().custom_metadata_map
         self.metadata: ModelMetadata = metadata_from_props(props, str(path), overrides, static)
         output_shape = next(o.shape for o in outputs if o.name == self.output)
         check_io_shapes(shape, output_shape, self.metadata, str(path), mask=self.output == "mask")
         self._output_checked = False  # a dynamic class dimension is checked on the first output
-        on_gpu = self.providers[0] in GPU_PROVIDERS
         notice = None if on_gpu else int8_notice(props, str(path))
         if notice and notice not in _SAID:
             _SAID.add(notice)

@@ -109,8 +109,11 @@ def test_the_int8_cache_is_keyed_by_the_calibration_images(tmp_path: Path) -> No
     assert ArtifactCache(tmp_path, (4, 4), exporter).onnx(Moving(), "m", "fp32").name == "m-4x4-fp32.onnx"
 
 
-def test_int8_rows_on_cuda_export_tensorrts_int8(tmp_path: Path) -> None:
+def test_int8_rows_on_cuda_export_tensorrts_int8(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """On cuda the int8 rows run TensorRT's symmetric int8; the cpu target's uint8 Q/DQ would split the graph."""
+    import runtime.cpu
+
+    monkeypatch.setattr(runtime.cpu, "int8_path", lambda: "avx2")
     calls: list[dict[str, Any]] = []
 
     def exporter(model: Any, out: Path, **options: Any) -> Path:
@@ -127,6 +130,9 @@ def test_int8_rows_on_cuda_export_tensorrts_int8(tmp_path: Path) -> None:
     fp32 = ArtifactCache(tmp_path, (4, 4), exporter, device="cuda").onnx(Moving(), "m", "fp32")
     assert fp32.name == "m-4x4-fp32.onnx"
     assert int8_target("cuda") == "tensorrt" and int8_target("cpu") == "cpu"
+    for path, target in (("vnni", "cpu-vnni"), ("amx", "cpu-vnni"), ("avx2", "cpu"), ("other", "cpu")):
+        monkeypatch.setattr(runtime.cpu, "int8_path", lambda path=path: path)
+        assert int8_target("cpu") == target, path  # the CPU target that fits the CPU it times
 
 
 def test_int8_rows_say_their_target_and_the_cpus_int8_path(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -136,6 +142,8 @@ def test_int8_rows_say_their_target_and_the_cpus_int8_path(monkeypatch: pytest.M
 
     monkeypatch.setattr(runtime.cpu, "int8_path", lambda: "avx2")
     assert int8_note("onnxruntime-int8", "cpu") == "cpu target on AVX2 without VNNI (saturating int16 pair sums)"
+    monkeypatch.setattr(runtime.cpu, "int8_path", lambda: "vnni")
+    assert int8_note("onnxruntime-int8", "cpu") == "cpu-vnni target on VNNI (exact sums)"
     assert int8_note("onnxruntime-int8-auto", "cuda") == "tensorrt target"
     assert int8_note("onnxruntime", "cpu") is None and int8_note("tensorrt", "cuda") is None
     info = {"model": "m", "params_m": 1.0, "gflops": 2.0, "paper_params_m": None, "paper_time_s": None,

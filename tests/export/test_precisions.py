@@ -15,6 +15,7 @@ from cfnet.models import MODEL_NAMES, SegmentationModel
 from export.onnx import export_onnx
 from export.parity import compare
 from export.precision.fp16 import convert_to_mixed_fp16
+from runtime.cpu import int8_path
 from tests.export.helpers import logits_dims, real_batches
 
 FP32_OPS = {"LayerNormalization", "Softmax", "Resize", "BatchNormalization", "ReduceMean", "ReduceSum", "Erf", "Div"}
@@ -89,10 +90,11 @@ def test_int8_export_is_qdq_and_agrees_on_real_images(tmp_path: Path, synth_imag
     proto = onnx.load(str(path))
     props = {p.key: p.value for p in proto.metadata_props}
     assert props["cfnet.precision"] == "int8"
+    assert (props["cfnet.int8_weights"], props["cfnet.int8_cpu_path"]) == ("uint8", int8_path())  # runtime/cpu.py
     assert logits_dims(path) == ["batch", 19, "height", "width"]
     ops = [n.op_type for n in proto.graph.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
-    weights = {i.name for i in proto.graph.initializer if i.data_type == TensorProto.INT8}
+    weights = {i.name for i in proto.graph.initializer if i.data_type == TensorProto.UINT8 and len(i.dims) >= 2}
     dequantised = {n.output[0] for n in proto.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights}
     assert dequantised
     readers = {n.op_type for n in proto.graph.node if dequantised.intersection(n.input)}
