@@ -100,5 +100,6 @@ def int8_notice(props: Mapping[str, str], where: str, here: str | None = None) -
                 "(exact sums, as at export; slower than u8 x s8). `--int8-target cpu` files run there as they are")
     if measured is None or measured == here:
         return None
-    return (f"note: {where}: int8 agreement measured on a {describe(measured)} CPU, this one runs "
-            f"{describe(here)}: both sum exactly, the agreement carries over")
+    weights = props.get(WEIGHTS_KEY, "int8")
+    return (f"note: {where}: int8 agreement measured on a {NAMES.get(measured, measured)} CPU, this one's int8 path "
+            f"is {NAMES.get(here, here)}: its {weights} weights sum exactly on both, the agreement carries over")

@@ -63,7 +63,9 @@ def test_the_notice_says_what_a_different_path_means() -> None:
     assert "run as uint8 (exact sums" in exact
     portable = int8_notice({**int8, "cfnet.int8_weights": "uint8"}, "m.onnx", here="avx2")
     assert portable is not None and portable.startswith("note:") and "carries over" in portable
-    assert "VNNI (exact sums)" in portable and "AVX2 without VNNI (saturating int16 pair sums)" in portable
+    assert "measured on a VNNI CPU, this one's int8 path is AVX2 without VNNI: its uint8 weights" in portable
+    elsewhere = int8_notice({**int8, "cfnet.int8_cpu_path": "avx2"}, "m.onnx", here="amx")
+    assert elsewhere is not None and "its int8 weights sum exactly on both" in elsewhere
     assert int8_notice({"cfnet.precision": "int8", "cfnet.int8_weights": "uint8"}, "m.onnx", here="avx2") is None
 
 
