@@ -51,7 +51,8 @@ TARGET_TYPES = {  # target: (activation type, weight type, symmetric activations
     "cpu-vnni": ("QUInt8", "QInt8", False, True),
     "tensorrt": ("QInt8", "QInt8", True, True),
 }
-WEIGHT_TYPES = {"cpu": "uint8", "cpu-vnni": "int8", "tensorrt": "int8"}  # `cfnet.int8_weights` of each target
+WEIGHT_TYPES = {target: types[1].removeprefix("Q").lower() for target, types in TARGET_TYPES.items()}
+"""`cfnet.int8_weights` of each target's files: `uint8` or `int8`."""
 CALIB_CHUNK = 1
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 UNSIGNED = (onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT4)
