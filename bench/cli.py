@@ -11,7 +11,8 @@ from runtime.cli import thread_count
 
 ALL_MODELS = "unet,deeplabv3,pspnet,hrnet,segformer,cfnet-pspnet,cfnet-hrnet"
 ALL_BACKENDS = (
-    "torch,onnxruntime,onnxruntime-int8,onnxruntime-int8-auto,onnxruntime-fp16,tensorrt,onnxruntime+mask,tensorrt+mask"
+    "torch,torch-fp16,onnxruntime,onnxruntime-int8,onnxruntime-int8-auto,onnxruntime-fp16,tensorrt,onnxruntime+mask,"
+    "tensorrt+mask"
 )
 
 
@@ -23,7 +24,8 @@ def _default_backends(quick: bool, device: str) -> tuple[str, ...]:
     """Every backend; `--quick` leaves out the int8 autopilot (its search re-quantises several times) and, on a
     CPU, fp16 (a GPU precision: the CPU has few fp16 kernels)."""
     names = tuple(b for b in _names(ALL_BACKENDS) if not quick or b != "onnxruntime-int8-auto")
-    return tuple(b for b in names if b != "onnxruntime-fp16") if quick and device == "cpu" else names
+    fp16 = ("onnxruntime-fp16", "torch-fp16")
+    return tuple(b for b in names if b not in fp16) if quick and device == "cpu" else names
 
 
 @click.command("bench")
@@ -32,7 +34,7 @@ def _default_backends(quick: bool, device: str) -> tuple[str, ...]:
 @click.option("--size", type=SIZE, default="512x512", show_default=True, help="Input size HxW.")
 @click.option("--backends", default=None,
               help=f"Comma-separated backends [default: {ALL_BACKENDS}; --quick: without onnxruntime-int8-auto, "
-                   "and on cpu without onnxruntime-fp16]; add triton to serve the model with a Triton server "
+                   "and on cpu without the fp16 ones]; add triton to serve the model with a Triton server "
                    "(cfnet[serve]).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--warmup", type=int, default=None, help="Untimed rounds first [default: 3; --quick: 1].")

@@ -8,6 +8,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from runtime.cpu import describe as describe_int8
+from runtime.cpu import int8_path
+
 PACKAGES = (
     "cfnet",
     "torch",
@@ -80,6 +83,7 @@ def machine_info(threads: int) -> dict[str, Any]:
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "threads": threads,
+        "cpu_int8_path": int8_path(),
         "load_average_start": load_average(),
         "packages": package_versions(),
     }
@@ -90,6 +94,8 @@ def describe(info: dict[str, Any]) -> str:
     gpu = info.get("gpu") or "no GPU"
     memory = f"{info['memory_gb']} GB, " if info.get("memory_gb") else ""
     text = f"{info['cpu']}, {info['logical_cores']} cores, {memory}{gpu}, {info['threads']} threads"
+    if info.get("cpu_int8_path"):
+        text += f", int8 path {describe_int8(info['cpu_int8_path'])}"
     if info.get("load_average_start") is not None:
         text += f", 1-min load average {info['load_average_start']} at start"
         if info.get("load_average_end") is not None:

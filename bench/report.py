@@ -30,6 +30,8 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("gflop_per_s", "GFLOP/s", ".4g"),
     ("paper_time_s", "Paper time (s)", ".3f"),
 )
+FP16_COLUMNS = (("speedup_fp16", "Speed-up vs torch-fp16", ".2f"),)
+INT8_COLUMNS = (("int8", "int8 export", "s"),)
 ACCURACY_COLUMNS = (("miou", "mIoU", ".3f"), ("agreement", "Agreement", ".4f"), ("paper_miou", "Paper mIoU", ".3f"))
 STREAM_COLUMNS = (("stream_fps", "Stream FPS", ".2f"), ("backend_fps", "Backend FPS", ".2f"))
 SERVING_COLUMNS = (  # the triton row: frames -> masks through the server's ensemble
@@ -45,8 +47,12 @@ SERVING_COLUMNS = (  # the triton row: frames -> masks through the server's ense
 
 
 def columns(rows: list[dict[str, Any]]) -> tuple[tuple[str, str, str], ...]:
-    """The table's columns: accuracy and stream columns only when the run measured them."""
+    """The table's columns: fp16-against-fp16, int8, accuracy and stream columns only when the run has them."""
     cols = COLUMNS
+    if any(row.get("speedup_fp16") is not None for row in rows):
+        cols += FP16_COLUMNS
+    if any(row.get("int8") for row in rows):
+        cols += INT8_COLUMNS
     if any("miou" in row for row in rows):
         cols += ACCURACY_COLUMNS
     if any("stream_fps" in row for row in rows):
@@ -154,7 +160,8 @@ def render_markdown(result: dict[str, Any], charts: dict[str, str] | None = None
         markdown_table(result["rows"]),
         "",
         f"Speed-up is PyTorch eager's median latency over the backend's; GFLOP/s is the model's GFLOPs "
-        f"(torch.utils.flop_counter, batch 1) over the median latency. Paper figures: {PAPER_SETUP} "
+        f"(torch.utils.flop_counter, batch 1) over the median latency; the fp16 backends' speed-up over PyTorch's "
+        f"fp16 autocast (`torch-fp16`, CUDA only) is beside it when that row ran. Paper figures: {PAPER_SETUP} "
         f"(a GPU: compare ratios, not absolute times). Frame is the end-to-end cost of one {size} BGR frame: the "
         f"runtime's preprocess, the backend, and postprocess to the mask at the frame's size (argmax on the host "
         f"for logits; `+mask` backends take the argmax in the graph). Returned is what the model hands back per "

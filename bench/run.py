@@ -19,6 +19,7 @@ from bench.frames import bytes_per_frame, frame_call, frame_metadata, noise_fram
 from bench.paper import PAPER
 from bench.runners import (
     BACKENDS,
+    FP16_BACKENDS,
     KNOWN_BACKENDS,
     ArtifactCache,
     Exporter,
@@ -26,7 +27,9 @@ from bench.runners import (
     Skipped,
     artifact,
     first_line,
+    int8_note,
     open_runner,
+    split_backend,
 )
 from bench.serving import STREAMS, TritonRunner
 from bench.timing import interleaved
@@ -86,7 +89,7 @@ def run_bench(config: BenchConfig, *, exporter: Exporter | None = None, progress
     dataset = _dataset(config) if config.data is not None else None
     feeds = _image_sizes(dataset, config.images) if dataset is not None and config.device == "cuda" else ()
     cache = ArtifactCache(config.out / "cache", config.size, exporter, _calibration(config, dataset), config.artifacts,
-                          feeds)
+                          feeds, config.device)
     result: dict[str, Any] = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": config.command,
@@ -322,7 +325,7 @@ def _bench_model(
     for runner in runners.values():
         runner.close()
     rows = [
-        _row(model_info, backend, timings, reasons, accuracy, streams, returned, serving)
+        _row(model_info, backend, timings, reasons, accuracy, streams, returned, serving, config.device)
         for backend in config.backends
     ]
     del model
@@ -339,6 +342,7 @@ def _row(
     streams: dict[str, dict[str, Any]],
     returned: dict[str, int],
     serving: dict[str, dict[str, Any]],
+    device: str = "cpu",
 ) -> dict[str, Any]:
     row: dict[str, Any] = {
         "model": model_info["model"],
@@ -365,8 +369,13 @@ def _row(
         row["gflop_per_s"] = model_info["gflops"] / timing.median
         if "torch" in timings:
             row["speedup"] = timings["torch"].median / timing.median
+        if "torch-fp16" in timings and split_backend(backend)[0] in FP16_BACKENDS:
+            row["speedup_fp16"] = timings["torch-fp16"].median / timing.median  # fp16 against fp16
     if backend + FRAME in timings:  # absent where the frame call failed and the inference call did not
         row["frame_ms"] = timings[backend + FRAME].median * 1e3
+    note = int8_note(backend, device)
+    if note is not None:
+        row["int8"] = note
     if accuracy:
         row["miou"] = accuracy.get(backend, {}).get("miou")
         row["agreement"] = accuracy.get(backend, {}).get("agreement")

@@ -1,4 +1,5 @@
-"""The runners per backend: PyTorch eager, ONNX Runtime (fp32, fp16, int8), TensorRT and a Triton server (opt-in).
+"""The runners per backend: PyTorch eager (fp32, and fp16 autocast on CUDA), ONNX Runtime (fp32, fp16, int8), TensorRT
+and a Triton server (opt-in).
 
 Every runner takes a float32 `N x 3 x H x W` array and returns what its model returns (float32 logits, or the
 uint8 mask of a `+mask` backend), synchronously (a GPU runner has finished when `infer` returns), so that the
@@ -16,8 +17,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "onnxruntime-int8-auto", "onnxruntime-fp16", "tensorrt",
-            "onnxruntime+mask", "tensorrt+mask")
+BACKENDS = ("torch", "torch-fp16", "onnxruntime", "onnxruntime-int8", "onnxruntime-int8-auto", "onnxruntime-fp16",
+            "tensorrt", "onnxruntime+mask", "tensorrt+mask")
 SERVED = ("triton",)  # opt-in (`--backends ...,triton`): starts a Triton server per model
 KNOWN_BACKENDS = BACKENDS + SERVED
 ONNX_PRECISION = {
@@ -27,6 +28,8 @@ ONNX_PRECISION = {
     "onnxruntime-int8-auto": "int8-auto",
     "tensorrt": "fp32",
 }
+FP16_BACKENDS = ("torch-fp16", "onnxruntime-fp16", "tensorrt")
+"""Backends that compute in fp16 (TensorRT builds with its FP16 flag): compared with `torch-fp16` too."""
 AUTO_AGREEMENT = 0.995
 """`int8-auto`: int8 from the precision autopilot at this held-out argmax agreement with fp32 (the project goal)."""
 Shape = tuple[int, int, int, int]
@@ -48,24 +51,31 @@ class Runner(Protocol):
 
 
 class TorchRunner:
-    """PyTorch eager in inference mode: the baseline every speed-up is measured against.
+    """PyTorch eager in inference mode: the baseline every speed-up is measured against, set up as a user would.
 
     It runs a copy of `model`: `.to(device)` and `.eval()` act in place, and the other backends export the
-    caller's model (on the CPU, as it was).
+    caller's model (on the CPU, as it was). On CUDA, cuDNN picks its fastest kernels for the timed shape
+    (`torch.backends.cudnn.benchmark`, restored on `close`); `fp16`: autocast to fp16 (CUDA only), the baseline
+    of the fp16 backends (TensorRT's FP16 build, ONNX Runtime fp16).
     """
 
-    name = "torch"
-
-    def __init__(self, model: Any, device: str) -> None:
+    def __init__(self, model: Any, device: str, fp16: bool = False) -> None:
         import torch
 
+        if fp16 and device != "cuda":
+            raise Skipped("fp16 autocast needs CUDA (use --device cuda)")
         self._torch = torch
+        self.name = "torch-fp16" if fp16 else "torch"
+        self.fp16 = fp16
         self.device = torch.device(device)
+        self._benchmark = torch.backends.cudnn.benchmark
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
         self.model = copy.deepcopy(model).to(self.device).eval()
 
     def infer(self, images: np.ndarray) -> np.ndarray:
         torch = self._torch
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(self.device.type, torch.float16, enabled=self.fp16):
             logits = self.model(torch.from_numpy(images).to(self.device))
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
@@ -73,6 +83,7 @@ class TorchRunner:
 
     def close(self) -> None:
         self.model = None
+        self._torch.backends.cudnn.benchmark = self._benchmark
 
 
 class RuntimeRunner:
@@ -124,9 +135,10 @@ class ArtifactCache:
     """Exports each model once per precision into `folder` and reuses the files in later runs.
 
     A file's name holds everything that changes it: the model key (name and preset, or the checkpoint), the
-    size, the precision, an int8 file the digest of its calibration batches, an engine its profile.
-    `known`: files exported elsewhere (model name -> precision -> path), used as they are. `feeds`: the image
-    sizes an engine will be fed besides `size` (the split scored for accuracy).
+    size, the precision, an int8 file its target and the digest of its calibration batches, an engine its
+    profile. `known`: files exported elsewhere (model name -> precision -> path), used as they are. `feeds`: the
+    image sizes an engine will be fed besides `size` (the split scored for accuracy). `device`: where the files
+    run, which decides the int8 target (`int8_target`).
     """
 
     def __init__(
@@ -137,8 +149,10 @@ class ArtifactCache:
         calib_images: Callable[[], Iterable[np.ndarray]] | None = None,
         known: Mapping[str, Mapping[str, Path]] | None = None,
         feeds: Sequence[tuple[int, int]] = (),
+        device: str = "cpu",
     ) -> None:
         self.folder = folder
+        self.int8_target = int8_target(device)
         self.known = known or {}
         self.size = size
         self.exporter = exporter
@@ -165,7 +179,8 @@ class ArtifactCache:
         if given is not None:
             return Path(given)
         calib = self._calibration() if precision.startswith("int8") else None
-        tag = f"{precision}-{batches_digest(calib)}" if calib is not None else precision
+        precision_tag = f"{precision}-{self.int8_target}" if precision.startswith("int8") else precision
+        tag = f"{precision_tag}-{batches_digest(calib)}" if calib is not None else precision_tag
         path = self.folder / f"{key}-{self.size[0]}x{self.size[1]}-{tag}.onnx"
         if path in self.failures:
             raise Skipped(self.failures[path])
@@ -173,6 +188,8 @@ class ArtifactCache:
             return path
         self.folder.mkdir(parents=True, exist_ok=True)
         options = autopilot_options(calib) if precision == "int8-auto" else {"precision": precision}
+        if precision.startswith("int8"):
+            options["int8_target"] = self.int8_target
         try:
             return Path(self._exporter()(model, path, size=self.size, calib_images=calib, **options))
         except Exception as exc:  # a failed export skips this backend, with the reason in the report
@@ -210,6 +227,29 @@ class ArtifactCache:
         return self.exporter
 
 
+def int8_target(device: str) -> str:
+    """The int8 export a bench on `device` times, the one that fits where it runs: on CUDA TensorRT's symmetric
+    int8 (the TensorRT EP refuses the uint8 Q/DQ of the CPU targets and splits the graph around them); on a CPU
+    with VNNI or AMX `cpu-vnni` (u8 x s8 kernels, exact there), on any other CPU `cpu` (exact everywhere)."""
+    import runtime.cpu
+
+    if device == "cuda":
+        return "tensorrt"
+    return "cpu-vnni" if runtime.cpu.int8_path() in ("vnni", "amx") else "cpu"
+
+
+def int8_note(backend: str, device: str) -> str | None:
+    """What an int8 row ran: its export's target and, on the CPU, the CPU's int8 path (None for other rows)."""
+    import runtime.cpu
+
+    if not ONNX_PRECISION.get(split_backend(backend)[0], "").startswith("int8"):
+        return None
+    target = int8_target(device)
+    if device == "cuda":
+        return f"{target} target"
+    return f"{target} target on {runtime.cpu.describe(runtime.cpu.int8_path())}"
+
+
 def autopilot_options(calib: Iterable[np.ndarray] | None) -> dict[str, Any]:
     """Export options of `int8-auto`: a quarter of the calibration images (at least one) are held out."""
     count = len(list(calib)) if calib is not None else 0
@@ -243,8 +283,8 @@ def artifact(backend: str, model: Any, key: str, cache: ArtifactCache, device: s
 
 def open_runner(backend: str, model: Any, key: str, cache: ArtifactCache, device: str, threads: int) -> Runner:
     """Build the runner of `backend` for `model` (exporting what it needs); `Skipped` with the reason if it can't."""
-    if backend == "torch":
-        return TorchRunner(model, device)
+    if backend in ("torch", "torch-fp16"):
+        return TorchRunner(model, device, fp16=backend == "torch-fp16")
     if backend == "triton":
         from bench.serving import TritonRunner
         from runtime.errors import UserError as RuntimeUserError

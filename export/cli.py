@@ -48,10 +48,11 @@ def export_group() -> None:
 )
 @click.option(
     "--int8-target",
-    type=click.Choice(["cpu", "tensorrt"]),
+    type=click.Choice(["cpu", "cpu-vnni", "tensorrt"]),
     default="cpu",
     show_default=True,
-    help="int8 for ONNX Runtime's CPU (uint8 activations) or TensorRT (symmetric int8).",
+    help="int8 for ONNX Runtime on any x86 CPU (uint8 activations and weights: exact sums everywhere), on CPUs "
+    "with VNNI/AMX (int8 weights: faster there) or for TensorRT (symmetric int8).",
 )
 @click.option(
     "--min-agreement",

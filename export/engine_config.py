@@ -22,11 +22,13 @@ FP32_LAYER_TYPES = ("NORMALIZATION", "SOFTMAX", "REDUCE")  # kept in FP32 under 
 
 @dataclass(frozen=True)
 class OnnxInput:
-    """The single input of an ONNX model: name, dims (ints, or None where dynamic) and cfnet metadata."""
+    """The single input of an ONNX model: name, dims (ints, or None where dynamic), cfnet metadata and the names
+    of the graph's nodes."""
 
     name: str
     dims: tuple[int | None, ...]
     metadata: dict[str, str]
+    nodes: frozenset[str] = frozenset()
 
     @property
     def precision(self) -> str:
@@ -79,7 +81,7 @@ def read_onnx_input(path: str | Path) -> OnnxInput:
     dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim)
     if len(dims) != 4:
         raise UserError(f"expected an N x C x H x W input, got {len(dims)} dimensions", str(path))
-    return OnnxInput(inputs[0].name, dims, get_metadata(proto))
+    return OnnxInput(inputs[0].name, dims, get_metadata(proto), frozenset(n.name for n in proto.graph.node))
 
 
 def default_profile(onnx_input: OnnxInput) -> Profile:

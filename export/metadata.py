@@ -14,6 +14,7 @@ import cfnet
 from cfnet.data.labels import MEAN, PALETTE, STD, TRAIN_CLASSES
 from cfnet.errors import UserError
 from cfnet.models.base import SegmentationModel
+from runtime.cpu import PATH_KEY, WEIGHTS_KEY
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -46,11 +47,15 @@ def build_metadata(model: SegmentationModel, size: tuple[int, int], precision: s
 
 def plan_metadata(plan: Mapping[str, Any]) -> dict[str, str]:
     """`cfnet.precision_plan` (how the precision was chosen, JSON) and `cfnet.fp32_nodes` (JSON list of the ONNX
-    node names kept in fp32, which `build-engine` pins to FP32 on TensorRT 10) of a precision plan."""
+    node names kept in fp32, which `build-engine` pins to FP32 on TensorRT 10) of a precision plan; for int8 also
+    `cfnet.int8_cpu_path` (the int8 path of the CPU that measured the agreement) and `cfnet.int8_weights`."""
     if not plan:
         return {}
     names = [node["onnx"] for node in plan.get("fp32_nodes", [])]
-    return {"cfnet.precision_plan": json.dumps(plan), "cfnet.fp32_nodes": json.dumps(names)}
+    flat = {"cfnet.precision_plan": json.dumps(plan), "cfnet.fp32_nodes": json.dumps(names)}
+    if "int8_target" in plan:  # what the runtime reads before it runs an int8 file (runtime/cpu.py)
+        flat.update({PATH_KEY: plan["cpu_int8_path"], WEIGHTS_KEY: plan["int8_weights"]})
+    return flat
 
 
 def set_metadata(proto: onnx.ModelProto, metadata: Mapping[str, str]) -> None:

@@ -91,7 +91,7 @@ def build_engine(
             source = _fp16_copy(onnx_path, Path(tmp, "model.fp16.onnx"))
         network, parser = _parse(logger, builder, plan, source, onnx_path)
         if plan.fp32_layers:
-            pin_listed_layers(network, onnx_input.metadata)
+            pin_listed_layers(network, onnx_input.metadata, onnx_input.nodes)
         config = _config(builder, network, plan, profile, workspace_gb, compat)
         cache = attach_timing_cache(config, timing_cache)
         serialized = builder.build_serialized_network(network, config)

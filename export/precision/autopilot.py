@@ -24,8 +24,9 @@ import onnx
 
 from export.parity import compare
 from export.precision.calibration import HeldOut
-from export.precision.int8 import Quantizer, check_int8
+from export.precision.int8 import WEIGHT_TYPES, Quantizer, check_int8
 from export.precision.sensitivity import node_errors, session_with_outputs
+from runtime.cpu import int8_path
 
 MAX_FP32_FRACTION = 0.25
 PRUNE_TRIES = 16
@@ -215,7 +216,13 @@ def quantize_for_export(
     metadata): plain int8, or the autopilot's choice when `min_agreement` is given (judged on `heldout`,
     with fp32's and int8's mIoU when the held-out images have labels)."""
     with Quantizer(proto, calib, method=method, target=target) as quantizer:
-        plan: dict[str, Any] = {"int8_target": target, "calib_method": method, "calib_images": len(calib)}
+        plan: dict[str, Any] = {
+            "int8_target": target,
+            "int8_weights": WEIGHT_TYPES[target],
+            "cpu_int8_path": int8_path(),  # the CPU that measured the agreement, with exact sums
+            "calib_method": method,
+            "calib_images": len(calib),
+        }
         if min_agreement is None:
             return quantizer.quantize(quantizer.ends()), plan
         if heldout is None:

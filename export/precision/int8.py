@@ -1,15 +1,25 @@
-"""Static int8 QDQ quantisation with ONNX Runtime, for a target: `cpu` or `tensorrt`.
+"""Static int8 QDQ quantisation with ONNX Runtime, for a target: `cpu`, `cpu-vnni` or `tensorrt`.
 
-- `cpu` (ONNX Runtime's CPU kernels): uint8 activations (asymmetric), per-channel int8 weights.
+- `cpu` (ONNX Runtime on any x86 CPU): uint8 activations and per-channel uint8 weights, both asymmetric. ORT's
+  u8 x u8 kernels widen both to 16 bits before multiplying, so the integer sums are exact on every x86 int8
+  path (AVX2, AVX-512, VNNI, AMX): the agreement measured at export holds wherever the file runs.
+- `cpu-vnni`: uint8 activations, per-channel int8 weights (symmetric): ORT's u8 x s8 kernels, fastest with VNNI
+  or AMX (exact sums there); without VNNI they add pairs of products in saturating int16 (`VPMADDUBSW`), which
+  lowers the agreement in plain ONNX Runtime (cfnet's runtime makes them exact there, slower: runtime/cpu.py).
 - `tensorrt`: int8 activations and weights, symmetric (every zero point 0): TensorRT accepts nothing else;
   biases stay float (TensorRT quantises them itself).
+
+Agreement is measured with exact int8 sums on every CPU (`EXACT_SUMS`, ONNX Runtime's
+`session.x64quantprecision`: int8 weights run as uint8, in the u8 x u8 kernels): what TensorRT and VNNI/AMX
+compute, and what the `cpu` target computes everywhere, whichever CPU exports (docs/DESIGN.md).
 
 By default only Conv, MatMul and Gemm are quantised (LayerNorm, Softmax, Resize and the rest stay fp32), after
 `quant_pre_process` (shape inference and ORT's fusions, so BatchNorm is folded into its Conv first).
 Calibration (`minmax`, `percentile`, `entropy`) streams over the images in chunks of `CALIB_CHUNK`: ORT's
 calibrators then hold the activations of one chunk at a time (histograms are merged between chunks), not of
 every image. The calibrated ranges are cached where ONNX Runtime can (`calibration_cache_path`, recent versions),
-so re-quantising with other nodes excluded (the precision autopilot) does not calibrate again. The calibrators'
+so re-quantising with other nodes excluded (the precision autopilot) does not calibrate again. ONNX Runtime's
+calibrators' prints are dropped; calibration shows one progress bar on stderr. The calibrators'
 sessions run in priority-based node order and without a memory arena (`_lean_calibration_sessions`): in ONNX
 Runtime's default order the ReduceMin/Max nodes MinMax appends run last and every activation stays alive until then.
 """
@@ -18,8 +28,9 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -27,13 +38,21 @@ from unittest import mock
 
 import numpy as np
 import onnx
+from tqdm import tqdm
 
 from cfnet.errors import UserError
 from export.scratch import scratch_dir
 
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 CALIB_METHODS = ("minmax", "percentile", "entropy")
-INT8_TARGETS = ("cpu", "tensorrt")
+INT8_TARGETS = ("cpu", "cpu-vnni", "tensorrt")
+TARGET_TYPES = {  # target: (activation type, weight type, symmetric activations, symmetric weights)
+    "cpu": ("QUInt8", "QUInt8", False, False),
+    "cpu-vnni": ("QUInt8", "QInt8", False, True),
+    "tensorrt": ("QInt8", "QInt8", True, True),
+}
+WEIGHT_TYPES = {target: types[1].removeprefix("Q").lower() for target, types in TARGET_TYPES.items()}
+"""`cfnet.int8_weights` of each target's files: `uint8` or `int8`."""
 CALIB_CHUNK = 1
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 UNSIGNED = (onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT4)
@@ -48,12 +67,16 @@ def check_int8(method: str, target: str) -> None:
 
 
 class _Reader:
-    """`onnxruntime.quantization.CalibrationDataReader` with ranges: one preprocessed batch per call."""
+    """`onnxruntime.quantization.CalibrationDataReader` with ranges: one preprocessed batch per call; `on_read`
+    is called after each batch handed out (the calibration's progress)."""
 
-    def __init__(self, input_name: str, batches: Sequence[np.ndarray]) -> None:
+    def __init__(
+        self, input_name: str, batches: Sequence[np.ndarray], on_read: Callable[[], object] = lambda: None
+    ) -> None:
         self.input_name = input_name
         self.batches = list(batches)
         self.index, self.end = 0, len(self.batches)
+        self.on_read = on_read
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -65,6 +88,7 @@ class _Reader:
         if self.index >= self.end:
             return None
         self.index += 1
+        self.on_read()
         return {self.input_name: self.batches[self.index - 1]}
 
 
@@ -125,23 +149,26 @@ class Quantizer:
             "entropy": CalibrationMethod.Entropy,
             "percentile": CalibrationMethod.Percentile,
         }
-        symmetric = self.target == "tensorrt"
+        activations, weights, symmetric, symmetric_weights = TARGET_TYPES[self.target]
         out = self.folder / "int8.onnx"
         cache = {}
         if "calibration_cache_path" in inspect.signature(quantize_static).parameters:
             cache["calibration_cache_path"] = self.folder / "ranges.json"
-        # ONNX Runtime's calibrators print progress on stdout, which belongs to `--json`
-        with contextlib.redirect_stdout(sys.stderr), _lean_calibration_sessions():
+        # ONNX Runtime's calibrators print a line per chunk (and their settings) on stdout, which belongs to
+        # `--json`: they are dropped, the images read show on one progress bar instead (none when ranges are cached)
+        bar = tqdm(total=len(self.batches), desc="int8 calibration", unit="image", file=sys.stderr, leave=False,
+                   delay=0.5)
+        with bar, open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet), _lean_calibration_sessions():
             quantize_static(
                 str(self._prepared_path),
                 str(out),
-                _Reader(self.input_name, self.batches),
+                _Reader(self.input_name, self.batches, lambda: bar.update()),
                 quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=self.op_types,
                 nodes_to_exclude=list(exclude),
                 per_channel=True,
-                activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
+                activation_type=getattr(QuantType, activations),
+                weight_type=getattr(QuantType, weights),
                 calibrate_method=methods[self.method],
                 **cache,
                 extra_options={
@@ -149,7 +176,7 @@ class Quantizer:
                     "CalibMovingAverage": False,
                     "CalibStridedMinMax": self.chunk,  # despite its name: chunks for every calibrator
                     "ActivationSymmetric": symmetric,
-                    "WeightSymmetric": True,
+                    "WeightSymmetric": symmetric_weights,
                     "CalibTensorRangeSymmetric": symmetric,
                     "QuantizeBias": not symmetric,  # TensorRT takes float biases and quantises them itself
                 },

@@ -1,5 +1,9 @@
 """Per-node sensitivity of a reduced-precision graph (int8 QDQ, mixed fp16) against its fp32 original.
 
+Every measuring session sums int8 products exactly (`runtime.cpu.EXACT_SUMS`), whichever CPU runs it: an AVX2 CPU's
+u8 x s8 kernels would otherwise saturate and judge the int8 weights of `cpu-vnni` and `tensorrt` by sums neither
+VNNI/AMX nor TensorRT compute.
+
 Both graphs are run image by image with the tensors of interest exposed as extra outputs, at most
 `TENSORS_PER_RUN` at a time (one image's share of the activations is held at once). Tensors are matched by
 name: ORT's QDQ quantiser and `export.precision.fp16` keep the names of the tensors that nodes produce. For a node,
@@ -19,6 +23,8 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import TensorProto
+
+from runtime.cpu import EXACT_SUMS
 
 FLOATS = (TensorProto.FLOAT, TensorProto.FLOAT16)
 TENSORS_PER_RUN = 48  # exposed outputs per run: bounds the activations held (and the float64 copies made)
@@ -62,6 +68,7 @@ def session_with_outputs(
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.enable_cpu_mem_arena = False  # measuring sessions come in pairs: an arena each would keep a whole run
+    options.add_session_config_entry(*EXACT_SUMS)  # int8 sums as TensorRT and VNNI compute them, on any CPU
     session = ort.InferenceSession(copy.SerializeToString(), options, providers=["CPUExecutionProvider"])
     return session, exposed
 

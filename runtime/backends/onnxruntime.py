@@ -20,10 +20,12 @@ import onnxruntime as ort
 
 from runtime.artifact import ModelMetadata, Overrides, check_io_shapes, metadata_from_props
 from runtime.backends.base import Backend, as_output, choose_output, crop_output, pad_batch
+from runtime.cpu import EXACT_SUMS, int8_notice, needs_exact_sums
 from runtime.errors import UserError
 
 PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 GPU_PROVIDERS = PREFERENCE[:2]
+_SAID: set[str] = set()  # notices already printed by this process (a stream opens one model per worker)
 
 
 def choose_providers(device: str, available: Sequence[str], tensorrt_loads: bool = True) -> list[str]:
@@ -92,6 +94,23 @@ def provider_options(
     return [{"TensorrtExecutionProvider": tensorrt, "CUDAExecutionProvider": cuda}.get(p, {}) for p in providers]
 
 
+def create_cache_folders(options: Sequence[dict[str, str]], where: str) -> None:
+    """Create the TensorRT EP's cache folders named in `options`, parents included: the EP creates only the
+    last level (`fs::create_directory` in its constructor, onnxruntime/core/providers/tensorrt/
+    tensorrt_execution_provider.cc), so `.NAME.trt-cache/<key>` would fail on a first run and the session
+    would fall back to the CUDA EP."""
+    for option in options:
+        for key in ("trt_engine_cache_path", "trt_timing_cache_path"):
+            if key in option:
+                try:
+                    Path(option[key]).mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise UserError(
+                        f"cannot create the TensorRT engine cache {option[key]}: {exc.strerror or exc}",
+                        f"{where} (the TensorRT EP caches its engines beside the model: make its folder writable)",
+                    ) from None
+
+
 def load_session(
     path: Path,
     providers: Sequence[str],
@@ -99,23 +118,26 @@ def load_session(
     spinning: bool = False,
     fp16: bool = False,
     device_id: int = 0,
+    exact_int8: bool = False,
 ) -> ort.InferenceSession:
     """An `InferenceSession`, with a corrupt or unreadable file reported as one line. ONNX Runtime's
-    fallback notice (printed on stdout) goes to stderr, so that stdout stays the command's own."""
+    fallback notice (printed on stdout) goes to stderr, so that stdout stays the command's own.
+    `exact_int8`: int8 weights run as uint8 on the CPU (`runtime.cpu.EXACT_SUMS`)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    if exact_int8:
+        options.add_session_config_entry(*EXACT_SUMS)
     if threads is not None:
         options.intra_op_num_threads = threads
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    per_provider = provider_options(providers, path, fp16, device_id)
+    create_cache_folders(per_provider, str(path))
     try:
         with contextlib.redirect_stdout(sys.stderr):
             return ort.InferenceSession(
-                str(path),
-                sess_options=options,
-                providers=list(providers),
-                provider_options=provider_options(providers, path, fp16, device_id),
+                str(path), sess_options=options, providers=list(providers), provider_options=per_provider
             )
     except Exception as exc:  # ORT raises its own pybind exception types (InvalidProtobuf, Fail, ...)
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
@@ -160,6 +182,10 @@ class OnnxRuntimeBackend(Backend):
                 f"ONNX Runtime provider {missing[0]} is not available", f"available: {', '.join(available)}"
             )
         self.session = load_session(path, chosen, threads, spinning, fp16, device_id)
+        props = self.session.get_modelmeta().custom_metadata_map
+        on_gpu = self.session.get_providers()[0] in GPU_PROVIDERS
+        if not on_gpu and needs_exact_sums(props):  # int8 weights where u8 x s8 sums saturate: runtime/cpu.py
+            self.session = load_session(path, chosen, threads, spinning, fp16, device_id, exact_int8=True)
         self.session.disable_fallback()  # a provider failing at run time raises instead of switching silently
         self.providers: list[str] = self.session.get_providers()
         notice = check_providers(device, chosen, self.providers, str(path))
@@ -175,12 +201,14 @@ class OnnxRuntimeBackend(Backend):
         static = (shape[2], shape[3]) if len(shape) == 4 and all(isinstance(d, int) for d in shape[2:]) else None
         self.fixed_size: tuple[int, int] | None = static
         self.max_batch: int | None = shape[0] if shape and isinstance(shape[0], int) else None  # static N
-        props = self.session.get_modelmeta().custom_metadata_map
         self.metadata: ModelMetadata = metadata_from_props(props, str(path), overrides, static)
         output_shape = next(o.shape for o in outputs if o.name == self.output)
         check_io_shapes(shape, output_shape, self.metadata, str(path), mask=self.output == "mask")
         self._output_checked = False  # a dynamic class dimension is checked on the first output
-        on_gpu = self.providers[0] in GPU_PROVIDERS
+        notice = None if on_gpu else int8_notice(props, str(path))
+        if notice and notice not in _SAID:
+            _SAID.add(notice)
+            print(notice, file=sys.stderr)
         self.io_binding = on_gpu if io_binding is None else io_binding
         self.device = "cuda" if on_gpu else "cpu"  # where the model runs (the stream batches on a GPU only)
         self.concurrent = True  # `InferenceSession.run` may be called from several threads at once

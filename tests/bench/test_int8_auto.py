@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 from click.testing import CliRunner
 
-from bench.runners import AUTO_AGREEMENT, ArtifactCache
+from bench.runners import AUTO_AGREEMENT, ArtifactCache, int8_target
 from cfnet.cli import cli
 
 
@@ -27,7 +27,7 @@ def test_int8_auto_export_holds_out_a_quarter_of_the_calibration_images(tmp_path
     auto, plain = calls
     assert auto["precision"] == "int8" and auto["min_agreement"] == AUTO_AGREEMENT
     assert (auto["calib_count"], auto["heldout_count"]) == (6, 2)
-    assert plain == {"precision": "int8", "size": (8, 8), "calib_images": batches}
+    assert plain == {"precision": "int8", "int8_target": int8_target("cpu"), "size": (8, 8), "calib_images": batches}
 
 
 def test_bench_scores_int8_auto_beside_int8(tmp_path: Path) -> None:

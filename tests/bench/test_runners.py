@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.runners import ArtifactCache, Skipped, TorchRunner, engine_shapes, open_runner
+from bench.runners import ArtifactCache, Skipped, TorchRunner, engine_shapes, int8_note, int8_target, open_runner
 
 
 class Moving(torch.nn.Module):
@@ -107,3 +107,66 @@ def test_the_int8_cache_is_keyed_by_the_calibration_images(tmp_path: Path) -> No
     assert second != first and again == first
     assert len(calls) == 2 and calls[1][0].max() == 1.0
     assert ArtifactCache(tmp_path, (4, 4), exporter).onnx(Moving(), "m", "fp32").name == "m-4x4-fp32.onnx"
+
+
+def test_int8_rows_on_cuda_export_tensorrts_int8(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On cuda the int8 rows run TensorRT's symmetric int8; the cpu target's uint8 Q/DQ would split the graph."""
+    import runtime.cpu
+
+    monkeypatch.setattr(runtime.cpu, "int8_path", lambda: "avx2")
+    calls: list[dict[str, Any]] = []
+
+    def exporter(model: Any, out: Path, **options: Any) -> Path:
+        calls.append(options)
+        out.write_bytes(b"int8")
+        return out
+
+    batches = [np.zeros((1, 3, 4, 4), np.float32)] * 4
+    on_cpu = ArtifactCache(tmp_path, (4, 4), exporter, lambda: batches).onnx(Moving(), "m", "int8")
+    on_cuda = ArtifactCache(tmp_path, (4, 4), exporter, lambda: batches, device="cuda")
+    plain, auto = on_cuda.onnx(Moving(), "m", "int8"), on_cuda.onnx(Moving(), "m", "int8-auto")
+    assert [c["int8_target"] for c in calls] == ["cpu", "tensorrt", "tensorrt"]
+    assert "-int8-cpu-" in on_cpu.name and "-int8-tensorrt-" in plain.name and "-int8-auto-tensorrt-" in auto.name
+    fp32 = ArtifactCache(tmp_path, (4, 4), exporter, device="cuda").onnx(Moving(), "m", "fp32")
+    assert fp32.name == "m-4x4-fp32.onnx"
+    assert int8_target("cuda") == "tensorrt" and int8_target("cpu") == "cpu"
+    for path, target in (("vnni", "cpu-vnni"), ("amx", "cpu-vnni"), ("avx2", "cpu"), ("other", "cpu")):
+        monkeypatch.setattr(runtime.cpu, "int8_path", lambda path=path: path)
+        assert int8_target("cpu") == target, path  # the CPU target that fits the CPU it times
+
+
+def test_int8_rows_say_their_target_and_the_cpus_int8_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    import runtime.cpu
+    from bench.run import _row
+    from bench.timing import Timing
+
+    monkeypatch.setattr(runtime.cpu, "int8_path", lambda: "avx2")
+    assert int8_note("onnxruntime-int8", "cpu") == "cpu target on AVX2 without VNNI (saturating int16 pair sums)"
+    monkeypatch.setattr(runtime.cpu, "int8_path", lambda: "vnni")
+    assert int8_note("onnxruntime-int8", "cpu") == "cpu-vnni target on VNNI (exact sums)"
+    assert int8_note("onnxruntime-int8-auto", "cuda") == "tensorrt target"
+    assert int8_note("onnxruntime", "cpu") is None and int8_note("tensorrt", "cuda") is None
+    info = {"model": "m", "params_m": 1.0, "gflops": 2.0, "paper_params_m": None, "paper_time_s": None,
+            "paper_miou": None}
+    timings = {b: Timing((t, t)) for b, t in
+               (("torch", 0.04), ("torch-fp16", 0.02), ("tensorrt", 0.01), ("onnxruntime-int8", 0.01))}
+    trt = _row(info, "tensorrt", timings, {}, {}, {}, {}, {}, "cuda")
+    assert trt["speedup"] == pytest.approx(4.0) and trt["speedup_fp16"] == pytest.approx(2.0)  # fp16 vs fp16
+    int8 = _row(info, "onnxruntime-int8", timings, {}, {}, {}, {}, {}, "cuda")
+    assert int8["int8"] == "tensorrt target" and "speedup_fp16" not in int8
+
+
+def test_the_torch_baseline_on_cuda_lets_cudnn_pick_its_kernels(tmp_path: Path) -> None:
+    cache = ArtifactCache(tmp_path, (4, 4))
+    before = torch.backends.cudnn.benchmark
+    runner = open_runner("torch", Moving(), "moving", cache, "cuda", 1)  # Moving.to() stays on the CPU
+    assert torch.backends.cudnn.benchmark is True
+    runner.close()
+    assert torch.backends.cudnn.benchmark is before
+    open_runner("torch", Moving(), "moving", cache, "cpu", 1).close()
+    assert torch.backends.cudnn.benchmark is before  # nothing to pick on the CPU
+    with pytest.raises(Skipped, match="fp16 autocast needs CUDA"):
+        open_runner("torch-fp16", Moving(), "moving", cache, "cpu", 1)
+    fp16 = open_runner("torch-fp16", Moving(), "moving", cache, "cuda", 1)
+    assert isinstance(fp16, TorchRunner) and fp16.name == "torch-fp16" and fp16.fp16
+    fp16.close()

@@ -14,11 +14,11 @@ from onnx import TensorProto
 from torch import nn
 
 from export.onnx import trace
-from export.parity import compare
+from export.parity import compare, fp32_ok
 from export.precision.autopilot import logits
 from export.precision.fp16 import FP16_MAX, convert_to_mixed_fp16
 from export.precision.fp16_check import fp16_with_checks
-from export.precision.layer_precision import fp32_nodes, listed_layers
+from export.precision.layer_precision import fp32_nodes
 from export.precision.sensitivity import float_types
 
 
@@ -97,10 +97,7 @@ def test_fp16_and_fp32_exports_with_calibration_images_store_the_list(
         metadata = get_metadata(onnx.load(str(report.path)))
         assert fp32_nodes(metadata) == ["/big/Conv", "/Relu_1"]
         assert json.loads(metadata["cfnet.precision_plan"])["fp32_nodes"][0]["module"] == "big"
-    assert report.parity["fp32 calibration"].agreement == 1.0  # the fp32 graph itself is unchanged
-
-
-def test_tensorrt_layers_of_the_listed_nodes_are_found() -> None:
-    layers = ["/stem/Conv", "/big/Conv", "/big/Conv_bias", "/Relu", "/big/Conv2", "/head/Conv"]
-    assert listed_layers(layers, ["/big/Conv"]) == [1, 2]
-    assert listed_layers(layers, []) == []
+    # the fp32 graph itself is unchanged: it passes the fp32 gate (relative error <= 1e-4, float32 accumulation over
+    # these convolutions is ~1e-7; an fp16 graph is ~1e-3). Not `agreement == 1.0`: a pixel whose two best logits
+    # tie within float32 rounding may flip wherever the kernels sum in another order.
+    assert fp32_ok(report.parity["fp32 calibration"]), report.parity["fp32 calibration"].line()

@@ -1,4 +1,5 @@
-"""int8 for a target: TensorRT's symmetric int8 Q/DQ vs the CPU's uint8 activations; chunked calibration's memory."""
+"""int8 for a target: TensorRT's symmetric int8 Q/DQ, the CPU targets' uint8 activations (and the `cpu` target's uint8
+weights); chunked calibration's memory."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
+from onnx import TensorProto, numpy_helper
 
 from cfnet.errors import UserError
 from export.onnx import simplify_graph, trace
@@ -42,10 +43,55 @@ def test_tensorrt_target_is_symmetric_int8_and_cpu_has_uint8_activations(fp32_pr
     zeros = _zero_points(trt)
     assert zeros and all(z.dtype == np.int8 and not z.any() for z in zeros)
     assert asymmetric_qdq(trt) == []
-    cpu = quantize_int8(fp32_proto, _batches(2), target="cpu")
-    dtypes = {z.dtype for z in _zero_points(cpu)}
+    vnni = quantize_int8(fp32_proto, _batches(2), target="cpu-vnni")
+    dtypes = {z.dtype for z in _zero_points(vnni)}
     assert dtypes == {np.dtype(np.uint8), np.dtype(np.int8), np.dtype(np.int32)}  # activations, weights, biases
+    assert asymmetric_qdq(vnni)
+    cpu = quantize_int8(fp32_proto, _batches(2), target="cpu")
+    assert {z.dtype for z in _zero_points(cpu)} == {np.dtype(np.uint8), np.dtype(np.int32)}  # uint8 weights too
     assert asymmetric_qdq(cpu)
+
+
+def test_the_cpu_target_runs_in_onnx_runtimes_exact_kernels(fp32_proto: onnx.ModelProto, tmp_path: Path) -> None:
+    """What makes the cpu target's agreement hold on every x86 CPU: every int8 convolution and matrix product
+    ONNX Runtime fuses reads uint8 activations and uint8 weights, so it runs in the u8 x u8 kernels (16-bit
+    products, exact sums), never the u8 x s8 ones whose int16 pair sums saturate without VNNI (checked on
+    ONNX Runtime's optimised graph, as it runs)."""
+    import onnxruntime as ort
+
+    for target, weights in (("cpu", TensorProto.UINT8), ("cpu-vnni", TensorProto.INT8)):
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(tmp_path / f"{target}.optimised.onnx")
+        ort.InferenceSession(quantize_int8(fp32_proto, _batches(2), target=target).SerializeToString(), options,
+                             providers=["CPUExecutionProvider"])
+        graph = onnx.load(options.optimized_model_filepath).graph
+        types = {i.name: i.data_type for i in graph.initializer}
+        fused = [n for n in graph.node if n.op_type in ("QLinearConv", "QLinearMatMul")]
+        assert len(fused) > 5, target
+        # QLinearConv(x, x_scale, x_zero, w, ...), QLinearMatMul(a, a_scale, a_zero, b, ...): w / b at index 3
+        assert {types[n.input[3]] for n in fused if n.input[3] in types} == {weights}, target
+        assert {types[n.input[2]] for n in fused if n.input[2] in types} == {TensorProto.UINT8}, target
+
+
+def test_agreement_is_measured_with_exact_sums(fp32_proto: onnx.ModelProto) -> None:
+    """The autopilot's and the export's measuring sessions run int8 weights as uint8 on any x86 CPU: the figures
+    are what TensorRT and VNNI/AMX compute, whichever CPU exports (an AVX2 CPU would saturate otherwise)."""
+    from export.onnx import _session
+    from export.precision.sensitivity import session_with_outputs
+    from runtime.cpu import EXACT_SUMS
+
+    trt = quantize_int8(fp32_proto, _batches(1), target="tensorrt")
+    for session in (session_with_outputs(trt, [])[0], _session(trt, exact_int8=True)):
+        assert session.get_session_options().get_session_config_entry(EXACT_SUMS[0]) == EXACT_SUMS[1]
+
+
+def test_calibration_prints_no_line_per_image(fp32_proto: onnx.ModelProto, capfd: pytest.CaptureFixture[str]) -> None:
+    """ONNX Runtime's histogram calibrators print a line per image (32 with the README's example) and their settings:
+    none of it reaches the terminal, stdout stays the command's (`--json`)."""
+    quantize_int8(fp32_proto, _batches(4), method="percentile")
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert "Collecting tensor data" not in err and "Number of tensors" not in err and "Percentile :" not in err
 
 
 def test_int8_graph_imports_only_the_domains_its_nodes_use(fp32_proto: onnx.ModelProto) -> None:
@@ -66,6 +112,7 @@ def test_build_engine_refuses_uint8_activations_in_one_line(
     with pytest.raises(UserError, match="--int8-target tensorrt"):
         require_tensorrt_int8(cpu)
     require_tensorrt_int8(trt)
+    capsys.readouterr()  # the quantisations' own progress (a bar on a slow machine) is not the command's output
     with pytest.raises(SystemExit) as info:
         main(["build-engine", str(cpu), "--out", str(tmp_path / "m.engine")])
     assert info.value.code == 2

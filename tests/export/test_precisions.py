@@ -15,6 +15,7 @@ from cfnet.models import MODEL_NAMES, SegmentationModel
 from export.onnx import export_onnx
 from export.parity import compare
 from export.precision.fp16 import convert_to_mixed_fp16
+from runtime.cpu import int8_path
 from tests.export.helpers import logits_dims, real_batches
 
 FP32_OPS = {"LayerNormalization", "Softmax", "Resize", "BatchNormalization", "ReduceMean", "ReduceSum", "Erf", "Div"}
@@ -73,6 +74,12 @@ def test_fp16_export_writes_fp16_metadata(tmp_path: Path) -> None:
     assert logits_dims(path) == ["batch", 19, "height", "width"]
 
 
+def test_the_latency_line_says_faster_or_slower() -> None:
+    from export.onnx import latency_line
+
+    assert latency_line("int8", 395, 312).endswith("int8 395.0 ms vs fp32 312.0 ms: int8 is 1.27x slower than fp32")
+    assert latency_line("int8", 156, 312).endswith(": int8 is 2.00x faster than fp32")
+    assert latency_line("fp16", 312.4, 312).endswith(": fp16 is as fast as fp32")
 
 
 def test_int8_export_is_qdq_and_agrees_on_real_images(tmp_path: Path, synth_images: Path) -> None:
@@ -83,10 +90,11 @@ def test_int8_export_is_qdq_and_agrees_on_real_images(tmp_path: Path, synth_imag
     proto = onnx.load(str(path))
     props = {p.key: p.value for p in proto.metadata_props}
     assert props["cfnet.precision"] == "int8"
+    assert (props["cfnet.int8_weights"], props["cfnet.int8_cpu_path"]) == ("uint8", int8_path())  # runtime/cpu.py
     assert logits_dims(path) == ["batch", 19, "height", "width"]
     ops = [n.op_type for n in proto.graph.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
-    weights = {i.name for i in proto.graph.initializer if i.data_type == TensorProto.INT8}
+    weights = {i.name for i in proto.graph.initializer if i.data_type == TensorProto.UINT8 and len(i.dims) >= 2}
     dequantised = {n.output[0] for n in proto.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights}
     assert dequantised
     readers = {n.op_type for n in proto.graph.node if dequantised.intersection(n.input)}

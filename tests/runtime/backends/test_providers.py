@@ -132,3 +132,39 @@ def test_the_tensorrt_ep_engine_cache_is_keyed_by_the_weights(tmp_path: Path) ->
     assert engine_cache(model) != first
     timing = provider_options(["TensorrtExecutionProvider"], model)[0]["trt_timing_cache_path"]
     assert Path(timing) == tmp_path / ".model.trt-cache"  # the timing cache holds no weights: shared
+
+
+def test_the_engine_cache_folder_exists_before_the_session_is_created(
+    tiny_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ORT's TensorRT EP creates only the last level of `trt_engine_cache_path` (`fs::create_directory`):
+    `.NAME.trt-cache/<key>` must exist, parents included, when the session is created."""
+    model = tmp_path / "fresh" / "model.onnx"
+    model.parent.mkdir()
+    model.write_bytes(tiny_onnx.read_bytes())
+    seen: list[dict[str, bool]] = []
+    real = ort.InferenceSession
+
+    class Recording(real):  # type: ignore[misc, valid-type]
+        def __init__(self, path: str, sess_options: Any = None, providers: Any = None, provider_options: Any = None,
+                     **kwargs: Any) -> None:
+            trt = provider_options[0]
+            seen.append({key: Path(trt[key]).is_dir() for key in ("trt_engine_cache_path", "trt_timing_cache_path")})
+            super().__init__(path, sess_options=sess_options, providers=["CPUExecutionProvider"], **kwargs)
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: list(GPU_BUILD))
+    monkeypatch.setattr(runtime.backends.availability, "tensorrt_unavailable", lambda: None)  # TensorRT loads
+    monkeypatch.setattr(ort, "InferenceSession", Recording)
+    open_backend(model, device="auto").close()
+    assert seen == [{"trt_engine_cache_path": True, "trt_timing_cache_path": True}]
+
+
+def test_an_unwritable_model_folder_is_named(tiny_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / ".model.trt-cache"
+    blocker.write_text("a file where the cache folder goes")
+    model = tmp_path / "model.onnx"
+    model.write_bytes(tiny_onnx.read_bytes())
+    monkeypatch.setattr(ort, "get_available_providers", lambda: list(GPU_BUILD))
+    monkeypatch.setattr(runtime.backends.availability, "tensorrt_unavailable", lambda: None)
+    with pytest.raises(UserError, match="cannot create the TensorRT engine cache"):
+        open_backend(model, device="auto")
