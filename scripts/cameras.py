@@ -265,9 +265,9 @@ def outage(args: argparse.Namespace, work: Path) -> bool:
         [
             check(
                 "files' frames/s",
-                abs(ratio - 1) <= 0.05,
+                ratio >= 0.95,  # an outage must not slow the others; they may run faster (the camera's share is free)
                 f"{rates[0]:.1f} without, {rates[1]:.1f} during a "
-                f"{args.outage:.0f} s outage of the camera ({ratio:.3f}x, goal within 5%)",
+                f"{args.outage:.0f} s outage of the camera ({ratio:.3f}x, goal: not 5% slower)",
             ),
             check(
                 "recovery",
