@@ -260,7 +260,7 @@ def stream_command(**options: Any) -> None:
     """
     import sys
 
-    from runtime import log
+    import runtime.log as log
     from runtime.errors import UserError
 
     log.set_format(options["log_format"])
@@ -316,7 +316,7 @@ def _stream(
 ) -> None:
     import sys
 
-    from runtime import log
+    import runtime.log as log
     from runtime.errors import UserError
     from runtime.files import Output, check_outputs, names_folder
     from runtime.progress import ProgressBar

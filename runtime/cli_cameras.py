@@ -122,7 +122,7 @@ def exit_for(result: Any) -> None:
     """Log each stream that failed; exit 1 when one did or a file was truncated."""
     import sys
 
-    from runtime import log
+    import runtime.log as log
     from runtime.stream.recording import DiskFull
 
     failed = False

@@ -8,16 +8,13 @@ import re
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
 
 from runtime.liveview.control import MAX_BODY, add_stream, list_streams, remove_stream
 from runtime.liveview.health import health
-
-if TYPE_CHECKING:
-    from runtime.liveview.server import LiveView
 
 BOUNDARY = "cfnetframe"
 SOCKET_TIMEOUT = 10.0  # seconds a viewer may leave a write unread before its connection is dropped
@@ -30,7 +27,7 @@ class Handler(BaseHTTPRequestHandler):
     with a token set and given as a Bearer header. A method a route does not take is a 405, one that no route
     takes a 501 (`http.server`); a POST or DELETE is answered with `Connection: close`."""
 
-    view: LiveView
+    view: Any  # the LiveView serving this request (server.py builds its handler class with it)
     api = False  # the request is the control API's: errors in JSON
     protocol_version = "HTTP/1.1"
     server_version = "cfnet-live"

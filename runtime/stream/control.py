@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime import log
+import runtime.log as log
 from runtime.errors import UserError
 from runtime.stream.pipeline import Pipeline, check_name
 from runtime.stream.state import Stream

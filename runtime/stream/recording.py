@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime import log
+import runtime.log as log
 from runtime.errors import UserError
 from runtime.files import write_image
 from runtime.stream.stats import StreamStats

@@ -22,7 +22,7 @@ from typing import Any
 
 import cv2
 
-from runtime import log
+import runtime.log as log
 from runtime.preprocess import preprocess, to_bgr
 from runtime.signals import block_in_this_thread
 from runtime.stream.mux import Muxer
