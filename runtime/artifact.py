@@ -192,9 +192,7 @@ def check_io_shapes(
     metadata's class count (`mask`: the output is the model's own argmax, `N x H x W`). Dimensions that are not
     known numbers (dynamic: a name, None or -1) pass; the backends check again on the first output."""
     if len(inputs) != 4 or _known(inputs[1]) not in (None, 3):
-        raise UserError(
-            f"the model's input is {_shape_text(inputs)}: cfnet feeds N x 3 x H x W RGB images", where
-        )
+        raise UserError(f"the model's input is {_shape_text(inputs)}: cfnet feeds N x 3 x H x W RGB images", where)
     if mask:
         if len(outputs) != 3:
             raise UserError(f"the model's mask output is {_shape_text(outputs)}: cfnet reads N x H x W ids", where)

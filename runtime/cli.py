@@ -55,7 +55,7 @@ def model_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--classes",
             callback=_parsed("parse_classes"),
-            help="Class count, JSON list of names ('[\"road\",\"car\"]') or JSON file of one (model without metadata).",
+            help='Class count, JSON list of names (\'["road","car"]\') or JSON file of one (model without metadata).',
         ),
         click.option("--mean", callback=_parsed("parse_mean"), help="Normalisation mean, R,G,B on the 0..1 scale."),
         click.option("--std", callback=_parsed("parse_std"), help="Normalisation std, R,G,B on the 0..1 scale."),
@@ -232,9 +232,7 @@ Exit codes (the rule of every command: README, Exit codes):
 @click.option(
     "--serve-insecure", is_flag=True, help="Serve beyond loopback without --serve-token (anyone on the network)."
 )
-@click.option(
-    "--serve-fps", default=10.0, show_default=True, type=Float(0.1, 1000), help="Live view's frames/s cap."
-)
+@click.option("--serve-fps", default=10.0, show_default=True, type=Float(0.1, 1000), help="Live view's frames/s cap.")
 @click.option(
     "--serve-quality", default=80, show_default=True, type=click.IntRange(1, 100), help="Live view's JPEG quality."
 )
@@ -445,8 +443,13 @@ def _stream(
 @click.option("--http-port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--grpc-port", default=8001, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--metrics-port", default=8002, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--timeout", default=120.0, show_default=True, type=positive(86_400),
-              help="Seconds to wait for every model to load.")
+@click.option(
+    "--timeout",
+    default=120.0,
+    show_default=True,
+    type=positive(86_400),
+    help="Seconds to wait for every model to load.",
+)
 def serve_command(
     repository: Path, host: str, http_port: int, grpc_port: int, metrics_port: int, timeout: float
 ) -> None:

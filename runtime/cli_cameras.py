@@ -76,9 +76,7 @@ def camera_options(command: Callable[..., Any]) -> Callable[..., Any]:
             type=positive(),
             help="Delete the oldest segments (videos and masks) beyond this many GB.",
         ),
-        click.option(
-            "--retain-hours", type=positive(), help="Delete segments older than this many hours."
-        ),
+        click.option("--retain-hours", type=positive(), help="Delete segments older than this many hours."),
         click.option(
             "--log-format",
             default="text",

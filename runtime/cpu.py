@@ -96,10 +96,14 @@ def int8_notice(props: Mapping[str, str], where: str, here: str | None = None) -
     here = int8_path() if here is None else here
     measured = props.get(PATH_KEY)
     if needs_exact_sums(props, here):
-        return (f"warning: {where}: this CPU's int8 path is {describe(here)}: the int8 weights run as uint8 "
-                "(exact sums, as at export; slower than u8 x s8). `--int8-target cpu` files run there as they are")
+        return (
+            f"warning: {where}: this CPU's int8 path is {describe(here)}: the int8 weights run as uint8 "
+            "(exact sums, as at export; slower than u8 x s8). `--int8-target cpu` files run there as they are"
+        )
     if measured is None or measured == here:
         return None
     weights = props.get(WEIGHTS_KEY, "int8")
-    return (f"note: {where}: int8 agreement measured on a {NAMES.get(measured, measured)} CPU, this one's int8 path "
-            f"is {NAMES.get(here, here)}: its {weights} weights sum exactly on both, the agreement carries over")
+    return (
+        f"note: {where}: int8 agreement measured on a {NAMES.get(measured, measured)} CPU, this one's int8 path "
+        f"is {NAMES.get(here, here)}: its {weights} weights sum exactly on both, the agreement carries over"
+    )

@@ -38,7 +38,7 @@ def check_spec(spec: str) -> str:
 
 
 def _kind(spec: str) -> str | None:
-    """"file", "fifo", "device" (a character device), "other" (a folder, a socket) or None (nothing there)."""
+    """ "file", "fifo", "device" (a character device), "other" (a folder, a socket) or None (nothing there)."""
     try:
         mode = os.stat(spec).st_mode
     except (OSError, ValueError):

@@ -38,8 +38,6 @@ def tensorrt_unavailable() -> str | None:
     return None
 
 
-
-
 def triton_unavailable() -> str | None:
     """Why the Triton client cannot run here (tritonclient's gRPC client is not installed), or None."""
     try:

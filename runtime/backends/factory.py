@@ -42,7 +42,12 @@ def open_backend(
         from runtime.backends.onnxruntime import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(
-            path, device=device, providers=providers, threads=threads, overrides=overrides, spinning=spinning,
+            path,
+            device=device,
+            providers=providers,
+            threads=threads,
+            overrides=overrides,
+            spinning=spinning,
             fp16=fp16,
         )
     if path.suffix in (".engine", ".plan"):

@@ -7,24 +7,15 @@ from __future__ import annotations
 
 import json
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import Any
 
 from runtime.errors import UserError
+from runtime.stream.stats import Control
 
 MAX_BODY = 16 * 1024  # bytes of a request body: a source and a name
 FIELDS = ("source", "name")
 
 Answer = tuple[HTTPStatus, dict[str, Any]]
-
-
-class Control(Protocol):
-    """What the API needs of `runtime.stream.control.StreamControl`."""
-
-    def list(self) -> list[dict[str, Any]]: ...
-
-    def add(self, source: str, name: str | None = None) -> str: ...
-
-    def remove(self, name: str) -> None: ...
 
 
 def error(status: HTTPStatus, message: str) -> Answer:

@@ -71,9 +71,15 @@ class DriftReading:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able figures (rounded), without the one-off message."""
-        rounded = {k: None if v is None else round(v, 6) for k, v in (
-            ("js", self.js), ("low_share", self.low_share), ("low_excess", self.low_excess), ("score", self.score)
-        )}
+        rounded = {
+            k: None if v is None else round(v, 6)
+            for k, v in (
+                ("js", self.js),
+                ("low_share", self.low_share),
+                ("low_excess", self.low_excess),
+                ("score", self.score),
+            )
+        }
         return {**rounded, "alerting": self.alerting}
 
 
@@ -85,8 +91,13 @@ class DriftMonitor:
     """
 
     def __init__(
-        self, reference: Reference, *, window_s: float = DEFAULT_WINDOW_S, alert: float | None = None,
-        hold_s: float = DEFAULT_HOLD_S, name: str = "stream",
+        self,
+        reference: Reference,
+        *,
+        window_s: float = DEFAULT_WINDOW_S,
+        alert: float | None = None,
+        hold_s: float = DEFAULT_HOLD_S,
+        name: str = "stream",
     ) -> None:
         if window_s <= 0 or hold_s < 0:
             raise ValueError(f"drift window {window_s} s must be positive and hold {hold_s} s not negative")
@@ -143,8 +154,9 @@ class DriftMonitor:
             if not self._warned and t - self._above_since >= self.hold_s:
                 self._warned = True
                 confidence = (
-                    "" if low is None else
-                    f", low-confidence pixels {low:.0%} against {self.reference.low_share:.0%} in the reference"
+                    ""
+                    if low is None
+                    else f", low-confidence pixels {low:.0%} against {self.reference.low_share:.0%} in the reference"
                 )
                 message = (
                     f"{self.name}: drift score {score:.2f} above {self.alert:g} for {t - self._above_since:.0f} s "

@@ -33,7 +33,8 @@ def results_options(*, video: bool) -> Callable[[F], F]:
         click.option(
             "--emit",
             metavar="FILE.jsonl|DIR/|-",
-            help="Results as data, one JSON line per frame" + (" and stream" if video else " (image)")
+            help="Results as data, one JSON line per frame"
+            + (" and stream" if video else " (image)")
             + ": class shares and regions. FILE.jsonl (appended to), DIR/ (DIR/<stream>.jsonl), - (stdout; "
             "the summary then goes to stderr).",
         ),

@@ -25,9 +25,7 @@ from runtime.stream.state import Frame
 from runtime.stream.stats import StreamStats
 
 Record = dict[str, Any]
-NO_REFERENCE = (
-    "the model has no cfnet.reference: no drift figures (export it with --calib-data to store one)"
-)
+NO_REFERENCE = "the model has no cfnet.reference: no drift figures (export it with --calib-data to store one)"
 
 
 def warn_on_stderr(message: str) -> None:

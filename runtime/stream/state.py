@@ -10,7 +10,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -21,9 +21,6 @@ from runtime.video import VideoSource
 
 if TYPE_CHECKING:
     from runtime.stream.recording import Recording
-
-if TYPE_CHECKING:
-    from runtime.stream.results import FrameResults
 
 
 @dataclass
@@ -43,6 +40,12 @@ class Frame:
     inferred: float = 0.0  # seconds of its batch's inference
     output: np.ndarray | None = None
     connection: int = 0
+
+
+class Masker(Protocol):
+    """What the writer needs of a stream's results (`runtime.stream.results.FrameResults`): the frame's final mask."""
+
+    def mask(self, item: Frame, connection: int = 0) -> np.ndarray: ...
 
 
 @dataclass
@@ -99,7 +102,7 @@ class Stream:
         self.times: dict[str, Latencies] = {s: Latencies() for s in STAGES}
         self.started = time.perf_counter()
         self.error: BaseException | None = None
-        self.results: FrameResults | None = None  # smoothing, shares, drift, records (runtime.stream.results)
+        self.results: Masker | None = None  # smoothing, shares, drift, records (runtime.stream.results)
 
     def depths(self) -> dict[str, int]:
         """Frames waiting now: for a batch (the muxer's queue of this stream) and for this stream's writer."""

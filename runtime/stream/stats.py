@@ -8,14 +8,22 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from runtime.latency import Latencies
 
-if TYPE_CHECKING:
-    from runtime.stream.control import StreamControl
+
+class Control(Protocol):
+    """What the control API needs of a run's `runtime.stream.control.StreamControl`: list, add, remove streams."""
+
+    def list(self) -> list[dict[str, Any]]: ...
+
+    def add(self, source: str, name: str | None = None) -> str: ...
+
+    def remove(self, name: str) -> None: ...
+
 
 STAGES = ("read", "preprocess", "wait", "infer", "postprocess", "write", "end_to_end")
 
@@ -95,7 +103,7 @@ class RunStats:
     opened: list[float] = field(default_factory=list, repr=False)
     last_progress: float | None = None
     stall_timeout: float = 10.0
-    control: StreamControl | None = field(default=None, repr=False)
+    control: Control | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {

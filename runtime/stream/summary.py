@@ -13,7 +13,8 @@ def summary_text(result: RunStats) -> str:
         echo(
             f"{stats.frames} frames ({stats.dropped} dropped, {stats.resized} resized) from {stats.source} in "
             f"{stats.seconds:.2f} s: {stats.fps:.1f} fps end-to-end (source {stats.input_fps:.1f} fps, "
-            f"{stats.backend}); ended: {stats.ended_by}" + (f" ({stats.error})" if stats.error else "")
+            f"{stats.backend}); ended: {stats.ended_by}"
+            + (f" ({stats.error})" if stats.error else "")
             + camera_summary(stats)
         )
         if stats.output:
