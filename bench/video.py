@@ -1,9 +1,9 @@
 """`cfnet evaluate --video`: a deployed model's flicker and mIoU over a labelled video, with and without smoothing.
 
 Every frame runs through the runtime once (`runtime.preprocess`, the backend, `runtime.postprocess`); each
-`--smooth` variant smooths that same output as `cfnet stream --smooth` does (`runtime.results.stage`: `ema:A`
-and `hold:D` the logits, `vote:K` the mask, reset at scene cuts) and is scored beside the unsmoothed masks,
-with `cfnet.metrics.VideoScores` (flicker and mIoU over the whole video).
+`--smooth` variant smooths that same output as `cfnet stream --smooth` does (`runtime.results.stage`: `ema:A`,
+`hold:D` and `flow:A:D` the logits, `vote:K` the mask, reset at scene cuts) and is scored beside the unsmoothed
+masks, with `cfnet.metrics.VideoScores` (flicker and mIoU over the whole video).
 """
 
 from __future__ import annotations
@@ -107,12 +107,13 @@ def _ratio(value: float, base: float) -> float:
 
 def format_video_scores(report: dict[str, Any]) -> str:
     """The report as a table: one row per variant."""
+    width = max(12, *(len(name) + 2 for name in report["results"]))
     lines = [
         f"{report['model']} on {report['video']} ({report['frames']} frames)",
-        f"{'smoothing':<12}{'mIoU':>8}{'flicker':>10}{'flicker x':>11}{'mIoU change':>13}",
+        f"{'smoothing':<{width}}{'mIoU':>8}{'flicker':>10}{'flicker x':>11}{'mIoU change':>13}",
     ]
     for name, r in report["results"].items():
         ratio = f"{r['flicker_ratio']:.2f}" if "flicker_ratio" in r else "-"
         change = f"{r['miou_change']:+.2f} pt" if "miou_change" in r else "-"
-        lines.append(f"{name:<12}{r['miou']:>8.4f}{r['flicker']:>10.4f}{ratio:>11}{change:>13}")
+        lines.append(f"{name:<{width}}{r['miou']:>8.4f}{r['flicker']:>10.4f}{ratio:>11}{change:>13}")
     return "\n".join(lines)

@@ -331,7 +331,7 @@ def train_command(ctx: click.Context, model_name: str | None, data: str | None, 
               help="Score a deployed model (--model) on this video instead: mIoU and flicker over its frames.")
 @click.option("--labels", type=click.Path(file_okay=False),
               help="With --video: its per-frame *_gtFine_labelIds.png (`cfnet data synth --video-labels`).")
-@click.option("--smooth", multiple=True, metavar="ema:A|hold:D|vote:K",
+@click.option("--smooth", multiple=True, metavar="flow|ema:A|hold:D|vote:K",
               help="With --video: also score this temporal smoothing (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as one JSON object on stdout.")
 def evaluate_command(

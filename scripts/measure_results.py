@@ -39,7 +39,7 @@ from runtime.results.stage import ResultsConfig
 COST_GOAL = 0.10
 FLICKER_GOAL, MIOU_DROP_GOAL = 0.5, 0.5
 DRIFT_GOAL = 3.0
-SMOOTHINGS = ("ema:0.5", "ema:0.3", "hold:0.1", "hold:0.15", "hold:0.2", "vote:3", "vote:5")
+SMOOTHINGS = ("ema:0.5", "hold:0.2", "hold:0.3", "flow", "flow:0.65:0.32", "flow:0.7:0", "vote:3", "vote:5")
 COST_VARIANTS: dict[str, tuple[ResultOptions | None, str | None]] = {
     "no results": (None, None),
     "--emit (polygons)": (ResultOptions("polygon"), None),
@@ -53,9 +53,9 @@ SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "darkened to night (x 0.25)": lambda f: (f * 0.25).astype(np.uint8),
     "fogged (65 % grey 200)": lambda f: cv2.addWeighted(f, 0.35, np.full_like(f, 200), 0.65, 0),
     "upside down (never-seen layout)": lambda f: f[::-1].copy(),
-    "sensor noise (sigma 40)": lambda f: np.clip(
-        f + np.random.default_rng(0).normal(0, 40, f.shape), 0, 255
-    ).astype(np.uint8),
+    "sensor noise (sigma 40)": lambda f: np.clip(f + np.random.default_rng(0).normal(0, 40, f.shape), 0, 255).astype(
+        np.uint8
+    ),
 }
 
 
@@ -112,8 +112,10 @@ def flicker(args: argparse.Namespace) -> bool:
         name for name, r in report["results"].items()
         if name != "none" and r["flicker_ratio"] <= FLICKER_GOAL and r["miou_change"] >= -MIOU_DROP_GOAL
     ]  # fmt: skip
-    print(f"goal: flicker x {FLICKER_GOAL} or less, mIoU at most {MIOU_DROP_GOAL} pt lower: "
-          + (f"met by {', '.join(met)}" if met else "MISSED"))
+    print(
+        f"goal: flicker x {FLICKER_GOAL} or less, mIoU at most {MIOU_DROP_GOAL} pt lower: "
+        + (f"met by {', '.join(met)}" if met else "MISSED")
+    )
     return bool(met)
 
 
@@ -141,8 +143,10 @@ def drift(args: argparse.Namespace) -> bool:
         print(f"{name:<34}{scores.max():>10.3f}{scores.mean():>8.3f}{ratio:>12.1f}{'yes' if alerts[name] else 'no':>7}")
     quiet = normal.max() <= DEFAULT_ALERT and not alerts["as rendered (in distribution)"]
     risen = [name for name, s in rows.items() if s is not normal and s.mean() >= DRIFT_GOAL * normal.mean()]
-    print(f"goal: in distribution never above {DEFAULT_ALERT}: {'met' if quiet else 'MISSED'}; "
-          f"a shift >= {DRIFT_GOAL:g}x: " + (f"met by {', '.join(risen)}" if risen else "MISSED"))
+    print(
+        f"goal: in distribution never above {DEFAULT_ALERT}: {'met' if quiet else 'MISSED'}; "
+        f"a shift >= {DRIFT_GOAL:g}x: " + (f"met by {', '.join(risen)}" if risen else "MISSED")
+    )
     return quiet and bool(risen)
 
 

@@ -21,8 +21,6 @@ class _Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
-
-
 def _fill(args: list[str], files: dict[str, Path]) -> list[str]:
     return [arg.format(**{k: str(v) for k, v in files.items()}) for arg in args]
 
@@ -210,6 +208,7 @@ RUNTIME_CASES = {
     "stream: --emit under a file": (STREAM + ["--emit", "{png}/results.jsonl"], "is a file, not a folder"),
     "segment: --emit into a folder that cannot be written": (SEG + ["--emit", "/proc/self/"], "cannot write into"),
     "stream: --smooth ema:2": (STREAM + ["--smooth", "ema:2"], "'ema:2': ema:A takes a weight A in (0, 1]"),
+    "stream: --smooth flow:0.5:1": (STREAM + ["--smooth", "flow:0.5:1"], "'flow:0.5:1': flow:A:D takes a weight A"),
     "stream: --smooth vote:0": (STREAM + ["--smooth", "vote:0"], "vote:K takes a whole number of frames"),
     "stream: --smooth blur:3": (STREAM + ["--smooth", "blur:3"], "expected ema:A"),
     "stream: --epsilon -1": (STREAM + ["--epsilon", "-1"], "Invalid value for '--epsilon'"),

@@ -5,7 +5,8 @@
 - `rle`: COCO run-length encoding (what `pycocotools.mask.decode` reads), per component.
 - `raster`: polygons back to masks (even-odd fill at pixel centres), the inverse of `regions`.
 - `records`: the per-frame dict; `emit`: JSON lines to a file, stdout or a file per stream.
-- `smoothing`: temporal smoothing of video masks (`ema:A` over probabilities, `vote:K` over masks);
+- `smoothing`: temporal smoothing of video masks (`ema:A`, `hold:D`, `flow:A:D` over probabilities, `vote:K`
+  over masks);
   `scenecut`: when to reset it.
 - `reference`: what the export stores as `cfnet.reference` (class shares and confidence on calibration
   images); `drift`: the run-time drift score against it and the alert.

@@ -59,10 +59,11 @@ def results_options(*, video: bool) -> Callable[[F], F]:
             click.option("--emit-every", default=1, show_default=True, type=int, help="A line every N frames."),
             click.option(
                 "--smooth",
-                metavar="ema:A|hold:D|vote:K",
+                metavar="flow|ema:A|hold:D|vote:K",
                 help="Temporal smoothing of the masks: ema:A averages class probabilities (weight A of the newest "
-                "frame), hold:D keeps a label until another leads by D (both need logits), vote:K the majority "
-                "of the last K masks (any model); reset at scene cuts.",
+                "frame), hold:D keeps a label until another leads by D, flow[:A[:D]] both along the optical flow "
+                "(flow = flow:0.7:0.32; these need logits), vote:K the majority of the last K masks (any model); "
+                "reset at scene cuts.",
             ),
             click.option(
                 "--drift-alert",

@@ -19,13 +19,13 @@ Conventions (what a consumer needs to read the polygons right):
   of the exact ring farther than `epsilon` pixels from the result); a ring that would keep fewer than 3
   vertices stays exact. Simplified rings may cross; `area` and `bbox` always describe the exact pixels.
 
-How: a class's pixels (cropped to their box) are drawn into a grid of twice the resolution plus one in
-which each pixel is a closed 3 x 3 block (centre, 4 side midpoints, 4 corners), so that 8-connected pixels
-make connected blocks and the holes stay 4-connected. OpenCV's border following (`findContours`,
-RETR_CCOMP: outer borders and their holes) then visits the corners and side midpoints of the crack
-boundary, except that its diagonal steps cut the concave corners; each cut corner is put back (of the two
-candidates, the one on the corner lattice), side midpoints and vertices on straight runs are dropped, and the
-grid coordinates are halved. All rings of a class are processed together, vectorised.
+How: OpenCV's border following (`findContours`, RETR_CCOMP: outer borders and their holes; Suzuki's
+8-connected objects with 4-connected holes) lists each border's pixels in order, at the mask's own resolution.
+At each border pixel the follower swept, from the pixel it came from to the one it goes to, over neighbours
+outside the region; the sides of the pixel facing the swept side neighbours are the crack edges the ring runs
+along there, in that order. A table from (incoming, outgoing) step to those sides' end corners turns every
+border into its crack ring at once (a 1-pixel border gets its four corners); vertices on straight runs are
+dropped. All rings of a class are processed together, vectorised.
 """
 
 from __future__ import annotations
@@ -39,7 +39,36 @@ import numpy as np
 
 from runtime.results.shares import class_counts
 
-_CLOSURE = np.ones((3, 3), np.uint8)
+STEPS = ((1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1))  # clockwise on screen (y down)
+SIDE_END = {0: (1, 0), 6: (0, 0), 4: (0, 1), 2: (1, 1)}  # a side's end corner, the ring going counter-clockwise
+ALONE = 8  # the step code of a 1-pixel border (no step): all four sides
+
+
+def _side_table() -> tuple[np.ndarray, np.ndarray]:
+    """For each (back, out) pair of step codes (`back`: towards the previous border pixel, `out`: towards the next;
+    `ALONE` for neither), the corners (relative to the pixel's top-left) the ring passes: the end corner of each
+    side facing a neighbour swept counter-clockwise from `back` (exclusive) to `out` (exclusive; all the way
+    round when they are equal). Returns the count per pair (`9 x 9`) and the corners (`9 x 9 x 4 x 2`)."""
+    counts = np.zeros((9, 9), np.int64)
+    corners = np.zeros((9, 9, 4, 2), np.int64)
+    for back in range(9):
+        for out in range(9):
+            if back == ALONE or out == ALONE:
+                sides = [6, 4, 2, 0] if back == out == ALONE else []
+            else:
+                swept = [(back - k) % 8 for k in range(1, 8)]
+                sides = [k for k in (swept[: swept.index(out)] if out != back else swept) if k % 2 == 0]
+            counts[back, out] = len(sides)
+            for n, side in enumerate(sides):
+                corners[back, out, n] = SIDE_END[side]
+    return counts, corners
+
+
+_SIDE_COUNTS, _SIDE_CORNERS = _side_table()
+_STEP_CODE = np.full(9, ALONE, np.int64)  # dx * 3 + dy + 4 -> step code
+for _code, (_dx, _dy) in enumerate(STEPS):
+    _STEP_CODE[_dx * 3 + _dy + 4] = _code
+_REVERSED = np.array([*((np.arange(8) + 4) % 8), ALONE])  # a step code -> the opposite step's
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,9 +135,8 @@ def class_regions(binary: np.ndarray, class_id: int, min_area: int = 1, epsilon:
     x0, y0, w, h = cv2.boundingRect(binary)
     if w == 0 or h == 0:
         return []
-    grid = np.zeros((2 * h + 3, 2 * w + 3), np.uint8)
-    grid[2:-1:2, 2:-1:2] = binary[y0 : y0 + h, x0 : x0 + w]
-    contours, hierarchy = cv2.findContours(cv2.dilate(grid, _CLOSURE), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
+    crop = np.ascontiguousarray(binary[y0 : y0 + h, x0 : x0 + w])
+    contours, hierarchy = cv2.findContours(crop, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
     points, lengths = crack_rings(contours)
     points += (x0, y0)
     starts = np.cumsum(lengths) - lengths
@@ -144,26 +172,23 @@ def class_regions(binary: np.ndarray, class_id: int, min_area: int = 1, epsilon:
 
 
 def crack_rings(contours: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """OpenCV contours traced on the closed-block grid -> crack rings in pixel-corner coordinates (relative
-    to the grid's crop): all vertices concatenated (`M x 2` int64) and the vertex count of each ring."""
+    """OpenCV borders (`findContours`, CHAIN_APPROX_NONE) -> crack rings in pixel-corner coordinates (relative to
+    the traced image): all vertices concatenated (`M x 2` int64) and the vertex count of each ring."""
     lengths = np.fromiter((len(c) for c in contours), np.int64, len(contours))
-    grid = np.concatenate(contours).reshape(-1, 2).astype(np.int64) - 1  # corner (x, y) sits at grid (2x, 2y)
-    step = grid[_following(lengths)] - grid
-    cut = (step[:, 0] != 0) & (step[:, 1] != 0)  # a diagonal step between two side midpoints skips a corner
-    along_x = grid + step * (1, 0)
-    on_corner = ((along_x[:, 0] | along_x[:, 1]) & 1) == 0
-    corner = np.where(on_corner[:, None], along_x, grid + step * (0, 1))
-    emitted = 1 + cut.astype(np.int64)
-    at = np.cumsum(emitted) - emitted
-    path = np.empty((int(emitted.sum()), 2), np.int64)
-    path[at] = grid
-    path[at[cut] + 1] = corner[cut]
+    pixels = np.concatenate(contours).reshape(-1, 2)
+    step = pixels[_following(lengths)] - pixels
+    out = _STEP_CODE[step[:, 0] * 3 + step[:, 1] + 4]
+    pair = _REVERSED[out[_preceding(lengths)]] * 9 + out  # (back, out) of each border pixel
+    emitted = _SIDE_COUNTS.ravel()[pair]
+    firsts = np.cumsum(emitted) - emitted
+    nth = np.arange(int(firsts[-1] + emitted[-1])) - np.repeat(firsts, emitted)
+    path = np.repeat(pixels, emitted, axis=0) + _SIDE_CORNERS.reshape(-1, 2)[np.repeat(pair * 4, emitted) + nth]
     path_lengths = np.add.reduceat(emitted, np.cumsum(lengths) - lengths)
-    before, after = path[_preceding(path_lengths)], path[_following(path_lengths)]
-    straight = ((before == path) & (after == path)).any(axis=1)
-    keep = ~straight
-    ring_lengths = np.add.reduceat(keep.astype(np.int64), np.cumsum(path_lengths) - path_lengths)
-    return path[keep] // 2, ring_lengths
+    before, after = _preceding(path_lengths), _following(path_lengths)
+    x, y = path[:, 0], path[:, 1]
+    straight = ((x[before] == x) & (x[after] == x)) | ((y[before] == y) & (y[after] == y))
+    ring_lengths = np.add.reduceat((~straight).astype(np.int64), np.cumsum(path_lengths) - path_lengths)
+    return path[~straight].astype(np.int64), ring_lengths
 
 
 def simplify(ring: np.ndarray, epsilon: float) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""Temporal smoothing of a video's masks, per stream: `ema:A` and `hold:D` over class probabilities, `vote:K`
-over masks.
+"""Temporal smoothing of a video's masks, per stream: `ema:A`, `hold:D` and `flow:A:D` over class
+probabilities, `vote:K` over masks.
 
 - `ema:A` (models with logits): the exponential average of the softmax probabilities, `p = A * p_frame +
   (1 - A) * p`, then the argmax of `p`; A in (0, 1], 1 is no smoothing. A pixel changes label once the new
@@ -10,11 +10,18 @@ over masks.
   of the probabilities with D added to the held label's. It acts only where two classes are close (where
   flicker comes from) and follows a clear change at once, so it costs less accuracy than averaging when the
   camera moves (measured: docs/DESIGN.md).
+- `flow:A:D` (models with logits): motion-compensated. The past average of probabilities is first carried
+  along the optical flow from the previous frame to this one (OpenCV's DIS flow on the frames as the model saw
+  them, at most `FLOW_SIDE` pixels a side), then averaged with this frame's as `ema:A`, then `hold:D` acts on
+  the average. What moves with the camera is averaged along its motion instead of smeared across its edges,
+  so the average can be steadier without lagging behind the scene (measured: docs/BENCHMARKS.md). `flow`
+  alone is `flow:0.7:0.32`, `flow:A` is `flow:A:0.32`. Without frames (a caller that passes none) it is
+  `ema` and `hold` without the motion.
 - `vote:K` (any model, `--output mask` and Triton too): each pixel takes the label most of the last K masks
   gave it; a tie goes to the newest mask's label when it is among the tied (so K = 1 and K = 2 change
   nothing), else to the lowest class id. K in 1..255.
 
-Both keep preallocated state for the frame size they last saw (a new size starts afresh) and `reset()`,
+All keep preallocated state for the frame size they last saw (a new size starts afresh) and `reset()`,
 which the caller calls on a reconnect or a scene cut (`runtime.results.scenecut`): the past of another shot
 is no evidence about this one.
 """
@@ -22,7 +29,7 @@ is no evidence about this one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
 import cv2
 import numpy as np
@@ -31,29 +38,35 @@ from runtime.postprocess import argmax_classes
 from runtime.results.shares import class_counts
 
 MAX_VOTES = 255  # counts are uint8
+FLOW_DEFAULTS = (0.7, 0.32)  # flow:A:D chosen on the demo's video and a longer drive (docs/BENCHMARKS.md)
+FLOW_SIDE = 256  # pixels: the flow is estimated on frames at most this large a side, then scaled up
 
 
 @dataclass(frozen=True)
 class SmoothSpec:
-    """A parsed `--smooth` value: `kind` `ema` (value A in (0, 1]), `hold` (margin D in (0, 1)) or `vote` (value
-    K, a whole number >= 1)."""
+    """A parsed `--smooth` value: `kind` `ema` (value A in (0, 1]), `hold` (margin D in (0, 1)), `flow` (value
+    A, `margin` D) or `vote` (value K, a whole number >= 1)."""
 
     kind: str
     value: float
+    margin: float = 0.0
 
     def __str__(self) -> str:
-        return f"{self.kind}:{self.value:g}"
+        return f"{self.kind}:{self.value:g}" + (f":{self.margin:g}" if self.kind == "flow" else "")
 
     @property
     def needs_logits(self) -> bool:
-        """Whether the smoother reads class scores (`ema`, `hold`) rather than masks (`vote`)."""
-        return self.kind in ("ema", "hold")
+        """Whether the smoother reads class scores (`ema`, `hold`, `flow`) rather than masks (`vote`)."""
+        return self.kind in ("ema", "hold", "flow")
 
 
 def parse_smoothing(text: str) -> SmoothSpec:
-    """`ema:A`, `hold:D` or `vote:K` -> `SmoothSpec`; anything else is a ValueError saying what is accepted."""
+    """`ema:A`, `hold:D`, `flow[:A[:D]]` or `vote:K` -> `SmoothSpec`; anything else is a ValueError saying what is
+    accepted."""
     kind, _, raw = text.strip().partition(":")
     kind = kind.lower()
+    if kind == "flow":
+        return _parse_flow(text, raw)
     try:
         value = float(raw)
     except ValueError:
@@ -69,17 +82,37 @@ def parse_smoothing(text: str) -> SmoothSpec:
             raise ValueError(f"'{text}': vote:K takes a whole number of frames K in 1..{MAX_VOTES} (e.g. vote:5)")
     else:
         raise ValueError(
-            f"'{text}': expected ema:A (0 < A <= 1) or hold:D (0 < D < 1), logits models, or vote:K (K >= 1 frames)"
+            f"'{text}': expected ema:A (0 < A <= 1), hold:D (0 < D < 1) or flow:A:D, logits models, or vote:K "
+            "(K >= 1 frames)"
         )
     return SmoothSpec(kind, value)
 
 
-def make_smoother(spec: SmoothSpec, num_classes: int) -> EmaSmoother | HoldSmoother | VoteSmoother:
+def _parse_flow(text: str, raw: str) -> SmoothSpec:
+    try:
+        values = [float(part) for part in raw.split(":")] if text.strip().lower() != "flow" else []
+    except ValueError:
+        values = [float("nan")]
+    alpha, margin = [*values, *FLOW_DEFAULTS[len(values) :]] if len(values) <= 2 else (float("nan"), 0.0)
+    if not (0 < alpha <= 1 and 0 <= margin < 1):
+        raise ValueError(
+            f"'{text}': flow:A:D takes a weight A in (0, 1] for the newest frame and a margin D in [0, 1) "
+            f"(e.g. flow:{FLOW_DEFAULTS[0]:g}:{FLOW_DEFAULTS[1]:g}, or flow for that)"
+        )
+    return SmoothSpec("flow", alpha, margin)
+
+
+Smoother = Union["EmaSmoother", "HoldSmoother", "FlowSmoother", "VoteSmoother"]
+
+
+def make_smoother(spec: SmoothSpec, num_classes: int) -> Smoother:
     """The smoother of `spec` for a model of `num_classes` classes (one per stream)."""
     if spec.kind == "ema":
         return EmaSmoother(spec.value)
     if spec.kind == "hold":
         return HoldSmoother(spec.value)
+    if spec.kind == "flow":
+        return FlowSmoother(spec.value, spec.margin)
     return VoteSmoother(int(spec.value), num_classes)
 
 
@@ -162,12 +195,92 @@ class HoldSmoother:
             self._plane = np.empty(scores.shape[1:], np.float32)
             self._held = None
         out = softmax(scores, self._scores, self._plane)
-        held = self._held
-        if held is not None:
-            for c in np.flatnonzero(class_counts(held, scores.shape[0])):
-                np.add(out[c], self.margin, out=out[c], where=held == c)
-        self._held = argmax_classes(out)
+        self._held = hold(out, self._held, self.margin)
         return out
+
+
+def hold(scores: np.ndarray, held: np.ndarray | None, margin: float) -> np.ndarray:
+    """Add `margin` to each pixel's `held` class in `C x H x W` `scores` (in place; None: nothing held); returns
+    their argmax, the labels held next."""
+    if held is not None and margin > 0:
+        for c in np.flatnonzero(class_counts(held, scores.shape[0])):
+            np.add(scores[c], margin, out=scores[c], where=held == c)
+    return argmax_classes(scores)
+
+
+class FlowSmoother:
+    """`ema` along the optical flow, then `hold` (see the module): `update(scores, view)` takes one frame's
+    `C x H x W` logits and the frame as the model saw it (`frame_view`; None: no motion) and returns the
+    averaged probabilities with the hold margin added (this smoother's buffer, as `EmaSmoother`)."""
+
+    needs_logits = True
+
+    def __init__(self, alpha: float, margin: float) -> None:
+        if not (0 < alpha <= 1 and 0 <= margin < 1):
+            raise ValueError(f"flow weight {alpha} must be in (0, 1] and margin {margin} in [0, 1)")
+        self.alpha, self.margin = float(alpha), float(margin)
+        self._flow = cv2.DISOpticalFlow.create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        self._shape: tuple[int, ...] = ()
+        self._view: np.ndarray | None = None
+        self._held: np.ndarray | None = None
+
+    def reset(self) -> None:
+        """Forget the past: the next frame is taken as it is."""
+        self._view = self._held = None
+
+    def update(self, scores: np.ndarray, view: np.ndarray | None = None) -> np.ndarray:
+        scores = np.asarray(scores, np.float32)
+        if scores.ndim != 3:
+            raise ValueError(f"flow smoothing needs C x H x W class scores, got shape {scores.shape}")
+        if self._shape != scores.shape:
+            self._allocate(scores.shape)
+        small = None if view is None else cv2.resize(view, self._small[::-1], interpolation=cv2.INTER_AREA)
+        first = self._held is None
+        frame = softmax(scores, self._frame, self._plane, 1.0 if first else self.alpha)
+        if first:
+            np.copyto(self._average, frame)
+        else:
+            if small is not None and self._view is not None:
+                self._carry(small, self._view)
+            self._average *= 1.0 - self.alpha
+            self._average += frame
+        self._view = small
+        np.copyto(self._out, self._average)
+        self._held = hold(self._out, self._held, self.margin)
+        return self._out
+
+    def _allocate(self, shape: tuple[int, ...]) -> None:
+        self._shape = shape
+        height, width = shape[1:]
+        scale = min(1.0, FLOW_SIDE / max(height, width))
+        self._small = (max(8, round(height * scale)), max(8, round(width * scale)))
+        self._average = np.empty(shape, np.float32)
+        self._out = np.empty(shape, np.float32)
+        self._frame = np.empty(shape, np.float32)
+        self._plane = np.empty(shape[1:], np.float32)
+        self._grid = np.stack(np.meshgrid(np.arange(width), np.arange(height)), axis=-1).astype(np.float32)
+        self.reset()
+
+    def _carry(self, view: np.ndarray, previous: np.ndarray) -> None:
+        """Move the average from the previous frame's pixels to this one's: each pixel takes the average of the
+        point it came from (the flow from this frame to the previous one, scaled to the scores' size)."""
+        height, width = self._shape[1:]
+        flow = self._flow.calc(view, previous, None)  # type: ignore[call-overload]  # None: no initial flow
+        flow = cv2.resize(flow, (width, height), interpolation=cv2.INTER_LINEAR)
+        flow *= (width / view.shape[1], height / view.shape[0])
+        flow += self._grid
+        for plane, out in zip(self._average, self._out, strict=True):  # `_out`'s planes as scratch
+            cv2.remap(plane, flow, None, cv2.INTER_LINEAR, dst=out, borderMode=cv2.BORDER_REPLICATE)
+            np.copyto(plane, out)
+
+
+def frame_view(frame_bgr: np.ndarray, resized_size: tuple[int, int], input_size: tuple[int, int]) -> np.ndarray:
+    """The frame as the model saw it, grey: resized to `resized_size` at the top left of an `input_size` canvas
+    (the letterbox `runtime.preprocess` makes), uint8."""
+    grey = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY) if frame_bgr.ndim == 3 else frame_bgr
+    view = np.zeros(input_size, np.uint8)
+    view[: resized_size[0], : resized_size[1]] = cv2.resize(grey, resized_size[::-1], interpolation=cv2.INTER_AREA)
+    return view
 
 
 class VoteSmoother:

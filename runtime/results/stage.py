@@ -4,7 +4,7 @@ What a stream's writer calls for each frame (`output`: the backend's output for 
 or an `h x w` mask; `info`: its `FrameInfo`): `mask = results.process(output, info, frame_bgr, index, time)`,
 which is, in this order,
 
-    scores = results.smooth_scores(output, frame_bgr)          # ema:A / hold:D; else `output` unchanged
+    scores = results.smooth_scores(output, frame_bgr, info)    # ema:A / hold:D / flow:A:D; else as it is
     mask = postprocess(scores[None], [info])[0]
     mask = results.smooth_mask(mask)                           # vote:K; else `mask` unchanged
     record = results.observe(mask, output, info, frame_index, stream_time)   # drift + the record when due
@@ -31,7 +31,7 @@ from runtime.results.records import ResultOptions, frame_record
 from runtime.results.reference import Reference
 from runtime.results.scenecut import SceneCut
 from runtime.results.shares import class_counts, shares_dict
-from runtime.results.smoothing import SmoothSpec, make_smoother
+from runtime.results.smoothing import FlowSmoother, SmoothSpec, frame_view, make_smoother
 
 
 @dataclass(frozen=True)
@@ -107,9 +107,12 @@ class StreamResults:
         if self._drift is not None:
             self._drift.reset()
 
-    def smooth_scores(self, output: np.ndarray, frame_bgr: np.ndarray | None = None) -> np.ndarray:
-        """The frame's output with `ema`/`hold` applied to its class scores (other smoothings, or none: as it is).
-        `frame_bgr`: the frame, to reset the smoothing at a scene cut (it is checked once per frame here)."""
+    def smooth_scores(
+        self, output: np.ndarray, frame_bgr: np.ndarray | None = None, info: FrameInfo | None = None
+    ) -> np.ndarray:
+        """The frame's output with `ema`/`hold`/`flow` applied to its class scores (other smoothings, or none: as
+        it is). `frame_bgr`: the frame, to reset the smoothing at a scene cut (it is checked once per frame here)
+        and, with its `info`, for `flow`'s motion."""
         if self._cuts is not None and frame_bgr is not None and self._cuts(frame_bgr):
             self.scene_cuts += 1
             assert self._smoother is not None
@@ -118,6 +121,11 @@ class StreamResults:
             return output
         if output.ndim != 3:
             raise UserError(f"{self.config.smooth} reads class scores; this model outputs masks", "--smooth")
+        if isinstance(self._smoother, FlowSmoother):
+            view = (
+                None if frame_bgr is None or info is None else frame_view(frame_bgr, info.resized_size, info.input_size)
+            )
+            return self._smoother.update(output, view)
         return self._smoother.update(output)
 
     def smooth_mask(self, mask: np.ndarray) -> np.ndarray:
@@ -129,7 +137,7 @@ class StreamResults:
 
     def mask(self, output: np.ndarray, info: FrameInfo, frame_bgr: np.ndarray | None = None) -> np.ndarray:
         """The frame's final mask: `smooth_scores`, `runtime.postprocess.postprocess`, `smooth_mask`."""
-        return self.smooth_mask(postprocess(self.smooth_scores(output, frame_bgr)[None], [info])[0])
+        return self.smooth_mask(postprocess(self.smooth_scores(output, frame_bgr, info)[None], [info])[0])
 
     def process(
         self, output: np.ndarray, info: FrameInfo, frame_bgr: np.ndarray | None, frame: int, time: float

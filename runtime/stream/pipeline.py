@@ -14,6 +14,7 @@ from typing import Any
 
 from runtime.backends import Backend
 from runtime.errors import UserError
+from runtime.memory import Trimmer
 from runtime.stream.mux import Muxer
 from runtime.stream.recording import Recording, Retention
 from runtime.stream.results import RunResults
@@ -75,6 +76,7 @@ class Pipeline:
         self.workers: list[threading.Thread] = []  # inference and writer threads: the run lasts while one lives
         self.lock = threading.Lock()
         self.started = False
+        self.trimmer = Trimmer()
 
     def add(
         self,
@@ -225,8 +227,10 @@ class Pipeline:
             return [t for t in self.workers if t.is_alive()]
 
     def supervise(self) -> None:
-        """Stalls and outages on the clock (`runtime.stream.sources.supervise`)."""
+        """Stalls and outages on the clock (`runtime.stream.sources.supervise`); the heap's free pages back to
+        the system now and then (`runtime.memory`)."""
         supervise(self.running(), self.muxer, self.settings.stall_timeout, self.settings.reconnect)
+        self.trimmer.tick()
 
     def finish(self, grace: float) -> None:
         """After the run: wait up to `grace` s for the readers (one stuck in a read is left behind: a daemon),

@@ -15,7 +15,6 @@ from pathlib import Path
 from urllib.parse import quote
 
 import cv2
-import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -167,22 +166,6 @@ def test_the_stream_command_serves_while_it_runs(
     assert done.returncode == 0, done.stderr
     assert done.stderr.startswith(f"live view: {url}")
     assert json.loads(done.stdout)["aggregate"]["frames"] == 8
-
-
-def test_latencies_are_bounded_and_counted_whole() -> None:
-    from runtime.latency import BUCKETS, Latencies
-
-    values = np.random.default_rng(0).exponential(0.02, 10_000)
-    latencies = Latencies(window=100)
-    for v in values:
-        latencies.append(float(v))
-    assert latencies.recent().tolist() == values[-100:].tolist()  # memory bounded: the latest 100
-    assert latencies.count == 10_000 and latencies.total == pytest.approx(values.sum())
-    assert latencies.cumulative() == [int((values <= b).sum()) for b in BUCKETS]
-    recent = values[-100:] * 1e3
-    assert latencies.summary() == {
-        "median": pytest.approx(np.median(recent)), "p90": pytest.approx(np.percentile(recent, 90))
-    }
 
 
 def test_busy_port_is_one_line_and_exit_2(

@@ -1,15 +1,18 @@
 """Temporal smoothing: the option strings, `ema:A` against its formula, `vote:K` against a per-pixel mode,
-resets, and the scene-cut detector that triggers them."""
+`flow:A:D` carrying the past along a moving scene, resets, and the scene-cut detector that triggers them."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from runtime.postprocess import argmax_classes
 from runtime.results.scenecut import SceneCut
 from runtime.results.smoothing import (
+    FLOW_DEFAULTS,
     EmaSmoother,
+    FlowSmoother,
     HoldSmoother,
     SmoothSpec,
     VoteSmoother,
@@ -20,8 +23,12 @@ from runtime.results.smoothing import (
 
 @pytest.mark.parametrize(
     ("text", "spec"),
-    [("ema:0.5", SmoothSpec("ema", 0.5)), ("EMA:1", SmoothSpec("ema", 1.0)), ("vote:5", SmoothSpec("vote", 5)),
-     ("hold:0.15", SmoothSpec("hold", 0.15))],
+    [
+        ("ema:0.5", SmoothSpec("ema", 0.5)),
+        ("EMA:1", SmoothSpec("ema", 1.0)),
+        ("vote:5", SmoothSpec("vote", 5)),
+        ("hold:0.15", SmoothSpec("hold", 0.15)),
+    ],
 )
 def test_parse_smoothing(text: str, spec: SmoothSpec) -> None:
     assert parse_smoothing(text) == spec
@@ -30,10 +37,34 @@ def test_parse_smoothing(text: str, spec: SmoothSpec) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "alpha", "margin"),
+    [("flow", *FLOW_DEFAULTS), ("flow:0.5", 0.5, FLOW_DEFAULTS[1]), ("FLOW:0.5:0", 0.5, 0.0), ("flow:1:0.2", 1.0, 0.2)],
+)
+def test_parse_flow_fills_in_the_measured_defaults(text: str, alpha: float, margin: float) -> None:
+    spec = parse_smoothing(text)
+    assert spec == SmoothSpec("flow", alpha, margin) and spec.needs_logits
+    assert parse_smoothing(str(spec)) == spec  # what the reports print reads back
+
+
+@pytest.mark.parametrize(
     ("text", "message"),
-    [("ema:2", "A in \\(0, 1\\]"), ("ema:0", "A in"), ("ema:x", "A in"), ("vote:0", "K in 1..255"),
-     ("vote:2.5", "K in"), ("vote:300", "K in"), ("median:3", "expected ema:A"), ("ema", "A in"),
-     ("hold:0", "D in \\(0, 1\\)"), ("hold:1", "D in")],
+    [
+        ("ema:2", "A in \\(0, 1\\]"),
+        ("ema:0", "A in"),
+        ("ema:x", "A in"),
+        ("vote:0", "K in 1..255"),
+        ("vote:2.5", "K in"),
+        ("vote:300", "K in"),
+        ("median:3", "expected ema:A"),
+        ("ema", "A in"),
+        ("hold:0", "D in \\(0, 1\\)"),
+        ("hold:1", "D in"),
+        ("flow:0", "flow:A:D takes"),
+        ("flow:0.5:1", "margin D"),
+        ("flow:x", "flow:A:D"),
+        ("flow:0.5:0.1:3", "flow:A:D"),
+        ("flow:", "flow:A:D"),
+    ],
 )
 def test_parse_smoothing_refuses_in_one_line(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message) as caught:
@@ -165,3 +196,52 @@ def test_scene_cut_on_another_scene_not_on_motion() -> None:
     assert detector(scene) is False
     with pytest.raises(ValueError, match="threshold"):
         SceneCut(1.5)
+
+
+def _moving_scene(frames: int, step: int) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """A textured scene panning right by `step` pixels a frame, a 16 x 16 object of class 1 moving with it:
+    the views, the objects' true masks, and 2-class logits that are sure of the object except in the last frame,
+    where the model hesitates (class 0 a little ahead everywhere)."""
+    texture = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 256, (64, 128)).astype(np.uint8), (0, 0), 2)
+    views, truths, logits = [], [], []
+    for k in range(frames):
+        truth = np.zeros((64, 128), bool)
+        truth[24:40, 20 + step * k : 36 + step * k] = True
+        scores = np.zeros((2, 64, 128), np.float32)
+        scores[1] = np.where(truth, 3.0 if k < frames - 1 else -0.3, -3.0)
+        views.append(np.roll(texture, step * k, axis=1))
+        truths.append(truth)
+        logits.append(scores)
+    return views, truths, logits
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+def test_flow_carries_the_past_along_the_motion() -> None:
+    """Where the model hesitates, the past holds the object where it is now (not where it was): the flow's
+    direction and scale are right. Averaging in place (ema, the same weight) smears it behind the motion."""
+    views, truths, logits = _moving_scene(6, step=4)
+    flow, ema = FlowSmoother(0.5, 0.0), EmaSmoother(0.5)
+    for view, scores in zip(views, logits, strict=True):
+        carried = argmax_classes(flow.update(scores, view)) == 1
+        smeared = argmax_classes(ema.update(scores)) == 1
+    assert argmax_classes(logits[-1]).max() == 0  # unsmoothed, the object is lost in the last frame
+    assert _iou(carried, truths[-1]) > 0.9
+    assert _iou(smeared, truths[-1]) < 0.8
+
+
+def test_flow_without_views_is_ema_then_hold_and_reset_forgets() -> None:
+    rng = np.random.default_rng(1)
+    frames = [rng.normal(0, 1, (3, 8, 8)).astype(np.float32) for _ in range(5)]
+    flow, ema, held = FlowSmoother(0.6, 0.2), EmaSmoother(0.6), None
+    for scores in frames:
+        expected = ema.update(scores).copy()
+        for c in range(3):
+            if held is not None:
+                expected[c][held == c] += 0.2
+        held = argmax_classes(expected)
+        np.testing.assert_allclose(flow.update(scores, None), expected, rtol=1e-6, atol=1e-6)
+    flow.reset()
+    np.testing.assert_allclose(flow.update(frames[0], None), EmaSmoother(1.0).update(frames[0]), atol=1e-6)
