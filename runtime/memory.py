@@ -1,10 +1,15 @@
-"""Hand the C heap's free pages back to the system now and then.
+"""Keep a long run's C heap from creeping: frame-sized buffers mapped and unmapped, free pages handed back.
 
 glibc keeps one malloc arena per thread that allocates, and an arena's free chunks stay resident: frames of many
 sizes, decoded, batched and freed in different threads, raise each arena's high-water mark a little at a time, so
 a pipeline that runs for months grows without holding more (measured: a 4-stream soak's in-use heap flat at 55 MB
-while its free-but-resident part grew 22 -> 29 MB in 5 minutes). `malloc_trim(0)` releases those pages
-(`madvise`); elsewhere (musl, macOS, Windows) there is nothing to do.
+while its free-but-resident part grew 22 -> 29 MB in 5 minutes). Two remedies, both glibc's own:
+- `long_run()`: a fixed mmap threshold (`mallopt(M_MMAP_THRESHOLD)`). glibc raises the threshold each time a
+  mapped block is freed, up to 32 MB, after which every frame buffer lands in an arena; fixed, buffers of a frame
+  or more are their own mappings, returned to the system when freed.
+- `release_free_memory()`: `malloc_trim(0)`, which hands the arenas' whole free pages back (`madvise`);
+  `Trimmer` calls it every `TRIM_EVERY` seconds from a loop that runs anyway.
+Elsewhere (musl, macOS, Windows) there is nothing to do and both return False.
 """
 
 from __future__ import annotations
@@ -17,27 +22,36 @@ import time
 from collections.abc import Callable
 
 TRIM_EVERY = 30.0  # seconds between trims of a long run: a trim costs a few milliseconds
+MMAP_THRESHOLD = 256 * 1024  # bytes: blocks this large or larger are mappings of their own (a 160x320 BGR frame)
+M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 
 
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's `malloc_trim`, or None where the C library has none."""
+def _glibc(name: str, *argtypes: type) -> Callable[..., int] | None:
+    """A glibc malloc function (returning int), or None where the C library has none."""
     if not sys.platform.startswith("linux"):
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     except OSError:
         return None
-    trim = getattr(libc, "malloc_trim", None)
-    if trim is None:
+    function = getattr(libc, name, None)
+    if function is None:
         return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
+    function.argtypes, function.restype = list(argtypes), ctypes.c_int
+    return function
+
+
+def long_run() -> bool:
+    """Fix the mmap threshold at `MMAP_THRESHOLD` for the whole process (see the module); False where the C
+    library cannot. Called by the stream pipeline before its threads start."""
+    mallopt = _glibc("mallopt", ctypes.c_int, ctypes.c_int)
+    return mallopt is not None and mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
 
 
 def release_free_memory() -> bool:
     """Give the heap's free pages back to the system; False where the C library cannot."""
-    trim = _malloc_trim()
+    trim = _glibc("malloc_trim", ctypes.c_size_t)
     if trim is None:
         return False
     trim(0)

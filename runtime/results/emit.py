@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import re
 import sys
@@ -23,6 +22,8 @@ import threading
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
+
+import orjson
 
 from runtime.errors import UserError
 from runtime.files import check_output
@@ -72,11 +73,12 @@ class JsonLines:
         return Path(self.target)
 
     def write(self, record: dict[str, Any]) -> None:
-        """Append `record` as one line (compact JSON, keys in the record's order)."""
-        text = json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
+        """Append `record` as one line (compact JSON in UTF-8, keys in the record's order; numpy arrays and
+        scalars as JSON lists and numbers)."""
+        line = orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE)
         if self._stdout is not None:
             with self._guard:
-                self._stdout.write(text)
+                self._stdout.write(line.decode())
                 self._stdout.flush()
             return
         key = str(record.get("stream", "")) if self._folder is not None else self.target
@@ -87,7 +89,7 @@ class JsonLines:
                 self._open(key, path)
             fd, lock = self._files[key], self._locks[key]
         with lock:
-            _append(fd, text.encode(), self.path(key), self.option)
+            _append(fd, line, self.path(key), self.option)
 
     def _open(self, key: str, path: Path) -> None:
         try:

@@ -87,15 +87,21 @@ class Region:
     holes: tuple[np.ndarray, ...] = ()
     rle: dict[str, Any] | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-able: `area`, `bbox`, and `outer` + `holes` (lists of `[x, y]`) or `rle`."""
+    def as_dict(self, lists: bool = True) -> dict[str, Any]:
+        """`area`, `bbox`, and `outer` + `holes` (lists of `[x, y]`) or `rle`. `lists=False`: the rings as
+        C-contiguous `N x 2` arrays instead (what `runtime.results.emit` writes without making lists)."""
         out: dict[str, Any] = {"area": self.area, "bbox": list(self.bbox)}
         if self.rle is not None:
             out["rle"] = self.rle
         elif self.outer is not None:
-            out["outer"] = self.outer.tolist()
-            out["holes"] = [hole.tolist() for hole in self.holes]
+            ring = _as_list if lists else np.ascontiguousarray
+            out["outer"] = ring(self.outer)
+            out["holes"] = [ring(hole) for hole in self.holes]
         return out
+
+
+def _as_list(ring: np.ndarray) -> list[list[int]]:
+    return ring.tolist()
 
 
 def check_region_options(min_area: int, epsilon: float) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from runtime.backends import Backend
 from runtime.errors import UserError
-from runtime.memory import Trimmer
+from runtime.memory import Trimmer, long_run
 from runtime.stream.mux import Muxer
 from runtime.stream.recording import Recording, Retention
 from runtime.stream.results import RunResults
@@ -187,8 +187,10 @@ class Pipeline:
         return [t for t in self.streams if not t.closed]
 
     def start(self, workers: int) -> None:
-        """Start `workers` inference threads and every stream's threads."""
+        """Start `workers` inference threads and every stream's threads (the C heap set for a long run first:
+        `runtime.memory.long_run`)."""
         s = self.settings
+        long_run()
         with self.lock:
             self.result.started = start = time.perf_counter()
             for stream in self.streams:

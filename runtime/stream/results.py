@@ -20,6 +20,7 @@ import numpy as np
 
 from runtime.backends import Backend
 from runtime.results.emit import JsonLines, WriteFailed
+from runtime.results.records import plain
 from runtime.results.stage import ResultsConfig, StreamResults
 from runtime.stream.state import Frame
 from runtime.stream.stats import StreamStats
@@ -135,4 +136,4 @@ class FrameResults:
             else:
                 self._failing = False
         if self.on_result is not None:
-            self.on_result(record)
+            self.on_result(plain(record))

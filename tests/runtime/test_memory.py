@@ -1,4 +1,5 @@
-"""The heap's free pages go back to the system (glibc's malloc_trim), measured on a real process's RSS."""
+"""The heap's free pages go back to the system (glibc's malloc_trim) and frame-sized blocks are mappings of their
+own (a fixed mmap threshold), measured on a real process's RSS."""
 
 import subprocess
 import sys
@@ -34,19 +35,52 @@ FRAGMENTED = textwrap.dedent(
 )
 
 
-def _run(mode: str) -> tuple[str, float, float]:
-    out = subprocess.run(
-        [sys.executable, "-c", FRAGMENTED, mode], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
+FRAMES = textwrap.dedent(
+    """
+    import ctypes, sys
+    from runtime.memory import long_run
+
+    def rss_mb():
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    fixed = long_run() if sys.argv[1] == "long" else None
+    libc.free(libc.malloc(8 << 20))  # a big block freed: glibc's own rule raises the threshold to 8 MB
+    before = rss_mb()
+    frames = [libc.malloc(600 * 1024) for _ in range(100)]  # frame-sized buffers
+    for frame in frames:
+        ctypes.memset(frame, 1, 600 * 1024)
+    for k, frame in enumerate(frames):
+        if k % 8:
+            libc.free(frame)
+    print(fixed, rss_mb() - before)
+    """
+)
+
+
+def _run(mode: str, code: str = FRAGMENTED) -> list[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code, mode], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
     ).stdout.split()
-    return out[0], float(out[1]), float(out[2])
 
 
 def test_free_heap_pages_are_given_back() -> None:
     trimmed, before, after = _run("trim")
     assert trimmed == "True"
-    assert before - after > 100  # MB: most of the ~176 MB freed in the middle of the heap
+    assert float(before) - float(after) > 100  # MB: most of the ~176 MB freed in the middle of the heap
     _, kept_before, kept_after = _run("keep")
-    assert kept_before - kept_after < 10  # without the trim they stay resident
+    assert float(kept_before) - float(kept_after) < 10  # without the trim they stay resident
+
+
+def test_frame_sized_blocks_are_returned_when_freed_in_a_long_run() -> None:
+    fixed, grown = _run("long", FRAMES)
+    assert fixed == "True"
+    assert float(grown) < 15  # MB: the 13 kept buffers (7.6 MB), the 87 freed ones unmapped
+    _, grown_by_default = _run("default", FRAMES)
+    assert float(grown_by_default) > 40  # glibc's raised threshold keeps the freed ones in the heap
 
 
 def test_the_trimmer_trims_at_most_once_a_period(monkeypatch: pytest.MonkeyPatch) -> None:
