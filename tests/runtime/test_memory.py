@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-
-FRAGMENTED = textwrap.dedent(
+PRELUDE = textwrap.dedent(
     """
     import ctypes, sys
-    from runtime.memory import release_free_memory
+    from runtime.memory import long_run, release_free_memory
 
     def rss_mb():
         with open("/proc/self/status") as status:
@@ -22,6 +21,11 @@ FRAGMENTED = textwrap.dedent(
     libc = ctypes.CDLL("libc.so.6")
     libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
     libc.free.argtypes = [ctypes.c_void_p]
+    """
+)
+
+FRAGMENTED = PRELUDE + textwrap.dedent(
+    """
     chunks = [libc.malloc(64 * 1024) for _ in range(3000)]  # under the mmap threshold: in the heap
     for chunk in chunks:
         ctypes.memset(chunk, 1, 64 * 1024)
@@ -35,18 +39,8 @@ FRAGMENTED = textwrap.dedent(
 )
 
 
-FRAMES = textwrap.dedent(
+FRAMES = PRELUDE + textwrap.dedent(
     """
-    import ctypes, sys
-    from runtime.memory import long_run
-
-    def rss_mb():
-        with open("/proc/self/status") as status:
-            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
-
-    libc = ctypes.CDLL("libc.so.6")
-    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
-    libc.free.argtypes = [ctypes.c_void_p]
     fixed = long_run() if sys.argv[1] == "long" else None
     libc.free(libc.malloc(8 << 20))  # a big block freed: glibc's own rule raises the threshold to 8 MB
     before = rss_mb()
