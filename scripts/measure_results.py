@@ -47,6 +47,7 @@ COST_VARIANTS: dict[str, tuple[ResultOptions | None, str | None]] = {
     "--emit --regions none": (ResultOptions("none"), None),
     "--smooth hold:0.15": (None, "hold:0.15"),
     "--smooth vote:5": (None, "vote:5"),
+    "--smooth flow": (None, "flow"),
 }
 SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "as rendered (in distribution)": lambda f: f,

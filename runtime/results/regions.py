@@ -148,33 +148,48 @@ def class_regions(binary: np.ndarray, class_id: int, min_area: int = 1, epsilon:
     starts = np.cumsum(lengths) - lengths
     signed = _signed_areas(points, lengths)
     parents = np.asarray(hierarchy, np.int64).reshape(-1, 4)[:, 3]
-    holes = np.flatnonzero(parents >= 0)
+    is_hole = parents >= 0
+    holes = np.flatnonzero(is_hole)
     enclosed = np.zeros(len(lengths), np.int64)
     np.add.at(enclosed, parents[holes], np.abs(signed[holes]))
     areas = np.abs(signed) - enclosed
     low = np.stack([np.minimum.reduceat(points[:, i], starts) for i in (0, 1)], axis=1)
     high = np.stack([np.maximum.reduceat(points[:, i], starts) for i in (0, 1)], axis=1)
-    outers = [int(k) for k in np.flatnonzero(parents < 0) if areas[k] >= min_area]
-    outers.sort(key=lambda k: (-areas[k], low[k, 1], low[k, 0]))
-    children: dict[int, list[int]] = {}
-    for k in holes:
-        children.setdefault(int(parents[k]), []).append(int(k))
-    rings = np.split(points.astype(np.int32), starts[1:])
+    outers = np.flatnonzero(~is_hole & (areas >= min_area))
+    outers = outers[np.lexsort((low[outers, 0], low[outers, 1], -areas[outers]))]
+    points = _oriented(points, lengths, starts, (signed > 0) == is_hole).astype(np.int32)
+    ends = (starts + lengths).tolist()
+    firsts = starts.tolist()
 
-    def ring(k: int, sign: int) -> np.ndarray:
-        exact = rings[k] if signed[k] * sign > 0 else rings[k][::-1]
-        return simplify(exact, epsilon)
+    def ring(k: int) -> np.ndarray:
+        exact = points[firsts[k] : ends[k]]
+        return simplify(exact, epsilon) if epsilon else exact
 
+    by_parent = holes[np.argsort(parents[holes], kind="stable")]
+    grouped = np.split(by_parent, np.flatnonzero(np.diff(parents[by_parent])) + 1) if len(holes) else []
+    children = {int(parents[group[0]]): group.tolist() for group in grouped}
+    boxes = np.concatenate([low, high - low], axis=1).tolist()
+    area_list = areas.tolist()
     return [
         Region(
             class_id=class_id,
-            area=int(areas[k]),
-            bbox=(int(low[k, 0]), int(low[k, 1]), int(high[k, 0] - low[k, 0]), int(high[k, 1] - low[k, 1])),
-            outer=ring(k, 1),
-            holes=tuple(ring(j, -1) for j in children.get(k, [])),
+            area=area_list[k],
+            bbox=tuple(boxes[k]),
+            outer=ring(k),
+            holes=tuple(ring(j) for j in children.get(k, ())),
         )
-        for k in outers
+        for k in outers.tolist()
     ]
+
+
+def _oriented(points: np.ndarray, lengths: np.ndarray, starts: np.ndarray, flip: np.ndarray) -> np.ndarray:
+    """`points` with the vertex order of the rings marked in `flip` reversed (each ring stays where it is)."""
+    if not flip.any():
+        return points
+    owner = np.repeat(np.arange(len(lengths)), lengths)
+    index = np.arange(len(points))
+    mirrored = 2 * starts[owner] + lengths[owner] - 1 - index
+    return points[np.where(flip[owner], mirrored, index)]
 
 
 def crack_rings(contours: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -190,11 +205,11 @@ def crack_rings(contours: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     nth = np.arange(int(firsts[-1] + emitted[-1])) - np.repeat(firsts, emitted)
     path = np.repeat(pixels, emitted, axis=0) + _SIDE_CORNERS.reshape(-1, 2)[np.repeat(pair * 4, emitted) + nth]
     path_lengths = np.add.reduceat(emitted, np.cumsum(lengths) - lengths)
-    before, after = _preceding(path_lengths), _following(path_lengths)
-    x, y = path[:, 0], path[:, 1]
-    straight = ((x[before] == x) & (x[after] == x)) | ((y[before] == y) & (y[after] == y))
-    ring_lengths = np.add.reduceat((~straight).astype(np.int64), np.cumsum(path_lengths) - path_lengths)
-    return path[~straight].astype(np.int64), ring_lengths
+    edge = path[_following(path_lengths)] - path  # unit steps along an axis: one code each
+    heading = edge[:, 0] + 2 * edge[:, 1]
+    turn = heading != heading[_preceding(path_lengths)]  # a vertex where the ring turns; the rest are straight
+    ring_lengths = np.add.reduceat(turn.astype(np.int64), np.cumsum(path_lengths) - path_lengths)
+    return path[turn].astype(np.int64), ring_lengths
 
 
 def simplify(ring: np.ndarray, epsilon: float) -> np.ndarray:
