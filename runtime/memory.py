@@ -5,8 +5,8 @@ sizes, decoded, batched and freed in different threads, raise each arena's high-
 a pipeline that runs for months grows without holding more (measured: a 4-stream soak's in-use heap flat at 55 MB
 while its free-but-resident part grew 22 -> 29 MB in 5 minutes). Two remedies, both glibc's own:
 - `long_run()`: a fixed mmap threshold (`mallopt(M_MMAP_THRESHOLD)`). glibc raises the threshold each time a
-  mapped block is freed, up to 32 MB, after which every frame buffer lands in an arena; fixed, buffers of a frame
-  or more are their own mappings, returned to the system when freed.
+  mapped block is freed, up to 32 MB, after which every frame buffer lands in an arena; pinned at its starting
+  128 kB, buffers of a frame or more are their own mappings, returned to the system when freed.
 - `release_free_memory()`: `malloc_trim(0)`, which hands the arenas' whole free pages back (`madvise`);
   `Trimmer` calls it every `TRIM_EVERY` seconds from a loop that runs anyway.
 Elsewhere (musl, macOS, Windows) there is nothing to do and both return False.
@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 
 TRIM_EVERY = 30.0  # seconds between trims of a long run: a trim costs a few milliseconds
-MMAP_THRESHOLD = 256 * 1024  # bytes: blocks this large or larger are mappings of their own (a 160x320 BGR frame)
+MMAP_THRESHOLD = 128 * 1024  # bytes: glibc's own starting threshold, pinned (a 240x320 BGR frame is 230 kB)
 M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 
 
