@@ -170,3 +170,24 @@ def test_no_module_over_500_lines() -> None:
         if len(p.read_text().splitlines()) > 500
     }
     assert long <= LONG_FILES, sorted(long - LONG_FILES)
+
+
+OPTIONAL = {"tensorrt", "pycuda", "tritonclient", "google"}  # the [tensorrt] and [serve] extras (google: protobuf)
+IMPORT_NAMES = {"opencv-python-headless": "cv2", "onnxruntime-gpu": "onnxruntime"}
+
+
+def test_the_edge_install_in_the_readme_covers_every_package_the_runtime_imports() -> None:
+    """An edge box installs `runtime/`'s packages by hand (README); one the runtime imports and the line lacks
+    breaks `cfnet stream` there (orjson was nearly such a one)."""
+    line = next(x for x in (ROOT / "README.md").read_text().splitlines() if x.startswith("pip install click "))
+    listed = {IMPORT_NAMES.get(name, name) for name in line.split("#")[0].split()[2:]}
+    imported: set[str] = set()
+    for path in (ROOT / "runtime").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = {name for name in imported if name not in sys.stdlib_module_names and name != "runtime"}
+    assert "cv2" in third_party and "orjson" in third_party  # the walk sees the imports at all
+    assert third_party - OPTIONAL - listed == set()
