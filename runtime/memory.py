@@ -7,6 +7,9 @@ while its free-but-resident part grew 22 -> 29 MB in 5 minutes). Two remedies, b
 - `long_run()`: a fixed mmap threshold (`mallopt(M_MMAP_THRESHOLD)`). glibc raises the threshold each time a
   mapped block is freed, up to 32 MB, after which every frame buffer lands in an arena; pinned at its starting
   128 kB, buffers of a frame or more are their own mappings, returned to the system when freed.
+  It also caps the arenas at `ARENAS` (`M_ARENA_MAX`; glibc's default is 8 per core): the reader, writer and
+  inference threads then share their freed blocks instead of each arena keeping its own high-water mark (the
+  usual `MALLOC_ARENA_MAX=2` of long-running Python services; the GIL serialises most allocations anyway).
 - `release_free_memory()`: `malloc_trim(0)`, which hands the arenas' whole free pages back (`madvise`);
   `Trimmer` calls it every `TRIM_EVERY` seconds from a loop that runs anyway.
 Elsewhere (musl, macOS, Windows) there is nothing to do and both return False.
@@ -21,9 +24,10 @@ import sys
 import time
 from collections.abc import Callable
 
-TRIM_EVERY = 30.0  # seconds between trims of a long run: a trim costs a few milliseconds
+TRIM_EVERY = 10.0  # seconds between trims of a long run: a trim costs a few milliseconds
 MMAP_THRESHOLD = 128 * 1024  # bytes: glibc's own starting threshold, pinned (a 240x320 BGR frame is 230 kB)
-M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+ARENAS = 2
+M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # mallopt's parameter numbers (malloc.h)
 
 
 @functools.cache
@@ -43,10 +47,12 @@ def _glibc(name: str, *argtypes: type) -> Callable[..., int] | None:
 
 
 def long_run() -> bool:
-    """Fix the mmap threshold at `MMAP_THRESHOLD` for the whole process (see the module); False where the C
-    library cannot. Called by the stream pipeline before its threads start."""
+    """Pin the mmap threshold at `MMAP_THRESHOLD` and cap the arenas at `ARENAS` for the whole process (see the
+    module); False where the C library cannot. Called by the stream pipeline before its threads start."""
     mallopt = _glibc("mallopt", ctypes.c_int, ctypes.c_int)
-    return mallopt is not None and mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+    if mallopt is None:
+        return False
+    return mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(M_ARENA_MAX, ARENAS) == 1
 
 
 def release_free_memory() -> bool:

@@ -89,3 +89,42 @@ def test_the_trimmer_trims_at_most_once_a_period(monkeypatch: pytest.MonkeyPatch
     trimmer.tick()
     trimmer.tick()
     assert calls == [1]
+
+
+ARENAS = PRELUDE + textwrap.dedent(
+    """
+    import os, tempfile, threading
+    fixed = long_run() if sys.argv[1] == "long" else None
+
+    together = threading.Barrier(8)
+
+    def allocate():  # eight threads holding a block at once: an arena each, unless capped
+        block = libc.malloc(1000)
+        together.wait()
+        libc.free(block)
+
+    threads = [threading.Thread(target=allocate) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    libc.fopen.restype, libc.fopen.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_char_p]
+    libc.fclose.argtypes = [ctypes.c_void_p]
+    libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    fd, path = tempfile.mkstemp()
+    os.close(fd)
+    stream = libc.fopen(path.encode(), b"w")
+    libc.malloc_info(0, stream)
+    libc.fclose(stream)
+    heaps = open(path).read().count("<heap nr=")
+    os.unlink(path)
+    print(fixed, heaps)
+    """
+)
+
+
+def test_threads_share_a_capped_number_of_arenas_in_a_long_run() -> None:
+    fixed, heaps = _run("long", ARENAS)
+    assert fixed == "True" and int(heaps) <= 2  # memory.ARENAS
+    _, heaps_by_default = _run("default", ARENAS)
+    assert int(heaps_by_default) > 2  # glibc makes an arena per new thread, up to 8 per core
