@@ -169,6 +169,9 @@ def soak(args: argparse.Namespace, work: Path) -> bool:
             sample = run.sample()
             state = run.stats()["streams"][3]["state"]
             samples.append({**sample, "t": now - started, "disk": disk_bytes(out), "up": state == "running"})
+            if args.samples is not None:
+                with open(args.samples, "a") as series:
+                    series.write(json.dumps(samples[-1]) + "\n")
             time.sleep(args.every)
     finally:
         summary = run.stop()
@@ -296,6 +299,7 @@ def main() -> None:
     soak_args.add_argument("--retain-gb", type=float, default=0.2)
     soak_args.add_argument("--warmup", type=float, default=120.0, help="Seconds before RSS is the baseline")
     soak_args.add_argument("--every", type=float, default=5.0, help="Seconds between samples")
+    soak_args.add_argument("--samples", type=Path, help="Also write every sample here, one JSON line each")
     outage_args.add_argument("--outage", type=float, default=60.0)
     outage_args.add_argument("--warmup", type=float, default=20.0)
     args = parser.parse_args()
