@@ -28,6 +28,8 @@ is no evidence about this one.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -146,7 +148,8 @@ class EmaSmoother:
         """Forget the past: the next frame is taken as it is."""
         self._average = None
 
-    def update(self, scores: np.ndarray) -> np.ndarray:
+    def update(self, scores: np.ndarray, carry: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
+        """`carry`: moves the past average (in place) before this frame joins it (`FlowSmoother`'s motion)."""
         scores = np.asarray(scores, np.float32)
         if scores.ndim != 3:
             raise ValueError(f"ema smoothing needs C x H x W class scores, got shape {scores.shape}")
@@ -161,6 +164,8 @@ class EmaSmoother:
         else:
             average = self._average
             assert average is not None
+            if carry is not None:
+                carry(average)
             average *= 1.0 - self.alpha
             average += frame
         assert self._average is not None
@@ -216,9 +221,10 @@ class FlowSmoother:
     needs_logits = True
 
     def __init__(self, alpha: float, margin: float) -> None:
-        if not (0 < alpha <= 1 and 0 <= margin < 1):
-            raise ValueError(f"flow weight {alpha} must be in (0, 1] and margin {margin} in [0, 1)")
-        self.alpha, self.margin = float(alpha), float(margin)
+        if not 0 <= margin < 1:
+            raise ValueError(f"flow margin {margin} must be in [0, 1)")
+        self.margin = float(margin)
+        self._ema = EmaSmoother(alpha)
         self._flow = cv2.DISOpticalFlow.create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
         self._shape: tuple[int, ...] = ()
         self._view: np.ndarray | None = None
@@ -226,50 +232,42 @@ class FlowSmoother:
 
     def reset(self) -> None:
         """Forget the past: the next frame is taken as it is."""
+        self._ema.reset()
         self._view = self._held = None
 
     def update(self, scores: np.ndarray, view: np.ndarray | None = None) -> np.ndarray:
-        scores = np.asarray(scores, np.float32)
-        if scores.ndim != 3:
-            raise ValueError(f"flow smoothing needs C x H x W class scores, got shape {scores.shape}")
-        if self._shape != scores.shape:
-            self._allocate(scores.shape)
+        if self._shape != np.shape(scores):
+            self._allocate(np.shape(scores))
         small = None if view is None else cv2.resize(view, self._small[::-1], interpolation=cv2.INTER_AREA)
-        first = self._held is None
-        frame = softmax(scores, self._frame, self._plane, 1.0 if first else self.alpha)
-        if first:
-            np.copyto(self._average, frame)
-        else:
-            if small is not None and self._view is not None:
-                self._carry(small, self._view)
-            self._average *= 1.0 - self.alpha
-            self._average += frame
-        self._view = small
-        np.copyto(self._out, self._average)
+        previous, self._view = self._view, small
+        carry = None
+        if small is not None and previous is not None:
+            carry = functools.partial(self._carry, small, previous)
+        average = self._ema.update(scores, carry)
+        np.copyto(self._out, average)
         self._held = hold(self._out, self._held, self.margin)
         return self._out
 
     def _allocate(self, shape: tuple[int, ...]) -> None:
         self._shape = shape
+        if len(shape) != 3:
+            return  # `EmaSmoother` refuses it
         height, width = shape[1:]
         scale = min(1.0, FLOW_SIDE / max(height, width))
         self._small = (max(8, round(height * scale)), max(8, round(width * scale)))
-        self._average = np.empty(shape, np.float32)
         self._out = np.empty(shape, np.float32)
-        self._frame = np.empty(shape, np.float32)
-        self._plane = np.empty(shape[1:], np.float32)
         self._grid = np.stack(np.meshgrid(np.arange(width), np.arange(height)), axis=-1).astype(np.float32)
         self.reset()
 
-    def _carry(self, view: np.ndarray, previous: np.ndarray) -> None:
-        """Move the average from the previous frame's pixels to this one's: each pixel takes the average of the
+    def _carry(self, view: np.ndarray, previous: np.ndarray, average: np.ndarray) -> None:
+        """Move `average` from the previous frame's pixels to this one's: each pixel takes the average of the
         point it came from (the flow from this frame to the previous one, scaled to the scores' size)."""
         height, width = self._shape[1:]
         flow = self._flow.calc(view, previous, None)  # type: ignore[call-overload]  # None: no initial flow
         flow = cv2.resize(flow, (width, height), interpolation=cv2.INTER_LINEAR)
         flow *= (width / view.shape[1], height / view.shape[0])
         flow += self._grid
-        for plane, out in zip(self._average, self._out, strict=True):  # `_out`'s planes as scratch
+        for plane, out in zip(average, self._out, strict=True):  # `_out`'s planes as scratch
             cv2.remap(plane, flow, None, cv2.INTER_LINEAR, dst=out, borderMode=cv2.BORDER_REPLICATE)
             np.copyto(plane, out)
 

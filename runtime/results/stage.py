@@ -82,16 +82,9 @@ class StreamResults:
         spec = config.smooth
         self._smoother = None if spec is None else make_smoother(spec, len(self.classes))
         self._cuts = SceneCut() if spec is not None and config.scene_cuts else None
-        self._drift = (
-            None
-            if reference is None
-            else DriftMonitor(
-                reference,
-                window_s=config.drift_window_s,
-                alert=config.drift_alert,
-                hold_s=config.drift_hold_s,
-                name=stream,
-            )
+        self._drift = None if reference is None else DriftMonitor(
+            reference, window_s=config.drift_window_s, alert=config.drift_alert, hold_s=config.drift_hold_s,
+            name=stream,
         )
         self.latest_shares: Mapping[str, float] = {}
         self.latest_drift: DriftReading | None = None
@@ -122,9 +115,9 @@ class StreamResults:
         if output.ndim != 3:
             raise UserError(f"{self.config.smooth} reads class scores; this model outputs masks", "--smooth")
         if isinstance(self._smoother, FlowSmoother):
-            view = (
-                None if frame_bgr is None or info is None else frame_view(frame_bgr, info.resized_size, info.input_size)
-            )
+            view = None
+            if frame_bgr is not None and info is not None:
+                view = frame_view(frame_bgr, info.resized_size, info.input_size)
             return self._smoother.update(output, view)
         return self._smoother.update(output)
 
@@ -171,14 +164,8 @@ class StreamResults:
         if self.sink is None or not due:
             return None
         record = frame_record(
-            mask,
-            self.classes,
-            source=self.source,
-            stream=self.stream,
-            frame=frame,
-            time=time,
-            options=self.config.options,
-            drift=reading,
+            mask, self.classes, source=self.source, stream=self.stream, frame=frame, time=time,
+            options=self.config.options, drift=reading,
         )
         self.sink(record)
         return record
