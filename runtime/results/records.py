@@ -20,12 +20,14 @@ finding the regions); `plain(record)` is the same record with lists, as the JSON
 
 from __future__ import annotations
 
+import json
 import time as clock
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from runtime.results.defaults import REGION_MODES
 from runtime.results.drift import DriftReading
@@ -93,18 +95,8 @@ def frame_record(
 
 
 def plain(record: dict[str, Any]) -> dict[str, Any]:
-    """`record` with its rings as lists of `[x, y]` (what `json.loads` of its line gives); other values shared."""
-    if "regions" not in record:
-        return record
-    regions = {
-        name: [
-            {key: value.tolist() if key == "outer" else [h.tolist() for h in value] if key == "holes" else value
-             for key, value in region.items()}
-            for region in found
-        ]
-        for name, found in record["regions"].items()
-    }  # fmt: skip
-    return {**record, "regions": regions}
+    """`record` as its JSON line reads back (rings as lists of `[x, y]`, numpy numbers as Python ones)."""
+    return dict(json.loads(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY)))
 
 
 def _regions(mask: np.ndarray, num_classes: int, counts: np.ndarray, options: ResultOptions) -> list[Any]:
