@@ -260,7 +260,9 @@ def stream_command(**options: Any) -> None:
 
     import runtime.log as log
     from runtime.errors import UserError
+    from runtime.memory import long_run
 
+    long_run()  # before any thread allocates: FFmpeg's decoders start theirs when a file opens (runtime/memory.py)
     log.set_format(options["log_format"])
     try:
         _stream(**options)  # SIGTERM before the first frame (loading, opening): exit 130, as Ctrl-C (SignalsFirst)

@@ -48,7 +48,9 @@ def _glibc(name: str, *argtypes: type) -> Callable[..., int] | None:
 
 def long_run() -> bool:
     """Pin the mmap threshold at `MMAP_THRESHOLD` and cap the arenas at `ARENAS` for the whole process (see the
-    module); False where the C library cannot. Called by the stream pipeline before its threads start."""
+    module); False where the C library cannot. The cap binds only threads that have not allocated yet, so
+    `cfnet stream` calls it first thing (FFmpeg's decoder threads start when a source opens, ONNX Runtime's when
+    its session runs), and the stream pipeline again before its own threads start (a caller of `run_streams`)."""
     mallopt = _glibc("mallopt", ctypes.c_int, ctypes.c_int)
     if mallopt is None:
         return False

@@ -25,7 +25,9 @@ def test_a_killed_exports_folder_is_swept_and_a_running_ones_kept(
     alive.mkdir()
     other = tmp_path / "someone-else-123-x"
     other.mkdir()
+    server = tmp_path / f"cfnet-triton-{int(dead.stdout)}-ghi789"  # its server may run on: leftovers.sweep's
+    server.mkdir()
     with scratch_dir("int8") as folder:
         assert folder.parent == tmp_path and folder.name.startswith(f"cfnet-int8-{os.getpid()}-")
         assert not stale.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, other.name, server.name])

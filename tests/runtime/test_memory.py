@@ -4,8 +4,10 @@ own (a fixed mmap threshold), measured on a real process's RSS."""
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,6 +23,20 @@ PRELUDE = textwrap.dedent(
     libc = ctypes.CDLL("libc.so.6")
     libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
     libc.free.argtypes = [ctypes.c_void_p]
+
+    def heaps():  # glibc's arenas, as malloc_info lists them
+        import os, tempfile
+        libc.fopen.restype, libc.fopen.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_char_p]
+        libc.fclose.argtypes = [ctypes.c_void_p]
+        libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+        fd, path = tempfile.mkstemp()
+        os.close(fd)
+        stream = libc.fopen(path.encode(), b"w")
+        libc.malloc_info(0, stream)
+        libc.fclose(stream)
+        count = open(path).read().count("<heap nr=")
+        os.unlink(path)
+        return count
     """
 )
 
@@ -55,9 +71,9 @@ FRAMES = PRELUDE + textwrap.dedent(
 )
 
 
-def _run(mode: str, code: str = FRAGMENTED) -> list[str]:
+def _run(mode: str, code: str = FRAGMENTED, *args: str) -> list[str]:
     return subprocess.run(
-        [sys.executable, "-c", code, mode], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
+        [sys.executable, "-c", code, mode, *args], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
     ).stdout.split()
 
 
@@ -93,7 +109,7 @@ def test_the_trimmer_trims_at_most_once_a_period(monkeypatch: pytest.MonkeyPatch
 
 ARENAS = PRELUDE + textwrap.dedent(
     """
-    import os, tempfile, threading
+    import threading
     fixed = long_run() if sys.argv[1] == "long" else None
 
     together = threading.Barrier(8)
@@ -108,17 +124,7 @@ ARENAS = PRELUDE + textwrap.dedent(
         thread.start()
     for thread in threads:
         thread.join()
-    libc.fopen.restype, libc.fopen.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_char_p]
-    libc.fclose.argtypes = [ctypes.c_void_p]
-    libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
-    fd, path = tempfile.mkstemp()
-    os.close(fd)
-    stream = libc.fopen(path.encode(), b"w")
-    libc.malloc_info(0, stream)
-    libc.fclose(stream)
-    heaps = open(path).read().count("<heap nr=")
-    os.unlink(path)
-    print(fixed, heaps)
+    print(fixed, heaps())
     """
 )
 
@@ -128,3 +134,28 @@ def test_threads_share_a_capped_number_of_arenas_in_a_long_run() -> None:
     assert fixed == "True" and int(heaps) <= 2  # memory.ARENAS
     _, heaps_by_default = _run("default", ARENAS)
     assert int(heaps_by_default) > 2  # glibc makes an arena per new thread, up to 8 per core
+
+
+STREAM = PRELUDE + textwrap.dedent(
+    """
+    from runtime.cli import stream_command
+
+    *videos, model = sys.argv[2:]
+    stream_command.main([*videos, "--model", model, "--json"], standalone_mode=False)
+    print(heaps())
+    """
+)
+
+
+def test_cfnet_stream_caps_the_arenas_before_its_sources_open(
+    tiny_onnx: Path, write_video: Callable[..., Path], tmp_path: Path
+) -> None:
+    """FFmpeg's decoder threads allocate as soon as a file opens, before the pipeline starts: capped only when
+    `cfnet stream` sets the cap first thing (the pipeline's own call came too late: 7 arenas on 2 cores)."""
+    rng = np.random.default_rng(0)
+    videos = [
+        str(write_video(tmp_path / f"v{k}.mp4", [rng.integers(0, 255, (48, 64, 3), np.uint8) for _ in range(20)]))
+        for k in range(3)
+    ]
+    *_, heaps = _run("stream", STREAM, *videos, str(tiny_onnx))
+    assert int(heaps) <= 2  # memory.ARENAS
