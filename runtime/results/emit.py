@@ -23,10 +23,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
 
-import orjson
-
 from runtime.errors import UserError
 from runtime.files import check_output
+from runtime.results import records
 
 STDOUT = "-"
 SUFFIX = ".jsonl"
@@ -73,9 +72,8 @@ class JsonLines:
         return Path(self.target)
 
     def write(self, record: dict[str, Any]) -> None:
-        """Append `record` as one line (compact JSON in UTF-8, keys in the record's order; numpy arrays and
-        scalars as JSON lists and numbers)."""
-        line = orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE)
+        """Append `record` as its one line (`runtime.results.records.line`)."""
+        line = records.line(record)
         if self._stdout is not None:
             with self._guard:
                 self._stdout.write(line.decode())

@@ -15,7 +15,7 @@
 - `drift`: only where the model has a reference and the stream is monitored (`runtime.results.drift`).
 
 In Python, `frame_record` holds each ring as an `N x 2` int array (making 30,000 small lists a frame cost more than
-finding the regions); `plain(record)` is the same record with lists, as the JSON line reads back.
+finding the regions); `line(record)` is its JSON line, `plain(record)` the record as that line reads back.
 """
 
 from __future__ import annotations
@@ -94,9 +94,15 @@ def frame_record(
     return record
 
 
+def line(record: dict[str, Any]) -> bytes:
+    """`record` as its JSON line: compact UTF-8, keys in the record's order, numpy arrays and scalars as JSON
+    lists and numbers, a newline at the end."""
+    return orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE)
+
+
 def plain(record: dict[str, Any]) -> dict[str, Any]:
     """`record` as its JSON line reads back (rings as lists of `[x, y]`, numpy numbers as Python ones)."""
-    return dict(json.loads(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY)))
+    return dict(json.loads(line(record)))
 
 
 def _regions(mask: np.ndarray, num_classes: int, counts: np.ndarray, options: ResultOptions) -> list[Any]:
