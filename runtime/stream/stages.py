@@ -1,5 +1,5 @@
 """The pipeline's threads after the readers (`runtime.stream.sources`): inference workers (batches from the muxer
--> the backend) and a writer per source (frames back in order, argmax, overlay, recording, callbacks)."""
+-> the backend -> masks) and a writer per source (frames back in order, results, overlay, recording, callbacks)."""
 
 from __future__ import annotations
 
@@ -39,13 +39,26 @@ def inference(run: Run, muxer: Muxer, backend: Backend, result: RunStats, lock: 
                     result.last_progress = time.monotonic()
                 for k, item in enumerate(items):
                     item.waited, item.inferred = started - item.ready, elapsed
-                    item.output = outputs[k : k + 1]
+                    take(item, outputs[k : k + 1])
                     item.batch = item.batch[:0]  # the input is no longer needed
                     _deliver(run, item.stream, item)
+                del outputs  # back to the backend before its next call
             for stream in ended:
                 _deliver(run, stream, End(stream.assigned))
     except BaseException as exc:  # re-raised by run_streams on the caller's thread
         run.abort("error", exc)
+
+
+def take(item: Frame, output: np.ndarray) -> None:
+    """The frame's part of its batch's output, in memory of its own: its `mask` (a stream without results) or a
+    copy of its scores (`output`: smoothing, drift and records read them). ONNX Runtime hands its outputs over
+    in its own arena; outputs held there while the writers catch up raised the arena's resident high-water mark,
+    a little at a time, for as long as the run lasted (DESIGN.md, "Memory that does not creep")."""
+    if item.stream.results is not None:
+        item.output = output.copy()
+        return
+    mask = postprocess(output, [item.info])[0]
+    item.mask = mask.copy() if np.shares_memory(mask, output) else mask  # a mask model's own, uncropped
 
 
 def _deliver(run: Run, stream: Stream, item: Frame | End) -> None:
@@ -111,12 +124,12 @@ def _write(
             continue
         item = early.pop(written)
         written += 1
-        assert item.output is not None
         times["wait"].append(item.waited)
         times["infer"].append(item.inferred)
         started = time.perf_counter()
         results = stream.results  # smoothing, shares, drift, records: runtime.stream.results
-        mask = results.mask(item, item.connection) if results is not None else postprocess(item.output, [item.info])[0]
+        mask = results.mask(item, item.connection) if results is not None else item.mask
+        assert mask is not None
         blended = overlay(item.frame, colorize(mask, lut), alpha)
         if legend:
             blended = draw_legend(blended, mask, meta.classes, meta.palette)

@@ -25,8 +25,10 @@ if TYPE_CHECKING:
 
 @dataclass
 class Frame:
-    """One frame from its reader to its writer. `output`: what inference returned for it (logits or a mask);
-    `connection`: which opening of its source it came from (a new one starts a new recording segment)."""
+    """One frame from its reader to its writer. After inference (`runtime.stream.stages.take`) either `mask`: its
+    final mask, or `output`: a copy of what inference returned for it (logits or a mask), for a stream whose
+    results read it; `connection`: which opening of its source it came from (a new one starts a new recording
+    segment)."""
 
     stream: Stream
     index: int
@@ -39,6 +41,7 @@ class Frame:
     waited: float = 0.0  # seconds in the muxer
     inferred: float = 0.0  # seconds of its batch's inference
     output: np.ndarray | None = None
+    mask: np.ndarray | None = None
     connection: int = 0
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import cv2
@@ -202,6 +203,48 @@ def test_a_frame_held_for_a_batch_when_every_stream_ends_is_still_inferred(tiny_
             assert not run.is_alive(), f"the run hung (attempt {attempt})"
             assert time.monotonic() - started < 5  # the held frame went when the stream ended, not at the timeout
             assert results[0].streams[0].frames == 1
+
+
+class TrackedBackend(WrappedBackend):
+    """Returns arrays of its own, as ONNX Runtime returns its arena's memory; at its third call, records which of
+    the first two are still alive."""
+
+    def __init__(self, backend: Backend) -> None:
+        super().__init__(backend, "tracked")
+        self.returned: list[weakref.ref[np.ndarray]] = []
+        self.alive_at_third: list[bool] = []
+        self.third = threading.Event()
+
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        if len(self.returned) == 2:
+            self.alive_at_third = [ref() is not None for ref in self.returned]
+            self.third.set()
+        output = np.array(self.inner.infer(images))
+        self.returned.append(weakref.ref(output))
+        return output
+
+
+def test_a_batch_output_is_released_before_the_writers_catch_up(tiny_onnx: Path) -> None:
+    """Frames waiting for their writer held views of their batch's output, so ONNX Runtime's arena kept every
+    batch that was not yet written, and its resident high-water mark ratcheted up over a long run (a 60-minute
+    soak); a frame now leaves inference with a mask of its own."""
+    masks: list[np.ndarray] = []
+
+    def slow_writer(stream: int, index: int, frame: np.ndarray, mask: np.ndarray, blended: np.ndarray) -> None:
+        if index == 0:
+            assert backend.third.wait(timeout=30)  # the writer lags while inference goes on
+        masks.append(mask)
+
+    with open_backend(tiny_onnx, device="cpu") as inner:
+        backend = TrackedBackend(inner)
+        run_streams([ListSource(synthetic_frames(4, (48, 64), seed=3))], backend, batch=1, on_frame=slow_writer)
+        expected: list[np.ndarray] = []
+        run_streams(
+            [ListSource(synthetic_frames(4, (48, 64), seed=3))], inner, on_frame=lambda *a: expected.append(a[3])
+        )
+    assert backend.alive_at_third == [False, False]
+    for got, want in zip(masks, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 class SlowSource(ListSource):
@@ -454,5 +497,3 @@ def test_sigterm_before_the_first_frame_exits_130_like_ctrl_c(
     code, _, stderr = cfnet(["stream", video, "--model", tmp_path / "m.onnx", "--out", tmp_path / "o.mp4"], capsys)
     assert code == 130 and stderr.strip() == "error: interrupted"
     assert signal.getsignal(signal.SIGTERM) == before and sorted(os.listdir(tmp_path)) == ["a.mp4"]
-
-
