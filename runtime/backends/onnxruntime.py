@@ -9,10 +9,8 @@ providers are checked after creation (`--device cuda` that ends on the CPU is an
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -183,17 +181,12 @@ class OnnxRuntimeBackend(Backend):
             raise UserError(
                 f"ONNX Runtime provider {missing[0]} is not available", f"available: {', '.join(available)}"
             )
-        self._load = functools.partial(load_session, path, chosen, threads, spinning, fp16, device_id)
-        self.session = self._load()
+        self.session = load_session(path, chosen, threads, spinning, fp16, device_id)
         props = self.session.get_modelmeta().custom_metadata_map
         on_gpu = self.session.get_providers()[0] in GPU_PROVIDERS
         if not on_gpu and needs_exact_sums(props):  # int8 weights where u8 x s8 sums saturate: runtime/cpu.py
-            self._load = functools.partial(self._load, exact_int8=True)
-            self.session = self._load()
+            self.session = load_session(path, chosen, threads, spinning, fp16, device_id, exact_int8=True)
         self.session.disable_fallback()  # a provider failing at run time raises instead of switching silently
-        self._sessions: dict[int, ort.InferenceSession] = {}  # by calling thread
-        self._unclaimed: ort.InferenceSession | None = self.session  # the first caller's
-        self._lock = threading.Lock()
         self.providers: list[str] = self.session.get_providers()
         notice = check_providers(device, chosen, self.providers, str(path))
         if notice:
@@ -218,7 +211,7 @@ class OnnxRuntimeBackend(Backend):
             print(notice, file=sys.stderr)
         self.io_binding = on_gpu if io_binding is None else io_binding
         self.device = "cuda" if on_gpu else "cpu"  # where the model runs (the stream batches on a GPU only)
-        self.concurrent = True  # each calling thread runs a session of its own (`_session`)
+        self.concurrent = True  # `InferenceSession.run` may be called from several threads at once
         self.name = f"onnxruntime[{self.providers[0]}]"
         self.path = str(path)
 
@@ -237,40 +230,23 @@ class OnnxRuntimeBackend(Backend):
                     str(self.path),
                 )
             images = pad_batch(images, self.fixed_size)
-        session = self._session()
         if not self.io_binding:
-            out: Any = session.run([self.output], {self.input_name: images})[0]
+            out: Any = self.session.run([self.output], {self.input_name: images})[0]
             output = as_output(np.asarray(out))
         else:
-            binding = session.io_binding()
+            binding = self.session.io_binding()
             binding.bind_cpu_input(self.input_name, images)
             binding.bind_output(self.output, self.device)
-            session.run_with_iobinding(binding)
+            self.session.run_with_iobinding(binding)
             output = as_output(np.asarray(binding.copy_outputs_to_cpu()[0]))
         if not self._output_checked:
             check_io_shapes(images.shape, output.shape, self.metadata, str(self.path), mask=output.dtype == np.uint8)
             self._output_checked = True
         return crop_output(output, size, (images.shape[2], images.shape[3]))
 
-    def _session(self) -> ort.InferenceSession:
-        """The calling thread's session: the first caller gets the one loaded at start, any other thread loads its
-        own on its first call. ONNX Runtime's memory arena belongs to a session, and runs in flight together in one
-        session ratchet its resident high-water mark up for as long as they run (a stream's two inference
-        workers: DESIGN.md, "Memory that does not creep"); one caller at a time reuses the same blocks."""
-        thread = threading.get_ident()
-        session = self._sessions.get(thread)
-        if session is None:
-            with self._lock:
-                session, self._unclaimed = self._unclaimed or self._load(), None
-                session.disable_fallback()
-                self._sessions[thread] = session
-        return session
-
     def close(self) -> None:
-        """Release the sessions."""
+        """Release the session."""
         self.__dict__.pop("session", None)
-        self._unclaimed = None
-        self._sessions.clear()
 
 
 def _tensorrt_loads(available: Sequence[str]) -> bool:

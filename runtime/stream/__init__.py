@@ -18,7 +18,9 @@ are retained and pause on a full disk (`runtime.stream.recording`).
 
 Several inference threads (a backend whose `infer` may run concurrently: ONNX Runtime) keep the cores busy
 while one call is in a serial part of the graph; their batches finish out of order, so the muxer numbers
-each stream's frames and the stream's writer puts them back in that order before writing.
+each stream's frames and the stream's writer puts them back in that order before writing. A frame leaves
+inference with its mask, or a copy of its scores for a stream whose results read them: nothing the writers
+hold is the backend's memory (`runtime.stream.stages.take`).
 
 `RunStats` is the one place an observer reads the live state (counters, the newest overlay per stream):
 the pipeline updates it in place, without locks on the hot path.

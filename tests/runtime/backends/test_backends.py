@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -38,40 +36,6 @@ def test_io_binding_gives_the_same_logits(tiny_onnx: Path) -> None:
     bound = OnnxRuntimeBackend(tiny_onnx, device="cpu", io_binding=True)
     plain = OnnxRuntimeBackend(tiny_onnx, device="cpu", io_binding=False)
     np.testing.assert_array_equal(bound.infer(images), plain.infer(images))
-
-
-def test_concurrent_callers_run_sessions_of_their_own(tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Runs in flight together in one session share its memory arena, whose resident high-water mark then
-    ratchets up for as long as they run (a stream's two inference workers); each calling thread runs a session
-    of its own, the first caller the one loaded at start (no third copy of the weights)."""
-    images = np.random.default_rng(2).standard_normal((2, 3, 24, 32)).astype(np.float32)
-    expected = _reference(tiny_onnx, images)
-    ran: dict[str, set[int]] = {}
-    plain_run = ort.InferenceSession.run
-
-    def run(session: ort.InferenceSession, *args: Any, **kwargs: Any) -> Any:
-        ran.setdefault(threading.current_thread().name, set()).add(id(session))
-        return plain_run(session, *args, **kwargs)
-
-    monkeypatch.setattr(ort.InferenceSession, "run", run)
-    backend = OnnxRuntimeBackend(tiny_onnx, device="cpu", threads=1)
-    loaded = id(backend.session)
-    together = threading.Barrier(2)
-    outputs: dict[str, list[np.ndarray]] = {"a": [], "b": []}
-
-    def call(name: str) -> None:
-        together.wait()
-        outputs[name] += [backend.infer(images) for _ in range(3)]
-
-    callers = [threading.Thread(target=call, args=(name,), name=name) for name in outputs]
-    for caller in callers:
-        caller.start()
-    for caller in callers:
-        caller.join(timeout=60)
-    assert set(ran) == {"a", "b"} and all(len(ids) == 1 for ids in ran.values())  # one session a thread
-    assert ran["a"] != ran["b"] and loaded in ran["a"] | ran["b"]
-    for logits in outputs["a"] + outputs["b"]:
-        np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_a_fixed_size_model_gets_padded_input_and_cropped_logits(tiny_onnx: Path, tmp_path: Path) -> None:
