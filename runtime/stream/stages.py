@@ -39,7 +39,9 @@ def inference(run: Run, muxer: Muxer, backend: Backend, result: RunStats, lock: 
                     result.last_progress = time.monotonic()
                 for k, item in enumerate(items):
                     item.waited, item.inferred = started - item.ready, elapsed
+                    taking = time.perf_counter()
                     take(item, outputs[k : k + 1])
+                    item.taken = time.perf_counter() - taking
                     item.batch = item.batch[:0]  # the input is no longer needed
                     _deliver(run, item.stream, item)
                 del outputs  # back to the backend before its next call
@@ -140,7 +142,7 @@ def _write(
             on_frame(stream.index, item.index, item.frame, mask, blended)
         result.latest[stream.index] = blended
         done = time.perf_counter()
-        times["postprocess"].append(encoded - started)
+        times["postprocess"].append(encoded - started + item.taken)
         times["write"].append(done - encoded)
         times["end_to_end"].append(done - item.started)
         stream.stats.frames += 1

@@ -40,6 +40,7 @@ class Frame:
     seq: int = -1  # position among the stream's frames given to inference (the writer's order)
     waited: float = 0.0  # seconds in the muxer
     inferred: float = 0.0  # seconds of its batch's inference
+    taken: float = 0.0  # seconds making its mask (or copying its scores) after inference: its postprocess, in part
     output: np.ndarray | None = None
     mask: np.ndarray | None = None
     connection: int = 0

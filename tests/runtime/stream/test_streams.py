@@ -12,6 +12,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -245,6 +246,23 @@ def test_a_batch_output_is_released_before_the_writers_catch_up(tiny_onnx: Path)
     assert backend.alive_at_third == [False, False]
     for got, want in zip(masks, expected, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_the_mask_made_after_inference_counts_as_postprocess(tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The argmax moved from the writer to the inference thread (`stages.take`); the frame's postprocess latency
+    still counts it."""
+    import runtime.stream.stages as stages
+
+    plain_take = stages.take
+
+    def slow_take(item: Any, output: np.ndarray) -> None:
+        time.sleep(0.05)
+        plain_take(item, output)
+
+    monkeypatch.setattr(stages, "take", slow_take)
+    with open_backend(tiny_onnx, device="cpu") as backend:
+        stats = run_streams([ListSource(synthetic_frames(3, (48, 64), seed=4))], backend)
+    assert stats.streams[0].latency_ms["postprocess"]["median"] >= 50
 
 
 class SlowSource(ListSource):
